@@ -1,0 +1,3 @@
+from idgenrec.cli import main
+
+main()

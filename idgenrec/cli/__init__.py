@@ -1,0 +1,25 @@
+"""The `idgenrec` command line: one subcommand per pipeline stage.
+
+Each DVC stage and each Prefect task calls the same library functions these commands
+call; heavy imports (torch, transformers) happen inside commands so `--help` is instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from idgenrec.cli import baseline, data, ids, model
+
+app = typer.Typer(
+    help="IDGenRec: generative recommendation with learned textual item IDs.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data.app, name="data", help="Fetch, prepare and validate datasets.")
+app.add_typer(ids.app, name="ids", help="Warm up the ID generator, generate and inspect textual item IDs.")
+app.add_typer(baseline.app, name="baseline", help="Evaluate baselines under the same protocol.")
+model.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,83 @@
+"""The evaluation protocol: leave-one-out, full-catalogue ranking, Recall@k and NDCG@k.
+
+One held-out target per user, so Recall@k equals Hit@k and NDCG@k is
+``1 / log2(rank + 2)`` when the target is at 0-based ``rank < k``, else 0.
+Every model is evaluated through :func:`evaluate` via the :class:`Recommender` contract.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol
+
+from idgenrec.data.dataset import SequenceDataset, Split
+
+
+class Recommender(Protocol):
+    """What every model (baselines, IDGenRec with any backbone or ID kind) provides."""
+
+    def recommend(
+        self, histories: Sequence[Sequence[int]], k: int, exclude_seen: bool = False
+    ) -> list[list[int]]:
+        """Top-``k`` item indices per history, best first (fewer if the model has fewer).
+
+        With ``exclude_seen`` the items of each history are never recommended.
+        """
+        ...
+
+
+def target_ranks(ranked: Sequence[Sequence[int]], targets: Sequence[int]) -> list[int | None]:
+    """0-based position of each target in its ranked list, ``None`` when absent."""
+    if len(ranked) != len(targets):
+        raise ValueError(f"{len(ranked)} ranked lists for {len(targets)} targets")
+    ranks: list[int | None] = []
+    for items, target in zip(ranked, targets):
+        try:
+            ranks.append(list(items).index(target))
+        except ValueError:
+            ranks.append(None)
+    return ranks
+
+
+def ranking_metrics(ranks: Sequence[int | None], ks: Sequence[int]) -> dict[str, float]:
+    """Mean Recall@k and NDCG@k over users, from the targets' 0-based ranks."""
+    if not ranks:
+        raise ValueError("no users to evaluate")
+    metrics: dict[str, float] = {}
+    for k in ks:
+        hits = [r for r in ranks if r is not None and r < k]
+        metrics[f"recall@{k}"] = len(hits) / len(ranks)
+        metrics[f"ndcg@{k}"] = sum(1.0 / math.log2(r + 2) for r in hits) / len(ranks)
+    return metrics
+
+
+def evaluate(
+    model: Recommender,
+    dataset: SequenceDataset,
+    split: Split,
+    ks: Sequence[int] = (5, 10),
+    exclude_seen: bool = False,
+) -> dict[str, float]:
+    """Rank the full catalogue for every user's held-out ``split`` item and score it."""
+    histories, targets = dataset.split_examples(split)
+    ranked = model.recommend(histories, k=max(ks), exclude_seen=exclude_seen)
+    return ranking_metrics(target_ranks(ranked, targets), ks)
+
+
+def evaluate_protocol(
+    model: Recommender, dataset: SequenceDataset, ks: Sequence[int], exclude_seen: bool
+) -> dict[str, float]:
+    """Validation and test metrics under the configured protocol, plus the other exclusion setting.
+
+    Keys look like ``valid/ndcg@10`` (configured setting) and ``test/seen_excluded/ndcg@10``
+    (the alternative, reported alongside as the protocol asks).
+    """
+    other = "seen_included" if exclude_seen else "seen_excluded"
+    results: dict[str, float] = {}
+    for split in ("valid", "test"):
+        for name, value in evaluate(model, dataset, split, ks, exclude_seen).items():
+            results[f"{split}/{name}"] = value
+        for name, value in evaluate(model, dataset, split, ks, not exclude_seen).items():
+            results[f"{split}/{other}/{name}"] = value
+    return results

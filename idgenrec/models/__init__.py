@@ -1,0 +1,1 @@
+"""Recommenders that implement :class:`idgenrec.evaluation.Recommender`."""

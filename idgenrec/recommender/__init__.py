@@ -1,0 +1,1 @@
+"""The LLM-based recommender: prompts, training, trie-constrained decoding, alternation."""

@@ -1,0 +1,53 @@
+import math
+
+import pytest
+
+from idgenrec.data.dataset import SequenceDataset
+from idgenrec.evaluation import evaluate, ranking_metrics, target_ranks
+from idgenrec.models.popularity import PopularityRecommender
+
+
+def test_metrics_match_hand_computed_values():
+    ranked = [[3, 1, 2], [5, 6, 4], [9, 8, 7]]
+    targets = [1, 4, 0]  # rank 1, rank 2, absent
+    ranks = target_ranks(ranked, targets)
+    assert ranks == [1, 2, None]
+    metrics = ranking_metrics(ranks, ks=[1, 2, 3])
+    assert metrics["recall@1"] == 0.0
+    assert metrics["recall@2"] == pytest.approx(1 / 3)
+    assert metrics["recall@3"] == pytest.approx(2 / 3)
+    assert metrics["ndcg@2"] == pytest.approx((1 / math.log2(3)) / 3)
+    assert metrics["ndcg@3"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4)) / 3)
+
+
+def test_first_place_scores_one():
+    assert ranking_metrics([0, 0], ks=[5]) == {"recall@5": 1.0, "ndcg@5": 1.0}
+
+
+def test_mismatched_lengths_are_an_error():
+    with pytest.raises(ValueError, match="2 ranked lists for 1 targets"):
+        target_ranks([[1], [2]], [1])
+
+
+def _toy_dataset() -> SequenceDataset:
+    # item 0 is the most popular; user 2's test item is 0, which they have already seen.
+    sequences = [[0, 1, 2, 3], [0, 1, 3, 2], [0, 2, 1, 0]]
+    return SequenceDataset(
+        name="toy",
+        item_ids=["a", "b", "c", "d"],
+        item_titles=["A", "B", "C", "D"],
+        item_texts=["A", "B", "C", "D"],
+        user_ids=["u1", "u2", "u3"],
+        sequences=sequences,
+    )
+
+
+def test_popularity_counts_only_the_inputs_and_excludes_seen_on_request():
+    dataset = _toy_dataset()
+    model = PopularityRecommender.fit(dataset, "test")
+    # test inputs: [0,1,2], [0,1,3], [0,2,1] -> counts 0:3, 1:3, 2:2, 3:1
+    assert model.recommend([[]], k=4) == [[0, 1, 2, 3]]
+    assert model.recommend([[0, 2]], k=4, exclude_seen=True) == [[1, 3]]
+    metrics = evaluate(model, dataset, "test", ks=[1], exclude_seen=False)
+    # targets 3, 2, 0: only user 3's target (0) is at rank 0
+    assert metrics["recall@1"] == pytest.approx(1 / 3)
