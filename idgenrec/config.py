@@ -132,7 +132,46 @@ class TrainingConfig(_Section):
         description="Phases run in order; an `ids` phase is followed by regenerating the ID table.",
     )
     num_beams: int = Field(10, ge=1, description="Beam width of trie-constrained decoding.")
+    selection_users: int | None = Field(
+        None, ge=1, description="Validate on this fixed random subset of users after each epoch (None: all users)."
+    )
     seed: int = 0
+
+
+class SASRecConfig(_Section):
+    """SASRec baseline (causal transformer, cross-entropy over the full catalogue).
+
+    Network defaults are RecBole's SASRec defaults, so ML-100k numbers compare with its.
+    """
+
+    max_history: int = Field(50, ge=1, description="Most recent items read (RecBole's MAX_ITEM_LIST_LENGTH).")
+    hidden_size: int = Field(64, ge=8, description="Item embedding and transformer width.")
+    num_layers: int = Field(2, ge=1, description="Transformer blocks.")
+    num_heads: int = Field(2, ge=1, description="Attention heads; must divide hidden_size.")
+    inner_size: int = Field(256, ge=1, description="Feed-forward width.")
+    hidden_dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on embeddings and block outputs.")
+    attention_dropout: float = Field(0.5, ge=0, lt=1, description="Dropout on attention probabilities.")
+    layer_norm_eps: float = Field(1e-12, gt=0)
+    initializer_range: float = Field(0.02, gt=0, description="Std of the normal initialisation.")
+    learning_rate: float = Field(1e-3, gt=0, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay (0 = RecBole's Adam).")
+    batch_size: int = Field(64, ge=1, description="Training windows per step (each predicts up to max_history targets).")
+    window_stride: int = Field(
+        50, ge=1, description="New targets per training window (<= max_history); smaller gives every target more context at more cost."
+    )
+    max_epochs: int = Field(200, ge=1, description="Passes over all training targets, at most.")
+    patience: int = Field(10, ge=1, description="Stop after this many epochs without a better validation metric.")
+    eval_batch_size: int = Field(1024, ge=1, description="Histories scored together.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _shapes_fit(self) -> "SASRecConfig":
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.window_stride > self.max_history:
+            raise ValueError(f"window_stride {self.window_stride} exceeds max_history {self.max_history}")
+        return self
 
 
 class Params(_Section):
@@ -142,6 +181,7 @@ class Params(_Section):
     warmup: WarmupConfig = WarmupConfig()
     ids: IdConfig = IdConfig()
     training: TrainingConfig = TrainingConfig()
+    sasrec: SASRecConfig = SASRecConfig()
 
 
 class ConfigError(ValueError):

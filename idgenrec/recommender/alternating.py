@@ -1,0 +1,189 @@
+"""Alternating training: the schedule in ``params.yaml`` is data, each phase a checkpoint.
+
+Work folder layout (the DVC stage output, also what a Prefect run writes)::
+
+    state.json            finished phases, per-epoch records, best validation score
+    current/              generator/, recommender/, item_ids.tsv after the last finished phase
+    best/                 the complete IDGenRecModel selected on validation
+    rounds/ids-NN.tsv     the ID table in force after phase NN (every version kept)
+
+A phase reads ``current/``, trains, and replaces ``current/`` and ``state.json``; an
+interrupted run resumes after its last finished phase. Every phase seeds its own RNGs
+from (seed, phase index), so resumed and uninterrupted runs take the same steps.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from idgenrec.atomic import atomic_directory, write_json
+from idgenrec.config import Params
+from idgenrec.data.dataset import SequenceDataset
+from idgenrec.evaluation import evaluate
+from idgenrec.recommender.model import IDGenRecModel, DecodingSettings
+from idgenrec.recommender.samples import PromptEncoder, training_samples
+from idgenrec.recommender.soft_ids import ItemTextInputs, train_id_phase
+from idgenrec.recommender.training import pick_device, train_recommender_phase
+
+CURRENT, BEST, ROUNDS, STATE = "current", "best", "rounds", "state.json"
+
+
+@dataclass
+class TrainingState:
+    fingerprint: str
+    completed_phases: int = 0
+    best_score: float = float("-inf")
+    best_phase: int | None = None
+    best_epoch: int | None = None
+    records: list[dict] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, workdir: Path) -> "TrainingState | None":
+        path = workdir / STATE
+        if not path.exists():
+            return None
+        try:
+            return cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"{path}: corrupt training state ({err}); delete {workdir} to start over") from None
+
+    def save(self, workdir: Path) -> None:
+        write_json(workdir / STATE, asdict(self))
+
+
+def params_fingerprint(params: Params) -> str:
+    """What a resumed run must share with the interrupted one to continue it."""
+    relevant = {k: params.model_dump(mode="json")[k] for k in ("data", "backbone", "warmup", "ids", "training")}
+    return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def decoding_settings(params: Params) -> DecodingSettings:
+    return DecodingSettings(params.training.history_length, params.training.num_beams, params.training.bf16)
+
+
+def start_or_resume(params: Params, generator_dir: Path, id_table_path: Path, workdir: Path) -> TrainingState:
+    """Resume a run with the same parameters, else initialise ``current/`` from the inputs."""
+    from idgenrec.backbone import build_seq2seq, load_seq2seq, save_seq2seq
+    from idgenrec.ids import ItemIdTable
+
+    state = TrainingState.load(workdir)
+    fingerprint = params_fingerprint(params)
+    if state is not None and state.fingerprint == fingerprint and (workdir / CURRENT).exists():
+        return state
+    shutil.rmtree(workdir, ignore_errors=True)
+    generator, tokenizer = load_seq2seq(generator_dir)
+    torch.manual_seed(params.training.seed)
+    recommender = build_seq2seq(params.backbone, tokenizer, "recommender", seed=params.training.seed)
+    table = ItemIdTable.load(id_table_path)
+    with atomic_directory(workdir / CURRENT) as tmp:
+        save_seq2seq(generator, tokenizer, tmp / "generator")
+        save_seq2seq(recommender, tokenizer, tmp / "recommender")
+        table.save(tmp / "item_ids.tsv")
+    table.save(workdir / ROUNDS / "ids-00.tsv")
+    state = TrainingState(fingerprint=fingerprint)
+    state.save(workdir)
+    return state
+
+
+def _selection_users(dataset: SequenceDataset, params: Params) -> SequenceDataset:
+    """The users whose validation item selects checkpoints (all, or a fixed random subset)."""
+    limit = params.training.selection_users
+    if limit is None or limit >= dataset.num_users:
+        return dataset
+    users = sorted(random.Random(params.training.seed).sample(range(dataset.num_users), limit))
+    return SequenceDataset(
+        dataset.name, dataset.item_ids, dataset.item_titles, dataset.item_texts,
+        [dataset.user_ids[u] for u in users], [dataset.sequences[u] for u in users], dataset.stats,
+    )
+
+
+def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: int) -> list[dict]:
+    """Run phase ``index`` of the schedule from ``current/``; returns its records.
+
+    Already-finished phases are skipped (that is how a run resumes).
+    """
+    from idgenrec.backbone import load_seq2seq, save_seq2seq
+    from idgenrec.ids import ItemIdTable, make_id_table
+
+    state = TrainingState.load(workdir)
+    if state is None:
+        raise FileNotFoundError(f"{workdir}: no training state; start the run first")
+    if index < state.completed_phases:
+        return [r for r in state.records if r["phase_index"] == index]
+    if index != state.completed_phases:
+        raise ValueError(f"phase {index} cannot run before phase {state.completed_phases} has finished")
+    phase = params.training.schedule[index]
+    device = pick_device()
+    current = workdir / CURRENT
+    generator, tokenizer = load_seq2seq(current / "generator")
+    recommender, _ = load_seq2seq(current / "recommender")
+    generator.to(device)
+    recommender.to(device)
+    table = ItemIdTable.load(current / "item_ids.tsv")
+    seed = params.training.seed * 1000 + index
+    samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], params.training.history_length)
+    encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), params.training.history_length)
+    records: list[dict] = []
+    started = time.perf_counter()
+
+    if phase.phase == "recommender":
+        selection = _selection_users(dataset, params)
+
+        def select(epoch: int, loss: float) -> None:
+            model = IDGenRecModel(recommender, tokenizer, table, decoding_settings(params), generator)
+            metrics = evaluate(model, selection, "valid", params.evaluation.ks, params.evaluation.exclude_seen)
+            score = metrics[params.evaluation.selection_metric]
+            record = {
+                "phase_index": index, "phase": "recommender", "epoch": epoch + 1, "train_loss": loss,
+                "seconds": time.perf_counter() - started,
+                **{f"valid_{name}": value for name, value in metrics.items()},
+            }
+            if score > state.best_score:
+                state.best_score, state.best_phase, state.best_epoch = score, index, epoch + 1
+                model.save(workdir / BEST)
+                record["selected"] = True
+            records.append(record)
+
+        train_recommender_phase(recommender, encoder, samples, params.training, phase, seed, on_epoch_end=select)
+    elif params.ids.kind != "learned":
+        records.append({"phase_index": index, "phase": "ids", "skipped": f"ids.kind is {params.ids.kind!r}: no generator to train"})
+    else:
+        item_inputs = ItemTextInputs(tokenizer, dataset.item_texts, params.ids.max_input_tokens)
+        losses = train_id_phase(generator, recommender, encoder, samples, item_inputs, params.training, phase, seed)
+        new_table, quality = make_id_table("learned", dataset, generator, tokenizer, params.ids)
+        changed = sum(a != b for a, b in zip(table.textual_ids, new_table.textual_ids))
+        table = new_table
+        table.save(workdir / ROUNDS / f"ids-{index + 1:02d}.tsv")
+        records.append({
+            "phase_index": index, "phase": "ids", "train_loss": losses[-1], "ids_changed": changed,
+            "ids_changed_fraction": changed / len(table.textual_ids), "seconds": time.perf_counter() - started,
+            **{f"ids_{k}": v for k, v in quality.items() if isinstance(v, (int, float))},
+        })
+
+    with atomic_directory(current) as tmp:
+        save_seq2seq(generator, tokenizer, tmp / "generator")
+        save_seq2seq(recommender, tokenizer, tmp / "recommender")
+        table.save(tmp / "item_ids.tsv")
+    state.completed_phases = index + 1
+    state.records += records
+    state.save(workdir)
+    return records
+
+
+def train(params: Params, dataset: SequenceDataset, generator_dir: Path, id_table_path: Path, workdir: Path) -> TrainingState:
+    """Run (or resume) the whole schedule; the selected model ends up in ``workdir/best``."""
+    start_or_resume(params, generator_dir, id_table_path, workdir)
+    for index in range(len(params.training.schedule)):
+        run_phase(params, dataset, workdir, index)
+    state = TrainingState.load(workdir)
+    if state is None or state.best_phase is None:
+        raise RuntimeError("the schedule has no recommender phase, so no model was selected")
+    return state

@@ -1,0 +1,132 @@
+"""Batched beam search over item IDs, constrained by the ID prefix trie.
+
+Every finished beam is a complete, valid item ID, so the recommender can only name real
+items. The encoder runs once per prompt; the decoder keeps its key/value cache and the
+cache is reordered as beams are re-ranked. ``trie=None`` gives plain (unconstrained)
+beam search at the same width, used to measure what the constraint costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from idgenrec.ids.trie import IdTrie
+
+NEG_INF = float("-inf")
+
+
+@dataclass(frozen=True)
+class BeamResult:
+    items: list[list[int]]  # per prompt, best first; -1 where a beam is not a valid item
+    scores: list[list[float]]  # summed log-probabilities of the beams
+
+
+def _reorder_cache(cache, beam_index: torch.Tensor):
+    if cache is None:
+        return None
+    if hasattr(cache, "reorder_cache"):
+        cache.reorder_cache(beam_index)
+        return cache
+    return tuple(tuple(t.index_select(0, beam_index) for t in layer) for layer in cache)
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    num_beams: int,
+    eos_token_id: int,
+    trie: IdTrie | None,
+    max_steps: int,
+    exclude: Sequence[set[int]] | None = None,
+) -> BeamResult:
+    """Beam search for ``B`` prompts at once.
+
+    input_ids / attention_mask: (B, S). With a trie, a beam's state is a trie node, the
+    allowed next tokens come from it, and eos is allowed only where it completes an ID
+    (and, with ``exclude``, only if that item is not excluded for this prompt).
+    """
+    device = input_ids.device
+    batch, vocab = input_ids.size(0), model.get_input_embeddings().weight.size(0)
+    encoder_outputs = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+    # (B*K, S, d): every beam of a prompt attends to the same encoder output
+    expand = torch.arange(batch, device=device).repeat_interleave(num_beams)
+    encoder_outputs.last_hidden_state = encoder_outputs.last_hidden_state.index_select(0, expand)
+    memory_mask = attention_mask.index_select(0, expand)
+
+    start = model.config.decoder_start_token_id
+    tokens = torch.full((batch * num_beams, 1), start, dtype=torch.long, device=device)
+    # Only the first beam of each prompt is live at step 0, so the K beams start distinct.
+    scores = torch.full((batch, num_beams), NEG_INF, device=device)
+    scores[:, 0] = 0.0
+    scores = scores.view(-1)
+    nodes = [IdTrie.ROOT] * (batch * num_beams)
+    finished = torch.zeros(batch * num_beams, dtype=torch.bool, device=device)
+    cache = None
+    for _ in range(max_steps):
+        out = model(
+            encoder_outputs=encoder_outputs,
+            attention_mask=memory_mask,
+            decoder_input_ids=tokens[:, -1:] if cache is not None else tokens,
+            cache=cache,
+            use_cache=True,
+        )
+        cache = out.cache
+        log_probs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (B*K, V)
+        if trie is not None:
+            allowed = trie.allowed_mask(nodes, vocab).to(device)
+            if exclude is not None:
+                _forbid_excluded_completions(allowed, nodes, trie, exclude, num_beams)
+            log_probs = log_probs.masked_fill(~allowed, NEG_INF)
+        # A finished beam stays as it is: it may only "emit" eos at no cost.
+        log_probs[finished] = NEG_INF
+        log_probs[finished, eos_token_id] = 0.0
+        candidates = (scores[:, None] + log_probs).view(batch, num_beams * vocab)
+        top_scores, top_index = candidates.topk(num_beams, dim=-1)  # (B, K)
+        beam_origin = (top_index // vocab + torch.arange(batch, device=device)[:, None] * num_beams).view(-1)
+        next_token = (top_index % vocab).view(-1)
+        scores = top_scores.view(-1)
+        tokens = torch.cat([tokens.index_select(0, beam_origin), next_token[:, None]], dim=1)
+        cache = _reorder_cache(cache, beam_origin)
+        was_finished = finished.index_select(0, beam_origin)
+        finished = was_finished | (next_token == eos_token_id)
+        if trie is not None:
+            origin = beam_origin.tolist()
+            nodes = [
+                nodes[o] if done else trie.step(nodes[o], t)
+                for o, t, done in zip(origin, next_token.tolist(), was_finished.tolist())
+            ]
+        if bool(finished.all()):
+            break
+    return _collect(tokens, scores, finished, nodes, trie, batch, num_beams)
+
+
+def _forbid_excluded_completions(allowed, nodes, trie: IdTrie, exclude, num_beams: int) -> None:
+    eos = trie.eos_token_id
+    for row, node in enumerate(nodes):
+        excluded = exclude[row // num_beams]
+        if excluded and node >= 0 and not trie.is_leaf(node):
+            item = trie.item_at(trie.step(node, eos))
+            if item is not None and item in excluded:
+                allowed[row, eos] = False
+
+
+def _collect(tokens, scores, finished, nodes, trie, batch: int, num_beams: int) -> BeamResult:
+    items: list[list[int]] = []
+    beam_scores: list[list[float]] = []
+    flat_scores = scores.tolist()
+    for b in range(batch):
+        row_items, row_scores = [], []
+        for r in range(b * num_beams, (b + 1) * num_beams):
+            if flat_scores[r] == NEG_INF or not bool(finished[r]):
+                continue
+            item = trie.item_at(nodes[r]) if trie is not None else -1
+            row_items.append(item if item is not None else -1)
+            row_scores.append(flat_scores[r])
+        items.append(row_items)
+        beam_scores.append(row_scores)
+    return BeamResult(items, beam_scores)

@@ -1,0 +1,119 @@
+"""A complete, loadable IDGenRec model: recommender + tokenizer + ID table (+ generator).
+
+``IDGenRecModel.load(folder)`` alone can recommend: the folder holds the recommender
+weights and tokenizer, the item-ID table the recommender was trained with (from which
+the trie is rebuilt), the generator (for new items, zero-shot) and the decoding settings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from idgenrec.atomic import atomic_directory
+from idgenrec.ids.trie import IdTrie
+from idgenrec.recommender.decoding import beam_search
+from idgenrec.recommender.samples import PromptEncoder, pad_batch
+from idgenrec.recommender.training import autocast
+
+RECOMMENDER_DIR, GENERATOR_DIR, ID_TABLE, SETTINGS = "recommender", "generator", "item_ids.tsv", "settings.json"
+
+
+@dataclass(frozen=True)
+class DecodingSettings:
+    history_length: int
+    num_beams: int
+    bf16: bool = True
+    batch_size: int = 64
+
+
+class IDGenRecModel:
+    """Implements the :class:`idgenrec.evaluation.Recommender` contract."""
+
+    def __init__(self, recommender, tokenizer, id_table, settings: DecodingSettings, generator=None):
+        self.recommender = recommender.eval()
+        self.tokenizer = tokenizer
+        self.id_table = id_table
+        self.settings = settings
+        self.generator = generator
+        self.item_tokens = id_table.token_ids(tokenizer)
+        self.prompts = PromptEncoder(tokenizer, self.item_tokens, settings.history_length)
+        self.trie = IdTrie(self.item_tokens, self.prompts.eos)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.recommender.parameters()).device
+
+    def recommend_with_scores(
+        self,
+        histories: Sequence[Sequence[int]],
+        k: int,
+        exclude_seen: bool = False,
+        constrained: bool = True,
+    ) -> tuple[list[list[int]], list[list[float]]]:
+        """Top-``k`` items (indices) and their beam log-probabilities, per history."""
+        beams = max(k, self.settings.num_beams)
+        items: list[list[int]] = []
+        scores: list[list[float]] = []
+        # Sort by prompt length so batches carry little padding; restore order at the end.
+        order = sorted(range(len(histories)), key=lambda i: len(histories[i][-self.settings.history_length :]))
+        results: dict[int, tuple[list[int], list[float]]] = {}
+        for start in range(0, len(order), self.settings.batch_size):
+            chunk = order[start : start + self.settings.batch_size]
+            prompts = [self.prompts.encode(histories[i]) for i in chunk]
+            input_ids = pad_batch([p.input_ids for p in prompts], self.tokenizer.pad_token_id).to(self.device)
+            mask = (input_ids != self.tokenizer.pad_token_id).long()
+            exclude = [set(histories[i]) for i in chunk] if exclude_seen else None
+            with autocast(self.device, self.settings.bf16):
+                result = beam_search(
+                    self.recommender, input_ids, mask, beams, self.prompts.eos,
+                    self.trie if constrained else None, self.trie.max_depth, exclude,
+                )
+            for i, row_items, row_scores in zip(chunk, result.items, result.scores):
+                results[i] = (row_items[:k], row_scores[:k])
+        for i in range(len(histories)):
+            items.append(results[i][0])
+            scores.append(results[i][1])
+        return items, scores
+
+    def recommend(self, histories: Sequence[Sequence[int]], k: int, exclude_seen: bool = False) -> list[list[int]]:
+        return self.recommend_with_scores(histories, k, exclude_seen)[0]
+
+    # -- persistence ---------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> None:
+        from idgenrec.backbone import save_seq2seq
+
+        with atomic_directory(folder) as tmp:
+            save_seq2seq(self.recommender, self.tokenizer, tmp / RECOMMENDER_DIR)
+            if self.generator is not None:
+                save_seq2seq(self.generator, self.tokenizer, tmp / GENERATOR_DIR)
+            self.id_table.save(tmp / ID_TABLE)
+            (tmp / SETTINGS).write_text(json.dumps(asdict(self.settings), indent=2), encoding="utf-8")
+
+    @classmethod
+    def load(cls, folder: str | Path, device: torch.device | str | None = None) -> "IDGenRecModel":
+        from idgenrec.backbone import load_seq2seq
+        from idgenrec.ids import ItemIdTable
+
+        folder = Path(folder)
+        settings_path = folder / SETTINGS
+        if not settings_path.exists():
+            raise FileNotFoundError(f"{folder}: not an IDGenRec model folder (no {SETTINGS}); train one with `idgenrec train`")
+        try:
+            settings = DecodingSettings(**json.loads(settings_path.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError) as err:
+            raise ValueError(f"{settings_path}: corrupt decoding settings: {err}") from None
+        recommender, tokenizer = load_seq2seq(folder / RECOMMENDER_DIR)
+        generator = None
+        if (folder / GENERATOR_DIR).exists():
+            generator, _ = load_seq2seq(folder / GENERATOR_DIR)
+        if device is not None:
+            recommender.to(device)
+            if generator is not None:
+                generator.to(device)
+        return cls(recommender, tokenizer, ItemIdTable.load(folder / ID_TABLE), settings, generator)

@@ -1,0 +1,145 @@
+"""Turn users' histories into tokenized prompts, without re-tokenizing text per sample.
+
+Each template is tokenized once as fixed pieces around ``{user}`` and ``{history}``;
+each item's textual ID is tokenized once. A prompt is then a concatenation of token
+lists, and we know exactly which positions hold which history item (the soft-ID phase
+replaces those positions with differentiable embeddings).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from idgenrec.recommender.prompts import ANONYMOUS_USER, HISTORY_SEPARATOR, TEMPLATES, draw_template
+
+_PLACEHOLDER = re.compile(r"(\{user\}|\{history\})")
+
+
+@dataclass(frozen=True)
+class EncodedPrompt:
+    input_ids: list[int]
+    # (start, end, item) for each history item's ID tokens inside input_ids, oldest first
+    item_spans: list[tuple[int, int, int]]
+
+
+class PromptEncoder:
+    """Builds token-id prompts from item indices using a fixed item -> token-ids table."""
+
+    def __init__(self, tokenizer, item_tokens: Sequence[Sequence[int]], history_length: int):
+        self.tokenizer = tokenizer
+        self.item_tokens = [list(t) for t in item_tokens]
+        self.history_length = history_length
+        self.eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+        if self.eos is None:
+            raise ValueError("the tokenizer defines neither an eos nor a sep token; decoding needs one")
+        # BERT-style encoders expect [CLS] ... [SEP]; T5 expects ... </s>.
+        self.prefix = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
+        self.suffix = [tokenizer.sep_token_id if tokenizer.sep_token_id is not None else self.eos]
+        self.separator = self._tokens(HISTORY_SEPARATOR.strip())
+        self.anonymous_user = self._tokens(ANONYMOUS_USER)
+        self.user_word = self._tokens("user")
+        self.templates = [self._split_template(t) for t in TEMPLATES]
+
+    def _tokens(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _split_template(self, template: str) -> list[str | list[int]]:
+        pieces: list[str | list[int]] = []
+        for piece in _PLACEHOLDER.split(template):
+            if piece in ("{user}", "{history}"):
+                pieces.append(piece)
+            elif piece.strip():
+                pieces.append(self._tokens(piece.strip()))
+        return pieces
+
+    def target(self, item: int) -> list[int]:
+        return self.item_tokens[item] + [self.eos]
+
+    def encode(self, history: Sequence[int], template: int = 0, user_tokens: Sequence[int] | None = None) -> EncodedPrompt:
+        history = list(history)[-self.history_length :]
+        ids = list(self.prefix)
+        spans: list[tuple[int, int, int]] = []
+        for piece in self.templates[template]:
+            if piece == "{user}":
+                ids += (self.user_word + list(user_tokens)) if user_tokens else self.anonymous_user
+            elif piece == "{history}":
+                for position, item in enumerate(history):
+                    if position:
+                        ids += self.separator
+                    start = len(ids)
+                    ids += self.item_tokens[item]
+                    spans.append((start, len(ids), item))
+            else:
+                ids += piece
+        ids += self.suffix
+        return EncodedPrompt(ids, spans)
+
+
+@dataclass(frozen=True)
+class TrainingSample:
+    user: int
+    history: tuple[int, ...]
+    target: int
+
+
+def training_samples(train_sequences: Sequence[Sequence[int]], history_length: int) -> list[TrainingSample]:
+    """Every prefix of every training sequence: predict items[i] from items[:i][-history_length:]."""
+    samples = []
+    for user, sequence in enumerate(train_sequences):
+        for i in range(1, len(sequence)):
+            samples.append(TrainingSample(user, tuple(sequence[max(0, i - history_length) : i]), sequence[i]))
+    return samples
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    out = torch.full((len(rows), width), pad_value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, S) padded with pad id
+    attention_mask: torch.Tensor  # (B, S)
+    decoder_input_ids: torch.Tensor  # (B, T) decoder start + target[:-1]
+    labels: torch.Tensor  # (B, T) target tokens + eos, padding = -100
+    prompts: list[EncodedPrompt]
+
+
+def collate(
+    prompts: Sequence[EncodedPrompt], targets: Sequence[Sequence[int]], pad_id: int, decoder_start_id: int
+) -> Batch:
+    input_ids = pad_batch([p.input_ids for p in prompts], pad_id)
+    labels = pad_batch(targets, -100)
+    decoder_inputs = pad_batch([[decoder_start_id, *t[:-1]] for t in targets], pad_id)
+    return Batch(input_ids, (input_ids != pad_id).long() if pad_id is not None else None, decoder_inputs, labels, list(prompts))
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffle, then sort within windows of 50 batches by length: far less padding, still random."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def encode_samples(
+    encoder: PromptEncoder, samples: Sequence[TrainingSample], rng: random.Random, template_mode: str,
+    user_tokens: Sequence[Sequence[int]] | None = None,
+) -> list[EncodedPrompt]:
+    return [
+        encoder.encode(s.history, draw_template(rng, template_mode), user_tokens[s.user] if user_tokens else None)
+        for s in samples
+    ]

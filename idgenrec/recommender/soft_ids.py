@@ -1,0 +1,181 @@
+"""The ID phase: train the ID generator through the frozen recommender with soft IDs.
+
+For each history item the generator decodes greedily *with gradients kept*; at step t its
+next-token distribution ``p_t`` (real probabilities, not log-scores) times the
+recommender's input embedding matrix ``E`` gives a soft token embedding ``p_t @ E``.
+Those soft embeddings replace the item's tokens inside the embedded prompt, and the
+recommender's loss on the target item's ID flows back into the generator only.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from idgenrec.config import PhaseConfig, TrainingConfig
+from idgenrec.recommender.samples import EncodedPrompt, PromptEncoder, TrainingSample, encode_samples, pad_batch
+from idgenrec.recommender.training import PhasePlan, autocast, make_optimizer, sequence_loss
+
+
+def differentiable_greedy_decode(
+    generator, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_tokens: int, eos_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Greedy decode that keeps the graph.
+
+    Returns ``probs`` (N, T, V), the softmax distribution at each step, and ``keep``
+    (N, T), True for the steps that belong to the ID: steps up to (not including) the
+    first end-of-sequence. The first step is always kept so no soft ID is empty.
+    """
+    encoder_outputs = generator.get_encoder()(input_ids=input_ids, attention_mask=attention_mask)
+    start = generator.config.decoder_start_token_id
+    tokens = torch.full((input_ids.size(0), 1), start, dtype=torch.long, device=input_ids.device)
+    alive = torch.ones(input_ids.size(0), dtype=torch.bool, device=input_ids.device)
+    probs, keep = [], []
+    cache = None
+    for step in range(max_tokens):
+        out = generator(
+            encoder_outputs=encoder_outputs,
+            attention_mask=attention_mask,
+            decoder_input_ids=tokens[:, -1:] if cache is not None else tokens,
+            cache=cache,
+            use_cache=True,
+        )
+        cache = out.cache
+        p = torch.softmax(out.logits[:, -1, :].float(), dim=-1)  # (N, V)
+        next_token = p.argmax(dim=-1)
+        alive = alive & ((next_token != eos_token_id) | (step == 0))
+        probs.append(p)
+        keep.append(alive.clone())
+        tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        if not bool(alive.any()):
+            break
+    return torch.stack(probs, dim=1), torch.stack(keep, dim=1)
+
+
+def soft_id_embeddings(probs: torch.Tensor, embedding_matrix: torch.Tensor) -> torch.Tensor:
+    """(N, T, V) distributions x (V, d) embeddings -> (N, T, d) soft token embeddings."""
+    return probs.to(embedding_matrix.dtype) @ embedding_matrix
+
+
+def soft_prompt_embeddings(
+    prompts: Sequence[EncodedPrompt],
+    soft: torch.Tensor,
+    keep: torch.Tensor,
+    row_of_item: dict[int, int],
+    embedding: torch.nn.Embedding,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Embed prompts with each history item's tokens replaced by its soft ID.
+
+    Returns ``inputs_embeds`` (B, L, d), zero-padded, and ``attention_mask`` (B, L).
+    """
+    rows = []
+    device = embedding.weight.device
+    for prompt in prompts:
+        hard = embedding(torch.tensor(prompt.input_ids, device=device))  # (S, d)
+        pieces, cursor = [], 0
+        for start, end, item in prompt.item_spans:
+            r = row_of_item[item]
+            pieces += [hard[cursor:start], soft[r][keep[r]]]
+            cursor = end
+        pieces.append(hard[cursor:])
+        rows.append(torch.cat(pieces))
+    width = max(r.size(0) for r in rows)
+    embeds = soft.new_zeros(len(rows), width, soft.size(-1))
+    mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
+    for i, row in enumerate(rows):
+        embeds[i, : row.size(0)] = row
+        mask[i, : row.size(0)] = 1
+    return embeds, mask
+
+
+class ItemTextInputs:
+    """Each item's text, tokenized once for the generator (truncated to ``max_tokens``)."""
+
+    def __init__(self, tokenizer, texts: Sequence[str], max_tokens: int):
+        self.tokenizer = tokenizer
+        self.ids = tokenizer(list(texts), truncation=True, max_length=max_tokens)["input_ids"]
+
+    def batch(self, items: Sequence[int], device) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = pad_batch([self.ids[i] for i in items], self.tokenizer.pad_token_id).to(device)
+        return ids, (ids != self.tokenizer.pad_token_id).long()
+
+
+def id_phase_loss(
+    generator,
+    recommender,
+    prompts: Sequence[EncodedPrompt],
+    targets: Sequence[Sequence[int]],
+    item_inputs: ItemTextInputs,
+    max_tokens: int,
+    eos_token_id: int,
+    pad_id: int,
+) -> torch.Tensor:
+    device = next(generator.parameters()).device
+    items = sorted({item for p in prompts for _, _, item in p.item_spans})
+    row_of_item = {item: row for row, item in enumerate(items)}
+    input_ids, attention_mask = item_inputs.batch(items, device)
+    probs, keep = differentiable_greedy_decode(generator, input_ids, attention_mask, max_tokens, eos_token_id)
+    embedding = recommender.get_input_embeddings()
+    soft = soft_id_embeddings(probs, embedding.weight)
+    embeds, mask = soft_prompt_embeddings(prompts, soft, keep, row_of_item, embedding)
+    labels = pad_batch(targets, -100).to(device)
+    start = recommender.config.decoder_start_token_id
+    decoder_inputs = pad_batch([[start, *t[:-1]] for t in targets], pad_id).to(device)
+    logits = recommender(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_inputs).logits
+    return sequence_loss(logits, labels)
+
+
+def train_id_phase(
+    generator,
+    recommender,
+    encoder: PromptEncoder,
+    samples: Sequence[TrainingSample],
+    item_inputs: ItemTextInputs,
+    config: TrainingConfig,
+    phase: PhaseConfig,
+    seed: int,
+) -> list[float]:
+    """Update the generator only; the recommender is frozen (no gradient reaches it)."""
+    device = next(generator.parameters()).device
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    frozen = [p for p in recommender.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    recommender.eval()
+    generator.train()
+    plan = PhasePlan(phase.epochs, config.batch_size, len(samples))
+    optimizer, schedule = make_optimizer(generator.parameters(), phase.learning_rate, config, plan.total_steps)
+    eos = encoder.eos
+    losses = []
+    try:
+        for epoch in range(plan.num_epochs):
+            indices = plan.epoch_samples(epoch, rng)
+            rng.shuffle(indices)
+            total, count = 0.0, 0
+            batches = [indices[i : i + config.batch_size] for i in range(0, len(indices), config.batch_size)]
+            for batch in tqdm(batches, desc=f"ID phase epoch {epoch + 1}/{plan.num_epochs}", leave=False, disable=None):
+                chosen = [samples[i] for i in batch]
+                prompts = encode_samples(encoder, chosen, rng, config.train_templates)
+                targets = [encoder.target(s.target) for s in chosen]
+                with autocast(device, config.bf16):
+                    loss = id_phase_loss(
+                        generator, recommender, prompts, targets, item_inputs,
+                        config.soft_id_max_tokens, eos, encoder.tokenizer.pad_token_id,
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(generator.parameters(), config.grad_clip)
+                optimizer.step()
+                schedule.step()
+                total += loss.item() * len(batch)
+                count += len(batch)
+            losses.append(total / max(count, 1))
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+        generator.eval()
+    return losses

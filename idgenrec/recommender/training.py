@@ -1,0 +1,151 @@
+"""The recommender phase: seq2seq cross-entropy on prompts built from the current ID table."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from idgenrec.config import PhaseConfig, TrainingConfig
+from idgenrec.recommender.samples import (
+    Batch,
+    PromptEncoder,
+    TrainingSample,
+    collate,
+    encode_samples,
+    length_grouped_batches,
+)
+
+
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast where the hardware has it (this CPU has AVX-512 bf16; GPUs from Ampere)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean token cross-entropy; label -100 (padding) is ignored."""
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
+
+
+def recommender_loss(model, batch: Batch, device: torch.device) -> torch.Tensor:
+    logits = model(
+        input_ids=batch.input_ids.to(device),
+        attention_mask=batch.attention_mask.to(device),
+        decoder_input_ids=batch.decoder_input_ids.to(device),
+    ).logits  # (B, T, V)
+    return sequence_loss(logits, batch.labels.to(device))
+
+
+@dataclass
+class PhasePlan:
+    """How many optimisation steps a phase takes and which samples feed each epoch."""
+
+    epochs: float
+    batch_size: int
+    num_samples: int
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return self.num_samples if self.epochs >= 1 else max(1, round(self.num_samples * self.epochs))
+
+    @property
+    def num_epochs(self) -> int:
+        return max(1, math.ceil(self.epochs))
+
+    @property
+    def total_steps(self) -> int:
+        per_epoch = math.ceil(self.samples_per_epoch / self.batch_size)
+        whole, fraction = divmod(self.epochs, 1) if self.epochs >= 1 else (1, 0)
+        return int(per_epoch * whole + math.ceil(per_epoch * fraction))
+
+    def epoch_samples(self, epoch: int, rng: random.Random) -> list[int]:
+        """Indices of the samples for ``epoch``; a trailing fractional epoch takes a random subset."""
+        indices = list(range(self.num_samples))
+        remaining = self.epochs - epoch
+        if remaining < 1:
+            count = max(1, round(self.num_samples * remaining))
+            return sorted(rng.sample(indices, count))
+        return indices
+
+
+def make_optimizer(parameters, learning_rate: float, config: TrainingConfig, total_steps: int):
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=config.weight_decay, eps=config.adam_eps)
+    warmup = int(config.warmup_ratio * total_steps)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
+
+
+def iterate_batches(
+    encoder: PromptEncoder,
+    samples: Sequence[TrainingSample],
+    indices: Sequence[int],
+    config: TrainingConfig,
+    rng: random.Random,
+    pad_id: int,
+    decoder_start_id: int,
+    user_tokens: Sequence[Sequence[int]] | None = None,
+) -> Iterator[Batch]:
+    chosen = [samples[i] for i in indices]
+    prompts = encode_samples(encoder, chosen, rng, config.train_templates, user_tokens)
+    targets = [encoder.target(s.target) for s in chosen]
+    for batch_indices in length_grouped_batches([len(p.input_ids) for p in prompts], config.batch_size, rng):
+        yield collate([prompts[i] for i in batch_indices], [targets[i] for i in batch_indices], pad_id, decoder_start_id)
+
+
+def train_recommender_phase(
+    model,
+    encoder: PromptEncoder,
+    samples: Sequence[TrainingSample],
+    config: TrainingConfig,
+    phase: PhaseConfig,
+    seed: int,
+    on_epoch_end: Callable[[int, float], None] | None = None,
+    user_tokens: Sequence[Sequence[int]] | None = None,
+) -> list[float]:
+    """Train the recommender for ``phase.epochs`` passes; returns the mean loss per epoch."""
+    device = next(model.parameters()).device
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    plan = PhasePlan(phase.epochs, config.batch_size, len(samples))
+    optimizer, schedule = make_optimizer(
+        [p for p in model.parameters() if p.requires_grad], phase.learning_rate, config, plan.total_steps
+    )
+    pad_id = encoder.tokenizer.pad_token_id
+    start_id = model.config.decoder_start_token_id
+    losses = []
+    model.train()
+    for epoch in range(plan.num_epochs):
+        total, count = 0.0, 0
+        indices = plan.epoch_samples(epoch, rng)
+        batches = iterate_batches(encoder, samples, indices, config, rng, pad_id, start_id, user_tokens)
+        steps = math.ceil(len(indices) / config.batch_size)
+        for batch in tqdm(batches, total=steps, desc=f"recommender epoch {epoch + 1}/{plan.num_epochs}", leave=False, disable=None):
+            with autocast(device, config.bf16):
+                loss = recommender_loss(model, batch, device)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            schedule.step()
+            total += loss.item() * batch.labels.size(0)
+            count += batch.labels.size(0)
+        losses.append(total / max(count, 1))
+        if on_epoch_end is not None:
+            model.eval()
+            on_epoch_end(epoch, losses[-1])
+            model.train()
+    model.eval()
+    return losses
