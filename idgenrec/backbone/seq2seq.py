@@ -1,0 +1,181 @@
+"""Seq2seq models for the ID generator and the recommender, and their checkpoints.
+
+offline: a BERT encoder-decoder (transformers ``EncoderDecoderModel``) started from
+MiniLM-L6: its first ``encoder_layers`` / ``decoder_layers`` layers (the decoder's
+cross-attention and LM-head transform are fresh), word embeddings cut to the pruned
+vocabulary's rows. Encoder, decoder and LM head share one word-embedding matrix, so
+``get_input_embeddings()`` is also the output projection (soft IDs ``p @ E`` live in the
+same space the recommender reads and writes).
+tiny: the same architecture, random, ``hidden_size`` wide (tests).
+paper: ``AutoModelForSeq2SeqLM`` from a hub name or local path (t5-small).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from transformers import BertConfig, EncoderDecoderConfig, EncoderDecoderModel, PreTrainedModel, PreTrainedTokenizerBase
+
+from idgenrec.atomic import atomic_directory
+from idgenrec.backbone.vocabulary import BackboneUnavailableError, minilm_folder, unavailable_message
+from idgenrec.config import BackboneConfig
+
+Role = Literal["generator", "recommender"]
+WEIGHTS_FILE = "model.safetensors"
+SHARED_FLAG = "idgenrec_shared_word_embeddings"
+
+
+def build_seq2seq(
+    config: BackboneConfig, tokenizer: PreTrainedTokenizerBase, role: Role, seed: int = 0
+) -> PreTrainedModel:
+    """A fresh model for ``role`` whose vocabulary is ``tokenizer``'s (same size for both roles)."""
+    if role not in ("generator", "recommender"):
+        raise ValueError(f"role must be 'generator' or 'recommender', got {role!r}")
+    torch.manual_seed(seed)  # fresh layers (cross-attention, tiny weights) depend on the seed only
+    if config.profile == "paper":
+        checkpoint = config.generator_checkpoint if role == "generator" else config.recommender_checkpoint
+        return _hub_model(checkpoint, tokenizer)
+    if config.profile == "tiny":
+        base = _tiny_bert_config(config.hidden_size)
+    else:
+        base = BertConfig.from_pretrained(minilm_folder())
+    model = _empty_encoder_decoder(_encoder_decoder_config(base, config, tokenizer))
+    if config.profile == "offline":
+        _load_minilm_weights(model, tokenizer)
+    return model.eval()
+
+
+def _tiny_bert_config(hidden: int) -> BertConfig:
+    heads = hidden // 16 if hidden % 16 == 0 else 1
+    return BertConfig(
+        hidden_size=hidden, num_attention_heads=heads, intermediate_size=2 * hidden, max_position_embeddings=512,
+        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+    )
+
+
+def _encoder_decoder_config(base: BertConfig, config: BackboneConfig, tokenizer) -> EncoderDecoderConfig:
+    common = {k: v for k, v in base.to_dict().items() if k in _BERT_FIELDS}
+    common.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    encoder = BertConfig(**common, num_hidden_layers=config.encoder_layers)
+    decoder = BertConfig(
+        **common, num_hidden_layers=config.decoder_layers, is_decoder=True, add_cross_attention=True,
+        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+    )
+    joint = EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    joint.decoder_start_token_id = tokenizer.cls_token_id
+    joint.pad_token_id = tokenizer.pad_token_id
+    joint.eos_token_id = tokenizer.sep_token_id
+    joint.vocab_size = len(tokenizer)
+    setattr(joint, SHARED_FLAG, True)
+    return joint
+
+
+_BERT_FIELDS = (
+    "hidden_size", "num_attention_heads", "intermediate_size", "hidden_act", "hidden_dropout_prob",
+    "attention_probs_dropout_prob", "max_position_embeddings", "type_vocab_size", "initializer_range", "layer_norm_eps",
+)
+
+
+def _empty_encoder_decoder(config: EncoderDecoderConfig) -> EncoderDecoderModel:
+    from transformers import BertLMHeadModel, BertModel
+
+    config.encoder._attn_implementation = "sdpa"
+    config.decoder._attn_implementation = "sdpa"
+    encoder = BertModel(config.encoder, add_pooling_layer=False)  # no pooler: unused, would get no gradient
+    decoder = BertLMHeadModel(config.decoder)
+    model = EncoderDecoderModel(config=config, encoder=encoder, decoder=decoder)
+    if getattr(config, SHARED_FLAG, False):
+        _share_word_embeddings(model)
+    return model
+
+
+def _share_word_embeddings(model: EncoderDecoderModel) -> None:
+    """One (V, H) matrix for encoder input, decoder input and LM head (the soft-ID contract)."""
+    shared = model.encoder.embeddings.word_embeddings
+    model.decoder.bert.embeddings.word_embeddings = shared
+    model.decoder.cls.predictions.decoder.weight = shared.weight
+
+
+def _load_minilm_weights(model: EncoderDecoderModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Copy MiniLM's embeddings and first layers into encoder and decoder (pruned vocabulary rows)."""
+    from safetensors.torch import load_file
+
+    folder = minilm_folder()
+    state = load_file(str(folder / WEIGHTS_FILE))
+    full_vocab = _minilm_vocab(folder)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    missing = [t for t in tokens if t not in full_vocab]
+    if missing:
+        raise ValueError(f"tokenizer has tokens outside MiniLM's vocabulary ({missing[:5]}...): build it with build_tokenizer")
+    rows = torch.tensor([full_vocab[t] for t in tokens])
+    state["embeddings.word_embeddings.weight"] = state["embeddings.word_embeddings.weight"][rows]  # (V_pruned, 384)
+    state.pop("embeddings.position_ids", None)
+    with torch.no_grad():
+        for part in (model.encoder, model.decoder.bert):
+            layers = len(part.encoder.layer)
+            wanted = {k: v for k, v in state.items() if not k.startswith("encoder.layer.") or int(k.split(".")[2]) < layers}
+            result = part.load_state_dict(wanted, strict=False)
+            unexpected = [k for k in result.unexpected_keys if "pooler" not in k]
+            if unexpected:
+                raise RuntimeError(f"{folder / WEIGHTS_FILE}: unexpected MiniLM weights {unexpected[:5]}")
+    _share_word_embeddings(model)  # load_state_dict copied into the shared tensor; re-assert the tie anyway
+
+
+def _minilm_vocab(folder: Path) -> dict[str, int]:
+    lines = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    return {token: index for index, token in enumerate(lines)}
+
+
+def _hub_model(checkpoint: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    from transformers import AutoModelForSeq2SeqLM
+
+    try:
+        model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint)
+    except (OSError, ValueError) as err:
+        raise BackboneUnavailableError(unavailable_message(checkpoint, err)) from None
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    if model.config.decoder_start_token_id is None:
+        model.config.decoder_start_token_id = tokenizer.pad_token_id
+    return model.eval()
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+def save_seq2seq(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> None:
+    """Write config + weights + tokenizer into ``folder`` atomically (readers see old or new, whole)."""
+    from safetensors.torch import save_model
+
+    with atomic_directory(folder) as tmp:
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        # save_model de-duplicates the shared embedding matrix (stored once).
+        save_model(model, str(tmp / WEIGHTS_FILE))
+
+
+def load_seq2seq(folder: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Model (eval mode) and tokenizer saved by :func:`save_seq2seq`; clear error naming ``folder``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    folder = Path(folder)
+    missing = [f for f in ("config.json", WEIGHTS_FILE, "tokenizer.json") if not (folder / f).is_file()]
+    if missing:
+        raise BackboneUnavailableError(
+            f"{folder}: not a complete checkpoint, missing {missing} (run `idgenrec ids warmup` or the training stage)"
+        )
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        if config.model_type == "encoder-decoder":
+            model = _empty_encoder_decoder(config)
+        else:
+            model = AutoModelForSeq2SeqLM.from_config(config)
+        load_model(model, str(folder / WEIGHTS_FILE))
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as err:
+        raise BackboneUnavailableError(f"{folder}: corrupt checkpoint ({type(err).__name__}: {str(err)[:300]})") from None
+    return model.eval(), tokenizer
