@@ -1,0 +1,203 @@
+"""Model behaviour of the recommender on a tiny random backbone and a planted pattern."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from idgenrec.config import BackboneConfig, IdConfig, Params, PhaseConfig, TrainingConfig, WarmupConfig
+from idgenrec.data.dataset import SequenceDataset
+from idgenrec.ids.trie import IdTrie
+from idgenrec.recommender.decoding import beam_search
+from idgenrec.recommender.samples import PromptEncoder, pad_batch, training_samples
+from idgenrec.recommender.soft_ids import ItemTextInputs, differentiable_greedy_decode, id_phase_loss
+from idgenrec.recommender.training import train_recommender_phase
+
+WORDS = ["apple pie", "banana split", "cherry tart", "date cake", "fig roll", "grape jam", "kiwi tea", "lemon curd"]
+TINY = BackboneConfig(profile="tiny", hidden_size=32, encoder_layers=1, decoder_layers=1)
+
+
+def planted_dataset(users: int = 24) -> SequenceDataset:
+    """Item i is always followed by item i+1 (mod n)."""
+    n = len(WORDS)
+    rng = random.Random(0)
+    sequences = []
+    for _ in range(users):
+        start = rng.randrange(n)
+        sequences.append([(start + j) % n for j in range(rng.randint(6, 9))])
+    return SequenceDataset(
+        name="planted",
+        item_ids=[str(i + 1) for i in range(n)],
+        item_titles=WORDS,
+        item_texts=[f"title: {w}; genres: food" for w in WORDS],
+        user_ids=[f"u{u}" for u in range(users)],
+        sequences=sequences,
+    )
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    from idgenrec.backbone import build_seq2seq, build_tokenizer, vocabulary_corpus
+
+    dataset = planted_dataset()
+    tokenizer = build_tokenizer(TINY, vocabulary_corpus(dataset))
+    torch.manual_seed(0)
+    recommender = build_seq2seq(TINY, tokenizer, "recommender", seed=0)
+    generator = build_seq2seq(TINY, tokenizer, "generator", seed=1)
+    item_tokens = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in WORDS]
+    return dataset, tokenizer, recommender, generator, item_tokens
+
+
+def _train(recommender, tokenizer, item_tokens, dataset, epochs=60):
+    encoder = PromptEncoder(tokenizer, item_tokens, history_length=3)
+    samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], 3)
+    config = TrainingConfig(batch_size=16, bf16=False, warmup_ratio=0.0)
+    losses = train_recommender_phase(
+        recommender, encoder, samples, config, PhaseConfig(phase="recommender", epochs=epochs, learning_rate=5e-3), seed=0
+    )
+    return encoder, losses
+
+
+@pytest.fixture(scope="module")
+def trained(backbone):
+    dataset, tokenizer, recommender, generator, item_tokens = backbone
+    encoder, losses = _train(recommender, tokenizer, item_tokens, dataset)
+    return encoder, losses
+
+
+def test_loss_falls_and_the_planted_pattern_is_learned(backbone, trained):
+    dataset, tokenizer, recommender, _, item_tokens = backbone
+    encoder, losses = trained
+    assert losses[-1] < 0.3 * losses[0]
+    trie = IdTrie(item_tokens, encoder.eos)
+    prompts = [encoder.encode([i, (i + 1) % len(WORDS)]) for i in range(len(WORDS))]
+    ids = pad_batch([p.input_ids for p in prompts], tokenizer.pad_token_id)
+    result = beam_search(recommender, ids, (ids != tokenizer.pad_token_id).long(), 4, encoder.eos, trie, trie.max_depth)
+    top1 = [items[0] for items in result.items]
+    correct = sum(top == (i + 2) % len(WORDS) for i, top in enumerate(top1))
+    assert correct >= len(WORDS) - 1
+
+
+def test_constrained_beam_search_is_exact_when_beams_cover_the_catalogue(backbone, trained):
+    """With as many beams as items the search is exhaustive: every item comes back once,
+    with the log-probability that teacher forcing gives its ID (checks cache reordering)."""
+    dataset, tokenizer, recommender, _, item_tokens = backbone
+    encoder, _ = trained
+    trie = IdTrie(item_tokens, encoder.eos)
+    prompt = encoder.encode([2, 3, 4])
+    ids = torch.tensor([prompt.input_ids])
+    mask = torch.ones_like(ids)
+    result = beam_search(recommender, ids, mask, len(WORDS), encoder.eos, trie, trie.max_depth)
+    assert sorted(result.items[0]) == list(range(len(WORDS)))
+    assert result.scores[0] == sorted(result.scores[0], reverse=True)
+    with torch.no_grad():
+        for item, score in zip(result.items[0], result.scores[0]):
+            target = torch.tensor([encoder.target(item)])
+            decoder_inputs = torch.tensor([[recommender.config.decoder_start_token_id, *encoder.target(item)[:-1]]])
+            logits = recommender(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_inputs).logits
+            expected = torch.log_softmax(logits.float(), -1).gather(-1, target[..., None]).sum().item()
+            assert score == pytest.approx(expected, abs=1e-4)
+
+
+def test_excluded_items_are_never_recommended(backbone, trained):
+    dataset, tokenizer, recommender, _, item_tokens = backbone
+    encoder, _ = trained
+    trie = IdTrie(item_tokens, encoder.eos)
+    ids = torch.tensor([encoder.encode([0, 1]).input_ids])
+    excluded = {2, 3, 5}
+    result = beam_search(recommender, ids, torch.ones_like(ids), 5, encoder.eos, trie, trie.max_depth, exclude=[excluded])
+    assert result.items[0] and not excluded & set(result.items[0])
+    assert all(item >= 0 for item in result.items[0])
+
+
+def test_soft_ids_use_real_probabilities_and_stop_at_eos(backbone):
+    dataset, tokenizer, _, generator, _ = backbone
+    inputs = ItemTextInputs(tokenizer, dataset.item_texts, 32)
+    ids, mask = inputs.batch([0, 1, 2], "cpu")
+    probs, keep = differentiable_greedy_decode(generator, ids, mask, 5, tokenizer.sep_token_id)
+    assert torch.allclose(probs.sum(-1), torch.ones(probs.shape[:2]), atol=1e-4)
+    assert keep[:, 0].all()
+    # once a step is dropped (eos reached) no later step is kept
+    assert (keep[:, 1:] <= keep[:, :-1]).all()
+
+
+def test_id_phase_gradients_reach_the_generator_and_never_the_recommender(backbone, trained):
+    dataset, tokenizer, recommender, generator, _ = backbone
+    encoder, _ = trained
+    for p in recommender.parameters():
+        p.requires_grad_(False)
+    try:
+        inputs = ItemTextInputs(tokenizer, dataset.item_texts, 32)
+        prompts = [encoder.encode([0, 1, 2]), encoder.encode([4, 5])]
+        targets = [encoder.target(3), encoder.target(6)]
+        generator.zero_grad(set_to_none=True)
+        recommender.zero_grad(set_to_none=True)
+        loss = id_phase_loss(generator, recommender, prompts, targets, inputs, 4, encoder.eos, tokenizer.pad_token_id)
+        loss.backward()
+    finally:
+        for p in recommender.parameters():
+            p.requires_grad_(True)
+    generator_grads = [p.grad for p in generator.parameters() if p.grad is not None]
+    assert generator_grads and any(g.abs().sum() > 0 for g in generator_grads)
+    assert all(p.grad is None for p in recommender.parameters())
+
+
+def _tiny_params(schedule) -> Params:
+    return Params(
+        backbone=TINY,
+        warmup=WarmupConfig(epochs=3, batch_size=8, learning_rate=3e-3),
+        ids=IdConfig(beam_groups=4, batch_size=8),
+        training=TrainingConfig(
+            history_length=3, batch_size=16, bf16=False, num_beams=4, soft_id_max_tokens=4, schedule=schedule
+        ),
+    )
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
+    from idgenrec.ids import make_id_table, warm_up_generator
+    from idgenrec.backbone import load_seq2seq
+    from idgenrec.recommender import alternating
+
+    dataset = planted_dataset()
+    params = _tiny_params([
+        PhaseConfig(phase="recommender", epochs=2, learning_rate=3e-3),
+        PhaseConfig(phase="ids", epochs=0.5, learning_rate=1e-3),
+        PhaseConfig(phase="recommender", epochs=1, learning_rate=1e-3),
+    ])
+    warm_up_generator(dataset, params, tmp_path / "generator")
+    generator, tokenizer = load_seq2seq(tmp_path / "generator")
+    table, _ = make_id_table("learned", dataset, generator, tokenizer, params.ids)
+    table.save(tmp_path / "ids.tsv")
+
+    full = alternating.train(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "full")
+
+    # Interrupted after the first phase, then resumed by calling train() again.
+    alternating.start_or_resume(params, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "resumed")
+    alternating.run_phase(params, dataset, tmp_path / "resumed", 0)
+    resumed = alternating.train(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "resumed")
+
+    drop_time = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    assert drop_time(resumed.records) == drop_time(full.records)
+    assert resumed.best_score == full.best_score
+    assert (tmp_path / "full" / "rounds" / "ids-02.tsv").exists()
+    a = (tmp_path / "full" / "current" / "item_ids.tsv").read_text()
+    b = (tmp_path / "resumed" / "current" / "item_ids.tsv").read_text()
+    assert a == b
+
+
+def test_saved_model_loads_and_recommends_the_same(tmp_path, backbone, trained):
+    from idgenrec.ids import ItemIdTable
+    from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
+
+    dataset, tokenizer, recommender, generator, _ = backbone
+    table = ItemIdTable(item_ids=dataset.item_ids, textual_ids=WORDS)
+    model = IDGenRecModel(recommender, tokenizer, table, DecodingSettings(3, 4, bf16=False), generator)
+    histories = [[0, 1], [3, 4, 5]]
+    before = model.recommend_with_scores(histories, k=3)
+    model.save(tmp_path / "model")
+    after = IDGenRecModel.load(tmp_path / "model").recommend_with_scores(histories, k=3)
+    assert before[0] == after[0]
+    assert before[1] == pytest.approx(after[1], abs=1e-5)
+    assert all(len(items) == 3 for items in after[0])
