@@ -36,3 +36,49 @@ def popularity(
     write_json(output, results)
     for key in sorted(results):
         typer.echo(f"{key:40s} {results[key]:.4f}")
+
+
+@app.command("sasrec")
+def sasrec(
+    prepared: Annotated[Path, typer.Option(help="Prepared dataset folder.")] = Path("artifacts/prepared"),
+    output: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = Path("metrics/sasrec.json"),
+    model_dir: Annotated[Path, typer.Option(help="Folder for the selected model (weights + config).")] = Path("artifacts/sasrec"),
+    params: ParamsOption = DEFAULT_PARAMS,
+    threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
+    progress: Annotated[bool, typer.Option(help="Progress bar per epoch.")] = True,
+) -> None:
+    """SASRec (CE over all items): train, select the epoch on validation, report test and validation metrics."""
+    import torch
+
+    from idgenrec.atomic import write_json
+    from idgenrec.data.dataset import SequenceDataset
+    from idgenrec.evaluation import evaluate
+    from idgenrec.models.sasrec import SASRecRecommender
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    config = read_params(params)
+    dataset = SequenceDataset.load(prepared)
+    model = SASRecRecommender.fit(
+        dataset,
+        config.sasrec,
+        ks=config.evaluation.ks,
+        selection_metric=config.evaluation.selection_metric,
+        exclude_seen=config.evaluation.exclude_seen,
+        progress=progress,
+    )
+    model.save(model_dir)
+    results: dict[str, float] = {}
+    for split in ("valid", "test"):
+        for exclude_seen in (False, True):
+            setting = "seen_excluded" if exclude_seen else "seen_included"
+            for name, value in evaluate(model, dataset, split, config.evaluation.ks, exclude_seen).items():
+                results[f"{split}/{setting}/{name}"] = round(value, 6)
+    epochs = len(model.log.epochs)
+    results["train/epochs"] = epochs
+    results["train/best_epoch"] = model.log.best_epoch
+    results["train/seconds"] = round(model.log.seconds, 1)
+    results["train/seconds_per_epoch"] = round(sum(e.seconds for e in model.log.epochs) / epochs, 2)
+    write_json(output, results)
+    for key in sorted(results):
+        typer.echo(f"{key:40s} {results[key]:.4f}")
