@@ -86,6 +86,7 @@ class WarmupConfig(_Section):
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
     keyword_words: int = Field(4, ge=1, description="Words in the target keyword phrase built from the item text.")
+    bf16: bool = Field(True, description="bf16 autocast on CPU (measured faster here); off gives plain fp32.")
 
 
 class IdConfig(_Section):
@@ -103,6 +104,9 @@ class IdConfig(_Section):
     max_diversity_penalty: float = Field(10.0, ge=0, description="After this, L grows by length_span and the penalty resets.")
     batch_size: int = Field(128, ge=1, description="Items decoded together.")
     max_input_tokens: int = Field(256, ge=8, description="Item text is truncated to this many tokens.")
+    max_length_raises: int = Field(
+        1, ge=0, description="Raises of L before the last resort (best candidate + a counter word, counted as fallbacks)."
+    )
     seed: int = 0
 
 

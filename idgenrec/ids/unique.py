@@ -1,0 +1,170 @@
+"""The paper's unique-ID algorithm, batched: diverse candidates, rising penalty, then rising length.
+
+Each pass decodes every still-unassigned item (length-sorted batches), then assigns in item
+order: an item takes its first normalised, round-tripping candidate not yet taken. Items
+whose candidates were all taken go to the next pass together, with the diversity penalty
+one higher; past ``max_diversity_penalty`` the minimum length grows by ``length_span`` and
+the penalty resets. After ``max_length_raises`` raises a fallback (best candidate plus a
+counter word) ends the loop, so the algorithm always terminates.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from idgenrec.config import IdConfig
+from idgenrec.ids.diverse import diverse_beam_candidates
+from idgenrec.ids.text import normalise, round_trips
+
+FALLBACK_BASE = "item"
+
+
+@dataclass
+class _Try:
+    """Decoding settings of one pass; every pending item shares them."""
+
+    penalty: float
+    min_tokens: int
+    length_raises: int = 0
+
+
+@dataclass
+class _Progress:
+    ids: list[str | None]
+    best: list[str | None]  # first acceptable candidate seen per item (fallback base)
+    taken: set[str] = field(default_factory=set)
+    stats: Counter = field(default_factory=Counter)
+
+
+def generate_unique_ids(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    config: IdConfig,
+    progress: bool = True,
+) -> tuple[list[str], dict]:
+    """One unique, non-empty, round-tripping textual ID per text, deterministic for ``config.seed``."""
+    started = time.perf_counter()
+    torch.manual_seed(config.seed)
+    was_training = model.training
+    model.eval()
+    encoded = tokenizer(texts, truncation=True, max_length=config.max_input_tokens, add_special_tokens=True)["input_ids"]
+    state = _Progress(ids=[None] * len(texts), best=[None] * len(texts))
+    attempt = _Try(penalty=config.diversity_penalty, min_tokens=config.min_length)
+    pending = list(range(len(texts)))
+    bar = tqdm(total=len(texts), desc="textual IDs", unit="item", disable=not progress)
+    try:
+        while pending:
+            if attempt.length_raises > config.max_length_raises:
+                _fallback(pending, state, tokenizer)
+                bar.update(len(pending))
+                break
+            candidates = _decode_pass(model, tokenizer, encoded, pending, attempt, config)
+            state.stats["passes"] += 1
+            unresolved = [item for item in pending if not _assign(item, candidates[item], attempt, config, state, tokenizer)]
+            bar.update(len(pending) - len(unresolved))
+            pending = unresolved
+            _escalate(attempt, config)
+    finally:
+        bar.close()
+        model.train(was_training)
+    seconds = time.perf_counter() - started
+    stats = {**{k: int(v) for k, v in state.stats.items()}, "seconds": round(seconds, 3)}
+    for key in ("resolved_first_choice", "resolved_by_candidate", "resolved_by_penalty", "resolved_by_length", "fallbacks", "rejected_candidates"):
+        stats.setdefault(key, 0)
+    stats["items_per_second"] = round(len(texts) / seconds, 2) if seconds > 0 else 0.0
+    return [i for i in state.ids if i is not None], stats
+
+
+def _escalate(attempt: _Try, config: IdConfig) -> None:
+    attempt.penalty += 1.0
+    if attempt.penalty > config.max_diversity_penalty:
+        attempt.penalty = config.diversity_penalty
+        attempt.min_tokens += config.length_span
+        attempt.length_raises += 1
+
+
+def _decode_pass(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    encoded: list[list[int]],
+    pending: list[int],
+    attempt: _Try,
+    config: IdConfig,
+) -> dict[int, list[str]]:
+    """Normalised candidate strings (best first, duplicates kept) for every pending item."""
+    order = sorted(pending, key=lambda i: (len(encoded[i]), i))  # similar lengths share a batch: little padding
+    result: dict[int, list[str]] = {}
+    for start in range(0, len(order), config.batch_size):
+        items = order[start : start + config.batch_size]
+        input_ids, attention_mask = _pad([encoded[i] for i in items], tokenizer.pad_token_id)
+        ranked = diverse_beam_candidates(
+            model, tokenizer, input_ids, attention_mask, groups=config.beam_groups, penalty=attempt.penalty,
+            min_tokens=attempt.min_tokens, max_tokens=attempt.min_tokens + config.length_span,
+        )
+        for item, candidates in zip(items, ranked):
+            result[item] = [normalise(tokenizer.decode(c.tokens), tokenizer) for c in candidates]
+    return result
+
+
+def _pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, S)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, tokens in enumerate(rows):
+        ids[row, : len(tokens)] = torch.tensor(tokens)
+        mask[row, : len(tokens)] = 1
+    return ids, mask
+
+
+def _assign(
+    item: int, candidates: list[str], attempt: _Try, config: IdConfig, state: _Progress, tokenizer: PreTrainedTokenizerBase
+) -> bool:
+    """Give ``item`` its first free acceptable candidate; False when every candidate is taken."""
+    for rank, text in enumerate(candidates):
+        if not round_trips(text, tokenizer):
+            state.stats["rejected_candidates"] += 1
+            continue
+        if state.best[item] is None:
+            state.best[item] = text
+        if text in state.taken:
+            continue
+        state.ids[item] = text
+        state.taken.add(text)
+        first_try = attempt.length_raises == 0 and attempt.penalty == config.diversity_penalty
+        if first_try:
+            state.stats["resolved_first_choice" if rank == 0 else "resolved_by_candidate"] += 1
+        else:
+            state.stats["resolved_by_length" if attempt.length_raises else "resolved_by_penalty"] += 1
+        return True
+    return False
+
+
+def _fallback(pending: list[int], state: _Progress, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Best candidate (or 'item') plus the smallest counter word that makes it unique.
+
+    Bare numbers are the last resort: digits are always in the vocabulary, so this ends.
+    """
+    for item in pending:
+        text = _first_free(state.best[item] or FALLBACK_BASE, state.taken, tokenizer)
+        if text is None:
+            text = _first_free(FALLBACK_BASE, state.taken, tokenizer)
+        if text is None:
+            text = next(str(n) for n in range(1, len(state.taken) + 2) if str(n) not in state.taken)
+        state.ids[item] = text
+        state.taken.add(text)
+        state.stats["fallbacks"] += 1
+
+
+def _first_free(base: str, taken: set[str], tokenizer: PreTrainedTokenizerBase, tries: int = 1000) -> str | None:
+    for counter in range(2, 2 + tries):
+        text = f"{base} {counter}"
+        if text not in taken:
+            return text if round_trips(text, tokenizer) else None
+    return None
