@@ -1,5 +1,80 @@
-"""Placeholder: filled in by the stage's own module."""
+"""`idgenrec data ...`: fetch, prepare and validate datasets (thin wrappers over idgenrec.data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+from idgenrec.cli.common import DEFAULT_PARAMS, ParamsOption, fail, read_params
+
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("fetch")
+def fetch(
+    name: Annotated[str, typer.Argument(help="Dataset to fetch (ml-100k).")] = "ml-100k",
+    dest: Annotated[Path, typer.Option(help="Folder that receives <name>/ (tracked by data.dvc).")] = Path("data"),
+    force: Annotated[bool, typer.Option(help="Replace files whose content differs from the published ones.")] = False,
+) -> None:
+    """Download a public dataset from its mirrors (canonical source first), verify SHA-256, write atomically.
+
+    Does nothing when the verified files are already there, so it is safe before every `dvc repro`.
+    """
+    from idgenrec.data.fetch import FetchError, fetch_dataset
+
+    try:
+        result = fetch_dataset(name, dest, force=force, log=lambda message: typer.echo(message, err=True))
+    except FetchError as err:
+        fail(str(err))
+    typer.echo(f"{result.folder}: {', '.join(p.name for p in result.files)} verified ({result.source})")
+
+
+@app.command("prepare")
+def prepare(
+    params: ParamsOption = DEFAULT_PARAMS,
+    output: Annotated[Path, typer.Option(help="Folder for items.tsv, sequences.tsv, stats.json.")] = Path("artifacts/prepared"),
+) -> None:
+    """Read the raw data named in params.yaml (data.*), apply k-core and time order, build item text, save."""
+    from idgenrec.data.prepare import prepare as prepare_dataset
+    from idgenrec.data.textfile import DataFormatError
+
+    config = read_params(params).data
+    try:
+        dataset = prepare_dataset(config, output)
+    except DataFormatError as err:
+        fail(str(err))
+    stats = dataset.stats
+    typer.echo(
+        f"{output}: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions "
+        f"({config.k_core}-core after {stats['k_core_iterations']} filtering passes; raw "
+        f"{stats['raw']['users']:,} / {stats['raw']['items']:,} / {stats['raw']['interactions']:,})"
+    )
+    if stats["items_without_text"]:
+        typer.echo(f"  {stats['items_without_text']} items have no text row: fallback text {config.fallback_text!r}")
+    missing = {field: n for field, n in stats["missing_fields"].items() if n}
+    if missing:
+        typer.echo(f"  empty text fields, skipped: {missing}")
+
+
+@app.command("validate")
+def validate(
+    params: ParamsOption = DEFAULT_PARAMS,
+    prepared: Annotated[Path, typer.Option(help="Prepared dataset folder.")] = Path("artifacts/prepared"),
+    report: Annotated[Path, typer.Option(help="JSON report to write (also on failure).")] = Path("artifacts/validation/report.json"),
+) -> None:
+    """Great Expectations suites on the raw data, item text and prepared splits; exit 1 on any failure."""
+    from idgenrec.data.validate import validate as run_validation
+
+    config = read_params(params).data
+    try:
+        outcome = run_validation(config, prepared, report)
+    except (ValueError, FileNotFoundError) as err:  # DataFormatError is a ValueError
+        fail(f"{err} (report: {report})")
+    for line in outcome.summary_lines():
+        typer.echo(line)
+    if not outcome.success:
+        first = outcome.failures[0]
+        fail(f"validation failed: {first.summary()} (report: {report})")
+    typer.echo(f"report: {report}")
