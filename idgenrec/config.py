@@ -178,6 +178,15 @@ class SASRecConfig(_Section):
         return self
 
 
+class RegistryConfig(_Section):
+    """Promotion in the MLflow model registry (aliases `challenger` -> `champion`)."""
+
+    margin: float = Field(
+        0.0, ge=0, description="A challenger becomes champion only if its validation selection metric "
+        "exceeds the champion's by more than this (absolute, e.g. 0.002 NDCG)."
+    )
+
+
 class Params(_Section):
     data: DataConfig = DataConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -186,6 +195,7 @@ class Params(_Section):
     ids: IdConfig = IdConfig()
     training: TrainingConfig = TrainingConfig()
     sasrec: SASRecConfig = SASRecConfig()
+    registry: RegistryConfig = RegistryConfig()
 
 
 class ConfigError(ValueError):
