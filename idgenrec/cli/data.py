@@ -46,10 +46,12 @@ def prepare(
     except DataFormatError as err:
         fail(str(err))
     stats = dataset.stats
+    passes = stats["k_core_iterations"]
+    core = f"{config.k_core}-core after {passes} filtering pass{'es' if passes > 1 else ''}" if passes else f"already a {config.k_core}-core"
+    raw = stats["raw"]
     typer.echo(
         f"{output}: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions "
-        f"({config.k_core}-core after {stats['k_core_iterations']} filtering passes; raw "
-        f"{stats['raw']['users']:,} / {stats['raw']['items']:,} / {stats['raw']['interactions']:,})"
+        f"({core}; raw: {raw['users']:,} users, {raw['items']:,} items, {raw['interactions']:,} interactions)"
     )
     if stats["items_without_text"]:
         typer.echo(f"  {stats['items_without_text']} items have no text row: fallback text {config.fallback_text!r}")
