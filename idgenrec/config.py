@@ -82,7 +82,9 @@ class BackboneConfig(_Section):
 class WarmupConfig(_Section):
     """Self-supervised warm-up of the ID generator: item text -> short keyword phrase."""
 
-    epochs: float = Field(2.0, gt=0, description="Passes over the catalogue.")
+    epochs: float = Field(
+        10.0, gt=0, description="Passes over the catalogue (ML-100k: 10 = 211 steps of 64, ~1 min on 2 idle cores)."
+    )
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
     keyword_words: int = Field(4, ge=1, description="Words in the target keyword phrase built from the item text.")
