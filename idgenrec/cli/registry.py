@@ -1,0 +1,125 @@
+"""`idgenrec registry ...`: log a pipeline run to MLflow, register, promote, roll back, list.
+
+The MLflow store is ``sqlite:///<project root>/mlruns/mlflow.db`` (the project root is the
+nearest folder with dvc.yaml or params.yaml), unless ``MLFLOW_TRACKING_URI`` is set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from idgenrec.cli.common import DEFAULT_PARAMS, ParamsOption, fail, read_params
+
+app = typer.Typer(no_args_is_help=True, help="MLflow tracking and model registry: log runs, promote, roll back.")
+
+ModelNameOption = Annotated[
+    str | None, typer.Option("--model-name", help="Registered model (default: idgenrec-<data.name> from params.yaml).")
+]
+
+
+def _connect(params_path: Path):
+    """(project root, Params) with MLflow pointed at the project's store."""
+    from idgenrec.tracking import configure_tracking, find_project_root
+
+    config = read_params(params_path)
+    root = find_project_root(params_path.resolve().parent)
+    configure_tracking(root)
+    return root, config
+
+
+def _model_name(name: str | None, params_path: Path) -> str:
+    from idgenrec.registry import registered_model_name
+
+    _, config = _connect(params_path)
+    return name or registered_model_name(config.data.name)
+
+
+@app.command("log-run")
+def log_run(
+    params: ParamsOption = DEFAULT_PARAMS,
+    output: Annotated[Path, typer.Option(help="Record of the run id, model version and promotion decision.")] = Path(
+        "metrics/registry.json"
+    ),
+    register: Annotated[bool, typer.Option(help="Register the selected model as a new version (alias challenger).")] = True,
+    promote: Annotated[bool, typer.Option(help="Then apply the promotion rule (registry.margin) to it.")] = True,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name (default: generated).")] = None,
+) -> None:
+    """Log the finished pipeline (files at the dvc.yaml paths) as one MLflow run with a nested run per round."""
+    from idgenrec.atomic import write_json
+    from idgenrec.registry import record_pipeline_run
+    from idgenrec.tracking import PipelineFiles
+
+    root, config = _connect(params)
+    files = PipelineFiles(params=params)
+    try:
+        record = record_pipeline_run(
+            config, files, root=root, run_name=run_name, register_model=register, promote_model=promote,
+            tags={"idgenrec.trigger": "cli"},
+        )
+    except (FileNotFoundError, ValueError) as err:
+        fail(str(err))
+    write_json(output, record)
+    typer.echo(f"run {record['run_id']} logged to experiment {record['experiment']}")
+    if record["model_version"]:
+        typer.echo(f"{record['model_name']} v{record['model_version']} registered as challenger")
+    if record["promotion"]:
+        verdict = "promoted to champion" if record["promotion"]["promoted"] else "not promoted"
+        typer.echo(f"{verdict}: {record['promotion']['reason']}")
+
+
+@app.command("promote")
+def promote(
+    version: Annotated[str | None, typer.Option(help="Version to promote (default: the challenger).")] = None,
+    force: Annotated[bool, typer.Option(help="Promote even if it does not beat the champion.")] = False,
+    margin: Annotated[float | None, typer.Option(help="Override registry.margin from params.yaml.")] = None,
+    model_name: ModelNameOption = None,
+    params: ParamsOption = DEFAULT_PARAMS,
+) -> None:
+    """Move alias `champion` to a version if its validation score beats the champion's by the margin."""
+    from idgenrec.registry import RegistryError, promote as promote_version
+
+    name = _model_name(model_name, params)
+    config = read_params(params)
+    try:
+        decision = promote_version(name, config.registry.margin if margin is None else margin, version, force)
+    except RegistryError as err:
+        fail(str(err))
+    verdict = "promoted to champion" if decision.promoted else "NOT promoted"
+    typer.echo(f"{name} v{decision.version} {verdict}: {decision.reason}")
+    typer.echo(f"champion: v{decision.champion}" if decision.champion else "no champion")
+    if not decision.promoted:
+        raise typer.Exit(code=2)  # scripts can tell "rejected" from an error (1)
+
+
+@app.command("rollback")
+def rollback(model_name: ModelNameOption = None, params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Give alias `champion` back to the version it replaced."""
+    from idgenrec.registry import RegistryError, rollback as rollback_champion
+
+    name = _model_name(model_name, params)
+    try:
+        decision = rollback_champion(name)
+    except RegistryError as err:
+        fail(str(err))
+    typer.echo(f"{name}: champion v{decision.previous_champion} -> v{decision.champion} ({decision.reason})")
+
+
+@app.command("list")
+def list_versions(model_name: ModelNameOption = None, params: ParamsOption = DEFAULT_PARAMS) -> None:
+    """Versions, newest first: aliases, validation score, last promotion decision."""
+    from idgenrec.registry import RegistryError, list_versions as versions
+
+    name = _model_name(model_name, params)
+    try:
+        rows = versions(name)
+    except RegistryError as err:
+        fail(str(err))
+    typer.echo(f"{name}:")
+    typer.echo(f"{'version':>7}  {'aliases':22}  {'score':>7}  {'created':16}  decision")
+    for row in rows:
+        score = f"{row.selection_score:.4f}" if row.selection_score is not None else "-"
+        decision = f"{row.decision}: {row.reason}" if row.decision else "-"
+        typer.echo(f"{row.version:>7}  {','.join(row.aliases) or '-':22}  {score:>7}  {row.created:16}  {decision}")

@@ -1,0 +1,261 @@
+"""Model registry: versions of ``idgenrec-<dataset>``, aliases ``challenger`` and ``champion``.
+
+Every registered version gets alias ``challenger`` (the latest candidate) and tags with the
+validation score it was selected on. :func:`promote` moves ``champion`` to it only when
+that score beats the champion's by more than ``registry.margin`` (or when forced), and
+records the decision and its reason on the version either way; the version that loses
+the alias is remembered (tag ``previous_champion``) so :func:`rollback` can restore it.
+Stages are deprecated in MLflow; aliases are the mechanism.
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+if TYPE_CHECKING:
+    from idgenrec.config import Params
+    from idgenrec.tracking import LoggedRun, PipelineFiles
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+# version tags
+METRIC_TAG, SCORE_TAG, DIGEST_TAG = "selection_metric", "selection_score", "dataset_digest"
+DECISION_TAG, REASON_TAG, PREVIOUS_TAG = "promotion_decision", "promotion_reason", "previous_champion"
+
+
+class RegistryError(RuntimeError):
+    """The registry is missing what an operation needs (no such model, version or alias)."""
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    model: str
+    version: str
+    promoted: bool
+    reason: str
+    champion: str | None  # the champion version after the decision
+    previous_champion: str | None  # the champion version before it
+    challenger_score: float | None = None
+    champion_score: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    version: str
+    aliases: list[str]
+    selection_metric: str | None
+    selection_score: float | None
+    decision: str | None
+    reason: str | None
+    run_id: str | None
+    created: str
+
+
+def registered_model_name(dataset_name: str) -> str:
+    return f"idgenrec-{dataset_name}"
+
+
+def _score(version: ModelVersion) -> float | None:
+    value = version.tags.get(SCORE_TAG)
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def _version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException:
+        raise RegistryError(f"model {name!r} has no version {version} (see `idgenrec registry list`)") from None
+
+
+def register_version(
+    model_uri: str,
+    name: str,
+    *,
+    run_id: str,
+    selection_metric: str,
+    selection_score: float | None,
+    dataset_digest: str,
+) -> str:
+    """Register ``model_uri`` as a new version of ``name``, alias it ``challenger``; returns the version."""
+    tags = {METRIC_TAG: selection_metric, DIGEST_TAG: dataset_digest, "run_id": run_id}
+    if selection_score is not None:
+        tags[SCORE_TAG] = repr(float(selection_score))
+    version = mlflow.register_model(model_uri, name, tags=tags).version
+    MlflowClient().set_registered_model_alias(name, CHALLENGER, str(version))
+    return str(version)
+
+
+def _record(client: MlflowClient, name: str, version: str, decision: str, reason: str) -> None:
+    client.set_model_version_tag(name, version, DECISION_TAG, decision)
+    client.set_model_version_tag(name, version, REASON_TAG, reason)
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    client.update_model_version(name, version, description=f"{stamp} {decision}: {reason}")
+
+
+def _judge(candidate: ModelVersion, champion: ModelVersion | None, margin: float) -> tuple[bool, str]:
+    """The promotion rule: strictly better than champion + margin, on the same metric."""
+    if champion is None:
+        return True, "no champion yet"
+    metric, score = candidate.tags.get(METRIC_TAG), _score(candidate)
+    champion_metric, champion_score = champion.tags.get(METRIC_TAG), _score(champion)
+    if score is None:
+        return False, f"version {candidate.version} has no {SCORE_TAG} tag to compare (promote with --force)"
+    if champion_score is None or champion_metric != metric:
+        return False, (
+            f"champion v{champion.version} was scored on {champion_metric!r}={champion_score}, "
+            f"not comparable with {metric!r}; promote with --force"
+        )
+    note = ""
+    if candidate.tags.get(DIGEST_TAG) != champion.tags.get(DIGEST_TAG):
+        note = " (note: scored on a different dataset version than the champion)"
+    if score > champion_score + margin:
+        return True, f"{metric} {score:.4f} beats champion v{champion.version}'s {champion_score:.4f} by more than margin {margin}{note}"
+    return False, (
+        f"{metric} {score:.4f} does not beat champion v{champion.version}'s {champion_score:.4f} "
+        f"by more than margin {margin} (needs > {champion_score + margin:.4f}){note}"
+    )
+
+
+def promote(name: str, margin: float, version: str | int | None = None, force: bool = False) -> PromotionDecision:
+    """Move ``champion`` to ``version`` (default: the ``challenger``) if it wins; record why either way."""
+    client = MlflowClient()
+    if version is None:
+        candidate = _alias_version(client, name, CHALLENGER)
+        if candidate is None:
+            raise RegistryError(f"model {name!r} has no {CHALLENGER!r} version to promote (register one, or pass --version)")
+    else:
+        candidate = _version(client, name, version)
+    champion = _alias_version(client, name, CHAMPION)
+    before = champion.version if champion else None
+    scores = {"challenger_score": _score(candidate), "champion_score": _score(champion) if champion else None}
+    if champion is not None and champion.version == candidate.version:
+        return PromotionDecision(name, candidate.version, False, f"v{candidate.version} is already the champion", before, before, **scores)
+    if force:
+        promoted, reason = True, f"forced by {getpass.getuser()}"
+    else:
+        promoted, reason = _judge(candidate, champion, margin)
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, candidate.version)
+        if before is not None:
+            client.set_model_version_tag(name, candidate.version, PREVIOUS_TAG, before)
+    _record(client, name, candidate.version, "promoted" if promoted else "rejected", reason)
+    after = candidate.version if promoted else before
+    return PromotionDecision(name, candidate.version, promoted, reason, after, before, **scores)
+
+
+def rollback(name: str) -> PromotionDecision:
+    """Give ``champion`` back to the version it was taken from."""
+    client = MlflowClient()
+    champion = _alias_version(client, name, CHAMPION)
+    if champion is None:
+        raise RegistryError(f"model {name!r} has no champion to roll back")
+    previous = champion.tags.get(PREVIOUS_TAG)
+    if not previous:
+        raise RegistryError(f"champion v{champion.version} of {name!r} replaced no earlier champion; nothing to roll back to")
+    target = _version(client, name, previous)
+    client.set_registered_model_alias(name, CHAMPION, target.version)
+    reason = f"rolled back by {getpass.getuser()} to v{target.version}"
+    _record(client, name, champion.version, "rolled_back", reason)
+    return PromotionDecision(
+        name, target.version, True, reason, target.version, champion.version,
+        challenger_score=_score(target), champion_score=_score(champion),
+    )
+
+
+def list_versions(name: str) -> list[VersionSummary]:
+    """Every version of ``name``, newest first, with aliases, score and the last decision."""
+    client = MlflowClient()
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        raise RegistryError(f"no registered model {name!r} (run the pipeline's register step first)") from None
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (model.aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    versions = client.search_model_versions(f"name = '{name}'")
+    return [
+        VersionSummary(
+            version=str(v.version),
+            aliases=sorted(aliases.get(str(v.version), [])),
+            selection_metric=v.tags.get(METRIC_TAG),
+            selection_score=_score(v),
+            decision=v.tags.get(DECISION_TAG),
+            reason=v.tags.get(REASON_TAG),
+            run_id=v.run_id,
+            created=time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000)),
+        )
+        for v in sorted(versions, key=lambda v: int(v.version), reverse=True)
+    ]
+
+
+# -- the pipeline's register step (DVC stage `register` and the Prefect flow) -------------
+
+
+def register_logged_run(logged: "LoggedRun", dataset_name: str) -> str:
+    """Register a logged run's model as the next version of ``idgenrec-<dataset>``."""
+    if logged.model_uri is None:
+        raise ValueError(f"run {logged.run_id} logged no model to register")
+    return register_version(
+        logged.model_uri,
+        registered_model_name(dataset_name),
+        run_id=logged.run_id,
+        selection_metric=logged.selection_metric,
+        selection_score=logged.selection_score,
+        dataset_digest=logged.dataset_digest,
+    )
+
+
+def registry_record(
+    logged: "LoggedRun", model_name: str, version: str | None, decision: PromotionDecision | None
+) -> dict:
+    """What ``metrics/registry.json`` holds: the run, the version and the promotion decision."""
+    return {
+        "run_id": logged.run_id,
+        "experiment": mlflow.get_experiment(logged.experiment_id).name,
+        "tracking_uri": mlflow.get_tracking_uri(),
+        "model_name": model_name,
+        "model_version": version,
+        "selection_metric": logged.selection_metric,
+        "selection_score": logged.selection_score,
+        "promotion": decision.as_dict() if decision else None,
+    }
+
+
+def record_pipeline_run(
+    params: "Params",
+    files: "PipelineFiles",
+    *,
+    root,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    register_model: bool = True,
+    promote_model: bool = True,
+) -> dict:
+    """Log the run, register its model (alias challenger), apply the promotion rule; the record."""
+    from idgenrec.tracking import log_pipeline_run
+
+    logged = log_pipeline_run(params, files, root=root, run_name=run_name, tags=tags, log_model=register_model)
+    name = registered_model_name(params.data.name)
+    version = register_logged_run(logged, params.data.name) if register_model else None
+    decision = promote(name, params.registry.margin, version) if version and promote_model else None
+    return registry_record(logged, name, version, decision)

@@ -1,0 +1,172 @@
+"""MLflow pyfunc wrapper: histories of original item ids in, top-k items, textual IDs and scores out.
+
+Request (one row per user)::
+
+    {"dataframe_records": [{"history": ["50", "172", "133"], "k": 5}],
+     "params": {"exclude_seen": true}}
+
+``history`` lists original item ids (strings, as in the raw data), oldest first; ``k`` is
+optional (default 10). Response, one row per request row::
+
+    {"predictions": [{"item_ids": [...], "textual_ids": [...], "scores": [...]}]}
+
+``scores`` are the beam log-probabilities of each item's textual ID, best first. A bad
+request (unknown item id, empty history, k out of range) raises ``MlflowException`` with
+``INVALID_PARAMETER_VALUE``, which MLflow's scoring server answers with HTTP 400 and the
+message; schema violations (missing ``history``, wrong types) are rejected by MLflow
+itself, also with 400.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+MODEL_ARTIFACT = "idgenrec_model"  # key of the bundled model folder in the pyfunc's artifacts
+DEFAULT_K = 10
+MAX_UNKNOWN_SHOWN = 5
+
+
+@dataclass(frozen=True)
+class Request:
+    row: int
+    history: list[int]  # item indices
+    k: int
+
+
+def invalid(message: str) -> MlflowException:
+    """The exception MLflow's scoring server turns into HTTP 400 with ``message``."""
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+def _as_item_list(value, row: int) -> list[str]:
+    if isinstance(value, (list, tuple, np.ndarray)):
+        items = list(value)
+    else:
+        raise invalid(f"row {row}: `history` must be a list of item ids, got {type(value).__name__} {value!r}")
+    if not items:
+        raise invalid(f"row {row}: `history` is empty; give at least one item id")
+    out = []
+    for item in items:
+        if isinstance(item, (str, np.str_)):
+            out.append(str(item))
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
+            out.append(str(int(item)))
+        else:
+            raise invalid(f"row {row}: item ids must be strings, got {type(item).__name__} {item!r}")
+    return out
+
+
+def _as_k(value, row: int, num_items: int) -> int:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return min(DEFAULT_K, num_items)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        value = int(value)
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise invalid(f"row {row}: `k` must be an integer, got {value!r}")
+    if not 1 <= int(value) <= num_items:
+        raise invalid(f"row {row}: `k` must be between 1 and {num_items} (the catalogue size), got {int(value)}")
+    return int(value)
+
+
+def parse_requests(frame: pd.DataFrame, index: Mapping[str, int]) -> list[Request]:
+    """Validate a request frame against the model's catalogue; errors name the row and the ids."""
+    if not isinstance(frame, pd.DataFrame):
+        raise invalid(f"expected a DataFrame with a `history` column, got {type(frame).__name__}")
+    if "history" not in frame.columns:
+        raise invalid(f"missing column `history` (got columns {list(frame.columns)})")
+    requests = []
+    for row, record in enumerate(frame.to_dict("records")):
+        items = _as_item_list(record["history"], row)
+        unknown = [item for item in items if item not in index]
+        if unknown:
+            example = list(index)[:3]
+            raise invalid(
+                f"row {row}: unknown item id(s) {unknown[:MAX_UNKNOWN_SHOWN]}"
+                f"{' and more' if len(unknown) > MAX_UNKNOWN_SHOWN else ''}; the model knows "
+                f"{len(index)} items, e.g. {example} (ids are strings from the raw data)"
+            )
+        requests.append(Request(row, [index[item] for item in items], _as_k(record.get("k"), row, len(index))))
+    return requests
+
+
+class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
+    """Loads the bundled IDGenRecModel folder; answers requests in the format above."""
+
+    def load_context(self, context) -> None:
+        from idgenrec.recommender.model import IDGenRecModel
+        from idgenrec.recommender.training import pick_device
+
+        self.model = IDGenRecModel.load(context.artifacts[MODEL_ARTIFACT], device=pick_device())
+        self.index = {item: i for i, item in enumerate(self.model.id_table.item_ids)}
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        requests = parse_requests(model_input, self.index)
+        exclude_seen = bool((params or {}).get("exclude_seen", False))
+        item_ids, textual_ids = self.model.id_table.item_ids, self.model.id_table.textual_ids
+        rows: dict[int, dict] = {}
+        for k in sorted({r.k for r in requests}):  # one beam width per k, as in evaluation
+            group = [r for r in requests if r.k == k]
+            items, scores = self.model.recommend_with_scores([r.history for r in group], k, exclude_seen)
+            for request, row_items, row_scores in zip(group, items, scores):
+                rows[request.row] = {
+                    "item_ids": [item_ids[i] for i in row_items],
+                    "textual_ids": [textual_ids[i] for i in row_items],
+                    "scores": [float(s) for s in row_scores],
+                }
+        return pd.DataFrame([rows[r.row] for r in requests], columns=["item_ids", "textual_ids", "scores"])
+
+
+def model_signature() -> ModelSignature:
+    return ModelSignature(
+        inputs=Schema([ColSpec(Array(DataType.string), "history"), ColSpec(DataType.long, "k", required=False)]),
+        outputs=Schema([
+            ColSpec(Array(DataType.string), "item_ids"),
+            ColSpec(Array(DataType.string), "textual_ids"),
+            ColSpec(Array(DataType.double), "scores"),
+        ]),
+        params=ParamSchema([ParamSpec("exclude_seen", DataType.boolean, False)]),
+    )
+
+
+def input_example(histories: Sequence[Sequence[str]], num_items: int) -> pd.DataFrame:
+    """A real request: the given histories (original item ids), k=10 (or the catalogue size)."""
+    return pd.DataFrame({"history": [list(h) for h in histories], "k": [min(DEFAULT_K, num_items)] * len(histories)})
+
+
+def _requirements() -> list[str]:
+    """The package's own pinned dependencies (pyproject.toml), so no inference run is needed."""
+    try:
+        requires = importlib.metadata.requires("idgenrec") or []
+    except importlib.metadata.PackageNotFoundError:
+        return [f"mlflow=={mlflow.__version__}"]
+    return [r for r in requires if "extra ==" not in r]
+
+
+def log_recommender_model(model_folder: str | Path, example_histories: Sequence[Sequence[str]], num_items: int):
+    """Log the model folder as a pyfunc in the active run; returns MLflow's ``ModelInfo``.
+
+    MLflow loads the model once here to check the input example against the signature.
+    Serving needs the ``idgenrec`` package installed (``--env-manager local``).
+    """
+    model_folder = Path(model_folder)
+    if not (model_folder / "settings.json").exists():
+        raise FileNotFoundError(f"{model_folder}: not an IDGenRec model folder (run `idgenrec train` first)")
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(Path(__file__).with_name("model_code.py")),
+        artifacts={MODEL_ARTIFACT: str(model_folder)},
+        signature=model_signature(),
+        input_example=input_example(example_histories, num_items),
+        pip_requirements=_requirements(),
+    )

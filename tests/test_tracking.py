@@ -1,0 +1,189 @@
+"""MLflow tracking against a temporary sqlite store: one parent run, nested rounds, everything logged.
+
+Also home of the tiny project (raw P5 data + params.yaml with the tiny random backbone) and
+the library-only pipeline run that test_registry, test_serving and test_flows reuse.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from idgenrec.config import Params, load_params
+from idgenrec.tracking import (
+    PipelineFiles,
+    configure_tracking,
+    default_tracking_uri,
+    ensure_experiment,
+    find_project_root,
+    flatten_params,
+    metric_key,
+)
+
+WORDS = ["apple pie", "banana split", "cherry tart", "date cake", "fig roll", "grape jam", "kiwi tea", "lemon curd"]
+TINY_PARAMS = """\
+data: {name: tiny, format: p5, path: data/tiny, k_core: 5, text_fields: [title, genres]}
+evaluation: {ks: [5, 10]}
+backbone: {profile: tiny, hidden_size: 32, encoder_layers: 1, decoder_layers: 1}
+warmup: {epochs: 3, batch_size: 8, learning_rate: 0.003}
+ids: {kind: learned, beam_groups: 4, batch_size: 8}
+training:
+  history_length: 3
+  batch_size: 16
+  bf16: false
+  num_beams: 4
+  soft_id_max_tokens: 4
+  schedule:
+    - {phase: recommender, epochs: 2, learning_rate: 0.003}
+    - {phase: ids, epochs: 0.5, learning_rate: 0.001}
+    - {phase: recommender, epochs: 1, learning_rate: 0.001}
+registry: {margin: 0.0}
+"""
+
+
+def write_tiny_project(root: Path, params_text: str = TINY_PARAMS) -> Path:
+    """params.yaml + a P5-layout dataset where item i is followed by item i+1 (mod 8)."""
+    data = root / "data" / "tiny"
+    data.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    lines = []
+    for user in range(24):
+        start = rng.randrange(len(WORDS))
+        items = [str((start + j) % len(WORDS) + 1) for j in range(rng.randint(6, 9))]
+        lines.append(" ".join([f"u{user}", *items]))
+    (data / "user_sequence.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = "".join(f"{i + 1}\t{word}\tfood\n" for i, word in enumerate(WORDS))
+    (data / "items.tsv").write_text("item_id\ttitle\tgenres\n" + rows, encoding="utf-8")
+    (root / "params.yaml").write_text(params_text, encoding="utf-8")
+    return root
+
+
+def run_tiny_pipeline(root: Path) -> PipelineFiles:
+    """Every stage up to evaluation, by library calls, at the dvc.yaml paths under ``root``."""
+    from idgenrec.atomic import write_json
+    from idgenrec.backbone import load_seq2seq
+    from idgenrec.data.dataset import SequenceDataset
+    from idgenrec.data.prepare import prepare
+    from idgenrec.data.validate import validate
+    from idgenrec.evaluation import evaluate_protocol
+    from idgenrec.ids import make_id_table, warm_up_generator
+    from idgenrec.recommender import alternating
+    from idgenrec.recommender.model import IDGenRecModel
+
+    params = load_params(root / "params.yaml")
+    files = PipelineFiles().under(root)
+    data = params.data.model_copy(update={"path": root / params.data.path})
+    dataset = prepare(data, files.prepared)
+    assert validate(data, files.prepared, files.validation_report).success
+    warm_up_generator(dataset, params, files.generator, progress=False)
+    generator, tokenizer = load_seq2seq(files.generator)
+    table, quality = make_id_table("learned", dataset, generator, tokenizer, params.ids, progress=False)
+    table.save(files.id_table, tokenizer)
+    write_json(files.ids_metrics, quality)
+    state = alternating.train(params, SequenceDataset.load(files.prepared), files.generator, files.id_table, files.workdir)
+    write_json(files.training_curve, [{"step": n, **r} for n, r in enumerate(state.records, start=1)])
+    model = IDGenRecModel.load(files.model)
+    write_json(files.model_metrics, evaluate_protocol(model, dataset, params.evaluation.ks, params.evaluation.exclude_seen))
+    return files
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory) -> Path:
+    root = write_tiny_project(tmp_path_factory.mktemp("project"))
+    run_tiny_pipeline(root)
+    return root
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> str:
+    """A fresh sqlite store under tmp_path (and no leftover tracking URI from the environment)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = configure_tracking(tmp_path)
+    yield uri
+    mlflow.set_tracking_uri(None)
+
+
+def test_store_is_absolute_under_the_project_root_from_any_cwd(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "params.yaml").write_text("{}\n")
+    (tmp_path / "sub" / "deeper").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "sub" / "deeper")
+    root = find_project_root()
+    assert root == tmp_path.resolve()
+    assert configure_tracking(root) == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
+    assert mlflow.get_registry_uri() == default_tracking_uri(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert configure_tracking(root) == "http://tracking.example:5000"  # a shared server wins
+    mlflow.set_tracking_uri(None)
+
+
+def test_experiment_per_dataset_with_artifacts_under_mlruns(tmp_path, store):
+    experiment_id = ensure_experiment("tiny", tmp_path)
+    assert ensure_experiment("tiny", tmp_path) == experiment_id
+    experiment = mlflow.get_experiment(experiment_id)
+    assert experiment.name == "idgenrec-tiny"
+    assert experiment.artifact_location == (tmp_path.resolve() / "mlruns" / "idgenrec-tiny").as_uri()
+
+
+def test_params_flatten_to_every_knob_with_valid_keys():
+    params = Params.model_validate(yaml.safe_load(TINY_PARAMS))
+    flat = flatten_params(params)
+    assert flat["backbone.profile"] == "tiny"
+    assert flat["training.schedule.length"] == "3"
+    assert flat["training.schedule.1.phase"] == "ids"
+    assert flat["evaluation.ks"] == "[5, 10]"
+    assert flat["registry.margin"] == "0.0"
+    assert all(len(v) < 6000 for v in flat.values())
+    assert metric_key("valid/ndcg@10") == "valid/ndcg_at_10"
+
+
+def test_pipeline_run_logs_parent_nested_rounds_metrics_artifacts_dataset_and_model(tiny_project, store):
+    from idgenrec.tracking import log_pipeline_run
+
+    params = load_params(tiny_project / "params.yaml")
+    logged = log_pipeline_run(params, PipelineFiles(), root=tiny_project, run_name="tiny", tags={"idgenrec.trigger": "test"})
+    client = MlflowClient()
+    run = client.get_run(logged.run_id)
+
+    # params, tags, final metrics (keys sanitised), dataset input
+    assert run.data.params["training.schedule.1.phase"] == "ids"
+    assert run.data.tags["idgenrec.trigger"] == "test"
+    assert logged.selection_metric == "valid/ndcg@10"
+    model_metrics = json.loads((tiny_project / "metrics/model.json").read_text())
+    assert run.data.metrics["valid/ndcg_at_10"] == pytest.approx(model_metrics["valid/ndcg@10"])
+    assert logged.selection_score == pytest.approx(model_metrics["valid/ndcg@10"])
+    assert "ids/unique_ratio" in run.data.metrics
+    [dataset_input] = run.inputs.dataset_inputs
+    assert dataset_input.dataset.name == "tiny-prepared"
+    assert dataset_input.dataset.digest == logged.dataset_digest
+
+    # one nested run per phase, per-epoch metrics by step
+    children = client.search_runs([run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{logged.run_id}'")
+    assert sorted(c.info.run_name for c in children) == ["round-00-recommender", "round-01-ids", "round-02-recommender"]
+    first = next(c for c in children if c.info.run_name == "round-00-recommender")
+    assert [m.step for m in client.get_metric_history(first.info.run_id, "train_loss")] == [1, 2]
+    ids_round = next(c for c in children if c.info.run_name == "round-01-ids")
+    assert "ids_changed" in ids_round.data.metrics
+
+    # per-round metrics on the parent (step = phase index), IDs changed between rounds included
+    assert [m.step for m in client.get_metric_history(logged.run_id, "round/train_loss")] == [0, 1, 2]
+    assert [m.step for m in client.get_metric_history(logged.run_id, "round/ids_changed")] == [1]
+    assert len(client.get_metric_history(logged.run_id, "curve/valid_ndcg_at_10")) == 3  # one per recommender epoch
+
+    artifacts = {a.path for folder in ("", "config", "validation", "ids/rounds", "plots", "metrics") for a in client.list_artifacts(logged.run_id, folder)}
+    assert {"config/params.yaml", "validation/report.json", "plots/training_curve.png", "metrics/model.json"} <= artifacts
+    assert {"ids/rounds/ids-00.tsv", "ids/rounds/ids-02.tsv"} <= artifacts
+    assert run.info.artifact_uri.startswith((tiny_project.resolve() / "mlruns" / "idgenrec-tiny").as_uri())
+
+    # the model is logged with its signature and loads as a pyfunc
+    model = mlflow.pyfunc.load_model(logged.model_uri)
+    assert [c.name for c in model.metadata.get_input_schema().inputs] == ["history", "k"]
+    out = model.predict(pd.DataFrame({"history": [["1", "2"]], "k": [3]}))
+    assert len(out["item_ids"][0]) == 3
