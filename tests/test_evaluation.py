@@ -42,10 +42,11 @@ def _toy_dataset() -> SequenceDataset:
     )
 
 
-def test_popularity_counts_only_the_inputs_and_excludes_seen_on_request():
+def test_popularity_counts_only_training_items_and_excludes_seen_on_request():
     dataset = _toy_dataset()
-    model = PopularityRecommender.fit(dataset, "test")
-    # test inputs: [0,1,2], [0,1,3], [0,2,1] -> counts 0:3, 1:3, 2:2, 3:1
+    model = PopularityRecommender.fit(dataset)
+    # training rows: [0,1], [0,1], [0,2] -> counts 0:3, 1:2, 2:1, 3:0 (validation items not counted)
+    assert model.counts.tolist() == [3, 2, 1, 0]
     assert model.recommend([[]], k=4) == [[0, 1, 2, 3]]
     assert model.recommend([[0, 2]], k=4, exclude_seen=True) == [[1, 3]]
     metrics = evaluate(model, dataset, "test", ks=[1], exclude_seen=False)

@@ -27,8 +27,8 @@ def popularity(
     config = read_params(params)
     dataset = SequenceDataset.load(prepared)
     results: dict[str, float] = {}
+    model = PopularityRecommender.fit(dataset)
     for split in ("valid", "test"):
-        model = PopularityRecommender.fit(dataset, split)
         for exclude_seen in (False, True):
             setting = "seen_excluded" if exclude_seen else "seen_included"
             for name, value in evaluate(model, dataset, split, config.evaluation.ks, exclude_seen).items():

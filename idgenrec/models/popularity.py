@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -17,19 +16,16 @@ class PopularityRecommender:
         self.order = np.argsort(-counts, kind="stable")
 
     @classmethod
-    def fit(cls, dataset: SequenceDataset, split: str = "test") -> "PopularityRecommender":
-        """Count interactions in what the model may see when predicting ``split``.
+    def fit(cls, dataset: SequenceDataset) -> "PopularityRecommender":
+        """Count interactions in the training split only (as RecBole's Pop does).
 
-        For test the validation item is part of the input, so it is counted too, exactly
-        as a sequential model sees it in its input.
+        The validation item is not counted even when predicting test, so the same model
+        serves both splits and its numbers compare with RecBole's.
         """
-        counts = Counter()
-        for sequence in dataset.sequences:
-            counts.update(sequence[:-1] if split == "test" else sequence[:-2])
-        array = np.zeros(dataset.num_items, dtype=np.int64)
-        for item, count in counts.items():
-            array[item] = count
-        return cls(array)
+        counts = np.zeros(dataset.num_items, dtype=np.int64)
+        for user in range(dataset.num_users):
+            np.add.at(counts, dataset.train_sequence(user), 1)
+        return cls(counts)
 
     def recommend(
         self, histories: Sequence[Sequence[int]], k: int, exclude_seen: bool = False
