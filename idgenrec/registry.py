@@ -146,21 +146,21 @@ def promote(name: str, margin: float, version: str | int | None = None, force: b
     else:
         candidate = _version(client, name, version)
     champion = _alias_version(client, name, CHAMPION)
-    before = champion.version if champion else None
+    version = str(candidate.version)
+    before = str(champion.version) if champion else None
     scores = {"challenger_score": _score(candidate), "champion_score": _score(champion) if champion else None}
-    if champion is not None and champion.version == candidate.version:
-        return PromotionDecision(name, candidate.version, False, f"v{candidate.version} is already the champion", before, before, **scores)
+    if before == version:
+        return PromotionDecision(name, version, False, f"v{version} is already the champion", before, before, **scores)
     if force:
         promoted, reason = True, f"forced by {getpass.getuser()}"
     else:
         promoted, reason = _judge(candidate, champion, margin)
     if promoted:
-        client.set_registered_model_alias(name, CHAMPION, candidate.version)
+        client.set_registered_model_alias(name, CHAMPION, version)
         if before is not None:
-            client.set_model_version_tag(name, candidate.version, PREVIOUS_TAG, before)
-    _record(client, name, candidate.version, "promoted" if promoted else "rejected", reason)
-    after = candidate.version if promoted else before
-    return PromotionDecision(name, candidate.version, promoted, reason, after, before, **scores)
+            client.set_model_version_tag(name, version, PREVIOUS_TAG, before)
+    _record(client, name, version, "promoted" if promoted else "rejected", reason)
+    return PromotionDecision(name, version, promoted, reason, version if promoted else before, before, **scores)
 
 
 def rollback(name: str) -> PromotionDecision:
@@ -173,11 +173,11 @@ def rollback(name: str) -> PromotionDecision:
     if not previous:
         raise RegistryError(f"champion v{champion.version} of {name!r} replaced no earlier champion; nothing to roll back to")
     target = _version(client, name, previous)
-    client.set_registered_model_alias(name, CHAMPION, target.version)
+    client.set_registered_model_alias(name, CHAMPION, str(target.version))
     reason = f"rolled back by {getpass.getuser()} to v{target.version}"
-    _record(client, name, champion.version, "rolled_back", reason)
+    _record(client, name, str(champion.version), "rolled_back", reason)
     return PromotionDecision(
-        name, target.version, True, reason, target.version, champion.version,
+        name, str(target.version), True, reason, str(target.version), str(champion.version),
         challenger_score=_score(target), champion_score=_score(champion),
     )
 

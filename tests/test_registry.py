@@ -1,0 +1,141 @@
+"""Registry: challenger/champion aliases, the promotion rule with its margin, forced promotion,
+rollback, the recorded reasons, and the `idgenrec registry` commands, on a temporary store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from idgenrec import registry
+from idgenrec.tracking import configure_tracking
+
+NAME = "idgenrec-tiny"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("registry")
+    (root / "params.yaml").write_text("data: {name: tiny}\nregistry: {margin: 0.01}\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.chdir(root)
+        configure_tracking(root)
+        MlflowClient().create_registered_model(NAME)
+        yield root
+    mlflow.set_tracking_uri(None)
+
+
+def add_version(score: float | None, digest: str = "d1", metric: str = "valid/ndcg@10") -> str:
+    """A registered version as `register_version` leaves it (the source need not exist for these tests)."""
+    tags = {registry.METRIC_TAG: metric, registry.DIGEST_TAG: digest}
+    if score is not None:
+        tags[registry.SCORE_TAG] = repr(score)
+    version = MlflowClient().create_model_version(NAME, source="file:///nowhere/model", tags=tags).version
+    MlflowClient().set_registered_model_alias(NAME, registry.CHALLENGER, version)
+    return str(version)
+
+
+def champion() -> str | None:
+    try:
+        return str(MlflowClient().get_model_version_by_alias(NAME, registry.CHAMPION).version)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def tags(version: str) -> dict:
+    return MlflowClient().get_model_version(NAME, version).tags
+
+
+def test_promotion_rule_margin_force_and_rollback(store):
+    first = add_version(0.10)
+    decision = registry.promote(NAME, margin=0.01)
+    assert decision.promoted and decision.reason == "no champion yet" and champion() == first
+
+    # not better by more than the margin: rejected, and the reason is on the version
+    close = add_version(0.105)
+    decision = registry.promote(NAME, margin=0.01)
+    assert not decision.promoted and champion() == first
+    assert tags(close)[registry.DECISION_TAG] == "rejected"
+    assert "does not beat champion v1's 0.1000 by more than margin 0.01" in tags(close)[registry.REASON_TAG]
+    assert "rejected" in MlflowClient().get_model_version(NAME, close).description
+
+    # clearly better: promoted; the dethroned version is remembered for rollback
+    better = add_version(0.2)
+    decision = registry.promote(NAME, margin=0.01)
+    assert decision.promoted and champion() == better and decision.previous_champion == first
+    assert tags(better)[registry.PREVIOUS_TAG] == first
+
+    # a worse version only by force
+    worse = add_version(0.05)
+    assert not registry.promote(NAME, margin=0.0, version=worse).promoted
+    forced = registry.promote(NAME, margin=0.0, version=worse, force=True)
+    assert forced.promoted and forced.reason.startswith("forced by") and champion() == worse
+
+    # rollback walks back the chain of champions
+    assert registry.rollback(NAME).champion == better and champion() == better
+    assert tags(worse)[registry.DECISION_TAG] == "rolled_back"
+    assert registry.rollback(NAME).champion == first
+    with pytest.raises(registry.RegistryError, match="nothing to roll back to"):
+        registry.rollback(NAME)
+
+    # promoting the champion again changes nothing
+    assert not registry.promote(NAME, margin=0.0, version=first).promoted
+
+
+def test_incomparable_versions_need_force(store):
+    registry.promote(NAME, margin=0.0, version=add_version(0.3), force=True)
+    unscored = add_version(None)
+    assert "no selection_score" in registry.promote(NAME, margin=0.0, version=unscored).reason
+    other_metric = add_version(0.9, metric="valid/recall@10")
+    assert "not comparable" in registry.promote(NAME, margin=0.0, version=other_metric).reason
+    new_data = add_version(0.5, digest="d2")
+    decision = registry.promote(NAME, margin=0.0, version=new_data)
+    assert decision.promoted and "different dataset version" in decision.reason
+
+
+def test_errors_name_the_missing_piece(store):
+    with pytest.raises(registry.RegistryError, match="no version 999"):
+        registry.promote(NAME, margin=0.0, version=999)
+    with pytest.raises(registry.RegistryError, match="no registered model 'idgenrec-nope'"):
+        registry.list_versions("idgenrec-nope")
+
+
+def test_cli_list_promote_rollback(store):
+    from idgenrec.cli.registry import app
+
+    runner = CliRunner()
+    version = add_version(10.0)
+    result = runner.invoke(app, ["promote"])  # the challenger, margin 0.01 from params.yaml
+    assert result.exit_code == 0, result.output
+    assert f"v{version} promoted to champion" in result.output
+    rejected = runner.invoke(app, ["promote", "--version", "1"])
+    assert rejected.exit_code == 2 and "NOT promoted" in rejected.output
+    listing = runner.invoke(app, ["list"])
+    assert listing.exit_code == 0 and "champion" in listing.output and "10.0000" in listing.output
+    result = runner.invoke(app, ["rollback"])
+    assert result.exit_code == 0 and f"champion v{version} -> v" in result.output
+    missing = runner.invoke(app, ["promote", "--version", "999"])
+    assert missing.exit_code == 1 and "no version 999" in missing.output
+
+
+def test_record_pipeline_run_logs_registers_and_promotes(tmp_path, monkeypatch):
+    """The DVC `register` stage's command end to end on the tiny project: record written, v1 champion."""
+    from idgenrec.cli.registry import app
+    from test_tracking import run_tiny_pipeline, write_tiny_project
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = write_tiny_project(tmp_path)
+    run_tiny_pipeline(root)
+    monkeypatch.chdir(root)
+    result = CliRunner().invoke(app, ["log-run", "--output", "metrics/registry.json"])
+    mlflow.set_tracking_uri(None)
+    assert result.exit_code == 0, result.output
+    record = json.loads((root / "metrics/registry.json").read_text())
+    assert record["model_name"] == NAME and record["model_version"] == "1"
+    assert record["promotion"]["promoted"] and record["promotion"]["reason"] == "no champion yet"
+    assert record["tracking_uri"] == f"sqlite:///{root.resolve()}/mlruns/mlflow.db"
+    assert record["selection_metric"] == "valid/ndcg@10" and record["selection_score"] is not None
