@@ -79,7 +79,10 @@ def generate_unique_ids(
     for key in ("resolved_first_choice", "resolved_by_candidate", "resolved_by_penalty", "resolved_by_length", "fallbacks", "rejected_candidates"):
         stats.setdefault(key, 0)
     stats["items_per_second"] = round(len(texts) / seconds, 2) if seconds > 0 else 0.0
-    return [i for i in state.ids if i is not None], stats
+    missing = [item for item, text in enumerate(state.ids) if text is None]
+    if missing:  # cannot happen: the fallback serves every pending item
+        raise RuntimeError(f"items {missing[:5]} got no ID")
+    return [text for text in state.ids if text is not None], stats
 
 
 def _escalate(attempt: _Try, config: IdConfig) -> None:
