@@ -1,0 +1,56 @@
+"""Scheduled retraining: serve the retrain flow as a Prefect deployment with a cron schedule.
+
+    python -m flows.serve                      # daily at 03:00 UTC
+    python -m flows.serve --cron "0 */6 * * *" --timezone Europe/Paris
+
+The deployment ``idgenrec-retrain/scheduled-retrain`` then shows in the Prefect UI with its
+schedule; trigger a run now with ``prefect deployment run idgenrec-retrain/scheduled-retrain``.
+This process executes the runs (no work pool needed) and must stay up. With
+``PREFECT_API_URL`` unset, Prefect starts a temporary local server for as long as it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from prefect import serve
+from prefect.client.schemas.schedules import CronSchedule
+from prefect.deployments.runner import RunnerDeployment
+
+from flows.retrain import retrain
+
+DEPLOYMENT = "scheduled-retrain"
+
+
+def scheduled_deployment(
+    cron: str = "0 3 * * *",
+    timezone: str = "UTC",
+    params_path: str = "params.yaml",
+    paused: bool = False,
+    root: str | None = None,
+) -> RunnerDeployment:
+    parameters = {"params_path": params_path, **({"root": root} if root else {})}
+    return retrain.to_deployment(
+        name=DEPLOYMENT,
+        schedule=CronSchedule(cron=cron, timezone=timezone),
+        paused=paused,
+        parameters=parameters,
+        description="Retrain IDGenRec: validate data, generate IDs, alternating rounds, evaluate, register, promote.",
+        tags=["idgenrec", "retraining"],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Serve the retraining flow on a cron schedule.")
+    parser.add_argument("--cron", default="0 3 * * *", help="cron schedule of retraining (default: daily 03:00)")
+    parser.add_argument("--timezone", default="UTC", help="time zone the cron expression is read in")
+    parser.add_argument("--params-path", default="params.yaml", help="params file of scheduled runs")
+    parser.add_argument("--paused", action="store_true", help="create the schedule paused (resume it in the UI)")
+    parser.add_argument("--root", help="project to retrain (default: the one holding this flows/ folder)")
+    args = parser.parse_args()
+    # limit=1: one retraining at a time (runs share artifacts/ and the DVC lock).
+    serve(scheduled_deployment(args.cron, args.timezone, args.params_path, args.paused, args.root), limit=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""The Prefect retraining flow under `prefect_test_harness`: end to end on the tiny project in a
+temporary DVC repository (stages gated and versioned by DVC, model registered and promoted),
+the cron deployment, and task logic through `task.fn`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `flows` is a top-level folder of the project, not an installed package
+
+from flows import retrain as retrain_module  # noqa: E402
+from flows.retrain import PIPELINE_STAGES, retrain  # noqa: E402
+from idgenrec.tracking import PipelineFiles  # noqa: E402
+from test_tracking import write_tiny_project  # noqa: E402
+
+DVC = str(Path(sys.executable).with_name("dvc"))
+# The `register` stage as dvc.yaml declares it (added here if this checkout's dvc.yaml predates it).
+REGISTER_STAGE = {
+    "cmd": "idgenrec registry log-run --output metrics/registry.json",
+    "deps": [
+        "artifacts/prepared", "artifacts/validation/report.json", "artifacts/model", "metrics/model.json",
+        "metrics/ids.json", "metrics/training_curve.json", "idgenrec/tracking.py", "idgenrec/registry.py", "idgenrec/serving",
+    ],
+    "params": ["data", "evaluation", "backbone", "warmup", "ids", "training", "registry"],
+    "outs": [{"metrics/registry.json": {"cache": False}}],
+}
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def dvc_project(root: Path) -> Path:
+    """The tiny project as a DVC repository with this checkout's dvc.yaml, code and a local remote."""
+    write_tiny_project(root)
+    shutil.copytree(ROOT / "idgenrec", root / "idgenrec", ignore=shutil.ignore_patterns("__pycache__"))
+    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
+    pipeline["stages"].setdefault("register", REGISTER_STAGE)
+    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False), encoding="utf-8")
+    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=root, check=True)
+    subprocess.run([DVC, "remote", "add", "-d", "-q", "store", str(root / "dvc-remote")], cwd=root, check=True)
+    return root
+
+
+def stage_outs(stage: dict) -> set[str]:
+    return {next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots") for o in stage.get(key, [])}
+
+
+def test_flow_writes_where_dvc_yaml_says():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    files = PipelineFiles()
+    expected = {
+        "prepare": {files.prepared}, "validate": {files.validation_report}, "warmup": {files.generator},
+        "ids": {files.ids, files.ids_metrics}, "train": {files.workdir, files.training_curve},
+        "evaluate": {files.model_metrics},
+    }
+    for stage, paths in expected.items():
+        assert {str(p) for p in paths} <= stage_outs(stages[stage]), stage
+    if "register" in stages:
+        assert str(files.registry_record) in stage_outs(stages["register"])
+    assert set(PIPELINE_STAGES) - {"register"} <= set(stages)
+
+
+def test_retrain_flow_runs_registers_and_versions_like_dvc_repro(prefect_server, tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    root = dvc_project(tmp_path / "project")
+
+    record = retrain(root=str(root), run_name="scheduled")
+    assert record["model_version"] == "1" and record["promotion"]["promoted"]
+    assert json.loads((root / "metrics/registry.json").read_text()) == record
+
+    # DVC: every flow stage recorded in dvc.lock and up to date; outputs pushed to the remote
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    assert set(PIPELINE_STAGES) <= set(lock["stages"])
+    status = subprocess.run([DVC, "status", *PIPELINE_STAGES, "--json"], cwd=root, capture_output=True, text=True, check=True)
+    assert json.loads(status.stdout) == {}
+    assert any((root / "dvc-remote").rglob("*"))
+    assert (root / "artifacts/model/rounds/ids-02.tsv").exists()
+
+    # MLflow: the run, its rounds, the champion
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    client = MlflowClient()
+    run = client.get_run(record["run_id"])
+    assert run.data.tags["idgenrec.trigger"] == "prefect" and run.info.run_name == "scheduled"
+    assert client.get_model_version_by_alias("idgenrec-tiny", "champion").version in (1, "1")
+
+    # A second scheduled run with nothing changed: every stage skipped, nothing re-registered.
+    lock_before = (root / "dvc.lock").read_text()
+    assert retrain(root=str(root)) == record
+    assert (root / "dvc.lock").read_text() == lock_before
+    assert len(client.search_model_versions("name = 'idgenrec-tiny'")) == 1
+
+    # A changed knob re-runs only what depends on it: a new margin re-registers, nothing retrains.
+    params = (root / "params.yaml").read_text().replace("margin: 0.0", "margin: 0.5")
+    (root / "params.yaml").write_text(params)
+    second = retrain(root=str(root))
+    assert second["model_version"] == "2" and not second["promotion"]["promoted"]
+    assert "does not beat champion v1" in second["promotion"]["reason"]
+    lock_after = yaml.safe_load((root / "dvc.lock").read_text())
+    assert lock_after["stages"]["train"] == lock["stages"]["train"]
+    mlflow.set_tracking_uri(None)
+
+
+def test_cron_deployment_is_scheduled(prefect_server):
+    from prefect.client.orchestration import get_client
+
+    from flows.serve import DEPLOYMENT, scheduled_deployment
+
+    deployment = scheduled_deployment(cron="0 3 * * *", timezone="Europe/Paris")
+    deployment_id = deployment.apply()
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_deployment(deployment_id)
+
+    stored = asyncio.run(read())
+    assert stored.name == DEPLOYMENT and stored.entrypoint.endswith("retrain.py:retrain")
+    [schedule] = stored.schedules
+    assert schedule.active and schedule.schedule.cron == "0 3 * * *" and schedule.schedule.timezone == "Europe/Paris"
+    assert stored.parameters == {"params_path": "params.yaml"}
+
+
+def test_task_logic_through_fn(tmp_path):
+    from idgenrec.recommender.alternating import TrainingState
+
+    (tmp_path / "dvc.yaml").write_text("stages:\n  prepare:\n    cmd: echo\n")
+    assert retrain_module.declared_stages(tmp_path) == {"prepare"}
+    assert retrain_module.stage_is_current.fn(tmp_path, "register") is False  # undeclared stages always run
+
+    files = PipelineFiles().under(tmp_path)
+    files.workdir.mkdir(parents=True)
+    TrainingState(fingerprint="x", completed_phases=1, best_score=0.5, best_phase=0, best_epoch=2,
+                  records=[{"phase_index": 0, "epoch": 1, "train_loss": 2.0}, {"phase_index": 0, "epoch": 2, "train_loss": 1.0}]).save(files.workdir)
+    assert retrain_module.write_training_curve.fn(files) == {"best_phase": 0, "best_epoch": 2, "best_score": 0.5}
+    assert [r["step"] for r in json.loads(files.training_curve.read_text())] == [1, 2]
+
+    subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
+    assert "no default DVC remote" in retrain_module.push_outputs.fn(tmp_path)
+
+
+def test_flow_refuses_a_folder_without_dvc_unless_told(tmp_path):
+    with pytest.raises(ValueError, match="not a DVC repository"):
+        retrain.fn(root=str(tmp_path))
