@@ -8,6 +8,8 @@ beam search at the same width, used to measure what the constraint costs.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +24,28 @@ NEG_INF = float("-inf")
 class BeamResult:
     items: list[list[int]]  # per prompt, best first; -1 where a beam is not a valid item
     scores: list[list[float]]  # summed log-probabilities of the beams
+
+
+@functools.cache
+def _cache_argument(model_class) -> str:
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def decoder_step(model, encoder_outputs, attention_mask, decoder_input_ids, cache):
+    """One cached decoder step; returns (logits of the last position, new cache).
+
+    transformers renamed the cache argument (``past_key_values`` -> ``cache``, 5.2x);
+    both spellings are accepted so a GPU image with another 5.x release works too.
+    """
+    name = _cache_argument(type(model))
+    out = model(
+        encoder_outputs=encoder_outputs,
+        attention_mask=attention_mask,
+        decoder_input_ids=decoder_input_ids,
+        use_cache=True,
+        **{name: cache},
+    )
+    return out.logits[:, -1, :], getattr(out, name)
 
 
 def _reorder_cache(cache, beam_index: torch.Tensor):
@@ -68,15 +92,10 @@ def beam_search(
     finished = torch.zeros(batch * num_beams, dtype=torch.bool, device=device)
     cache = None
     for _ in range(max_steps):
-        out = model(
-            encoder_outputs=encoder_outputs,
-            attention_mask=memory_mask,
-            decoder_input_ids=tokens[:, -1:] if cache is not None else tokens,
-            cache=cache,
-            use_cache=True,
+        logits, cache = decoder_step(
+            model, encoder_outputs, memory_mask, tokens[:, -1:] if cache is not None else tokens, cache
         )
-        cache = out.cache
-        log_probs = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)  # (B*K, V)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
         if trie is not None:
             allowed = trie.allowed_mask(nodes, vocab).to(device)
             if exclude is not None:

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from idgenrec.config import PhaseConfig, TrainingConfig
+from idgenrec.recommender.decoding import decoder_step
 from idgenrec.recommender.samples import EncodedPrompt, PromptEncoder, TrainingSample, encode_samples, pad_batch
 from idgenrec.recommender.training import PhasePlan, autocast, make_optimizer, sequence_loss
 
@@ -36,15 +37,10 @@ def differentiable_greedy_decode(
     probs, keep = [], []
     cache = None
     for step in range(max_tokens):
-        out = generator(
-            encoder_outputs=encoder_outputs,
-            attention_mask=attention_mask,
-            decoder_input_ids=tokens[:, -1:] if cache is not None else tokens,
-            cache=cache,
-            use_cache=True,
+        logits, cache = decoder_step(
+            generator, encoder_outputs, attention_mask, tokens[:, -1:] if cache is not None else tokens, cache
         )
-        cache = out.cache
-        p = torch.softmax(out.logits[:, -1, :].float(), dim=-1)  # (N, V)
+        p = torch.softmax(logits.float(), dim=-1)  # (N, V)
         next_token = p.argmax(dim=-1)
         alive = alive & ((next_token != eos_token_id) | (step == 0))
         probs.append(p)
