@@ -65,19 +65,24 @@ def evaluate(
     return ranking_metrics(target_ranks(ranked, targets), ks)
 
 
-def evaluate_protocol(
-    model: Recommender, dataset: SequenceDataset, ks: Sequence[int], exclude_seen: bool
-) -> dict[str, float]:
-    """Validation and test metrics under the configured protocol, plus the other exclusion setting.
+def exclusion_setting(exclude_seen: bool) -> str:
+    return "seen_excluded" if exclude_seen else "seen_included"
 
-    Keys look like ``valid/ndcg@10`` (configured setting) and ``test/seen_excluded/ndcg@10``
-    (the alternative, reported alongside as the protocol asks).
+
+def evaluate_protocol(model: Recommender, dataset: SequenceDataset, ks: Sequence[int]) -> dict[str, float]:
+    """Validation and test metrics under both seen-item settings, as the protocol reports them.
+
+    Keys look like ``test/seen_included/ndcg@10``; every model (baselines included) is
+    reported with this one layout so `dvc metrics show` lines them up.
     """
-    other = "seen_included" if exclude_seen else "seen_excluded"
     results: dict[str, float] = {}
     for split in ("valid", "test"):
-        for name, value in evaluate(model, dataset, split, ks, exclude_seen).items():
-            results[f"{split}/{name}"] = value
-        for name, value in evaluate(model, dataset, split, ks, not exclude_seen).items():
-            results[f"{split}/{other}/{name}"] = value
+        for exclude_seen in (False, True):
+            for name, value in evaluate(model, dataset, split, ks, exclude_seen).items():
+                results[selection_key(split, exclude_seen, name)] = round(value, 6)
     return results
+
+
+def selection_key(split: str, exclude_seen: bool, metric: str) -> str:
+    """Key of ``metric`` in :func:`evaluate_protocol`'s results, e.g. ``valid/seen_included/ndcg@10``."""
+    return f"{split}/{exclusion_setting(exclude_seen)}/{metric}"

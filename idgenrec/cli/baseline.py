@@ -21,18 +21,12 @@ def popularity(
     """Most-popular items: test and validation Recall/NDCG@k, seen items included and excluded."""
     from idgenrec.atomic import write_json
     from idgenrec.data.dataset import SequenceDataset
-    from idgenrec.evaluation import evaluate
+    from idgenrec.evaluation import evaluate_protocol
     from idgenrec.models.popularity import PopularityRecommender
 
     config = read_params(params)
     dataset = SequenceDataset.load(prepared)
-    results: dict[str, float] = {}
-    model = PopularityRecommender.fit(dataset)
-    for split in ("valid", "test"):
-        for exclude_seen in (False, True):
-            setting = "seen_excluded" if exclude_seen else "seen_included"
-            for name, value in evaluate(model, dataset, split, config.evaluation.ks, exclude_seen).items():
-                results[f"{split}/{setting}/{name}"] = round(value, 6)
+    results = evaluate_protocol(PopularityRecommender.fit(dataset), dataset, config.evaluation.ks)
     write_json(output, results)
     for key in sorted(results):
         typer.echo(f"{key:40s} {results[key]:.4f}")
@@ -52,7 +46,7 @@ def sasrec(
 
     from idgenrec.atomic import write_json
     from idgenrec.data.dataset import SequenceDataset
-    from idgenrec.evaluation import evaluate
+    from idgenrec.evaluation import evaluate_protocol
     from idgenrec.models.sasrec import SASRecRecommender
 
     if threads > 0:
@@ -68,12 +62,7 @@ def sasrec(
         progress=progress,
     )
     model.save(model_dir)
-    results: dict[str, float] = {}
-    for split in ("valid", "test"):
-        for exclude_seen in (False, True):
-            setting = "seen_excluded" if exclude_seen else "seen_included"
-            for name, value in evaluate(model, dataset, split, config.evaluation.ks, exclude_seen).items():
-                results[f"{split}/{setting}/{name}"] = round(value, 6)
+    results = evaluate_protocol(model, dataset, config.evaluation.ks)
     epochs = len(model.log.epochs)
     results["train/epochs"] = epochs
     results["train/best_epoch"] = model.log.best_epoch
