@@ -166,7 +166,9 @@ class SASRecConfig(_Section):
         50, ge=1, description="New targets per training window (<= max_history); smaller gives every target more context at more cost."
     )
     max_epochs: int = Field(200, ge=1, description="Passes over all training targets, at most.")
-    patience: int = Field(10, ge=1, description="Stop after this many epochs without a better validation metric.")
+    patience: int = Field(
+        20, ge=1, description="Stop after this many epochs without a better validation metric (its epoch-to-epoch noise is ~0.004 N@10 on ML-100k)."
+    )
     eval_batch_size: int = Field(1024, ge=1, description="Histories scored together.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
     seed: int = 0

@@ -295,9 +295,8 @@ class SASRecRecommender:
         order = torch.from_numpy(rng.permutation(len(inputs)))
         self.network.train()
         total_loss, total_targets = 0.0, 0
-        batches = tqdm(
-            range(0, len(order), self.config.batch_size), desc=f"sasrec epoch {epoch}", disable=not progress, leave=False
-        )
+        steps = range(0, len(order), self.config.batch_size)
+        batches = tqdm(steps, desc=f"sasrec epoch {epoch}", disable=not progress, leave=False, mininterval=1.0)
         for begin in batches:
             index = order[begin : begin + self.config.batch_size]
             tokens, labels = inputs[index].to(self.device), targets[index].to(self.device)  # (B, T)
@@ -310,7 +309,7 @@ class SASRecRecommender:
             optimizer.step()
             total_loss += loss.item() * len(logits)
             total_targets += len(logits)
-            batches.set_postfix(loss=f"{total_loss / total_targets:.4f}")
+            batches.set_postfix(loss=f"{total_loss / total_targets:.4f}", refresh=False)
         return total_loss / total_targets
 
     # -- persistence: {config.json, weights.safetensors} -------------------------------
