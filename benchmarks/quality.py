@@ -1,0 +1,192 @@
+"""Quality table: IDGenRec (each ID kind) against Pop and SASRec, same protocol, several seeds.
+
+Runs the library's own stages (warm-up, IDs, alternating training, evaluation) for every
+(ID kind, seed), and the baselines for every seed, on a prepared dataset. Writes a JSON of
+every run plus mean / std per model, and a markdown table.
+
+    python benchmarks/quality.py --prepared artifacts/prepared --kinds learned title random \
+        --seeds 0 1 2 --baselines pop sasrec --out benchmarks/results/quality-ml-100k
+
+``--set key=value`` overrides params (dotted keys, YAML values), e.g.
+``--set training.history_length=20 --set backbone.encoder_layers=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+import idgenrec  # noqa: F401  (offline defaults before transformers is imported)
+from idgenrec.atomic import atomic_write, write_json
+from idgenrec.config import Params
+from idgenrec.data.dataset import SequenceDataset
+from idgenrec.evaluation import evaluate_protocol
+
+REPORTED = [f"{split}/{setting}/{metric}" for split in ("test", "valid") for setting in ("seen_included", "seen_excluded")
+            for metric in ("recall@5", "recall@10", "ndcg@5", "ndcg@10")]
+
+
+def load_params(path: Path, overrides: list[str]) -> dict:
+    raw = yaml.safe_load(path.read_text()) or {}
+    for override in overrides:
+        key, _, value = override.partition("=")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return raw
+
+
+def with_seed(raw: dict, kind: str | None, seed: int) -> Params:
+    raw = json.loads(json.dumps(raw))
+    raw.setdefault("training", {})["seed"] = seed
+    raw.setdefault("ids", {})["seed"] = seed
+    raw.setdefault("sasrec", {})["seed"] = seed
+    if kind:
+        raw["ids"]["kind"] = kind
+    return Params.model_validate(raw)
+
+
+def run_idgenrec(dataset: SequenceDataset, params: Params, workdir: Path) -> dict:
+    from idgenrec.backbone import load_seq2seq
+    from idgenrec.ids import make_id_table, warm_up_generator
+    from idgenrec.recommender import alternating
+    from idgenrec.recommender.model import IDGenRecModel
+    from idgenrec.recommender.training import pick_device
+
+    timings = {}
+    started = time.perf_counter()
+    generator_dir = workdir / f"generator-seed{params.training.seed}"
+    if not generator_dir.exists():
+        warm_up_generator(dataset, params, generator_dir)
+    timings["warmup_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    generator, tokenizer = load_seq2seq(generator_dir)
+    table, quality = make_id_table(params.ids.kind, dataset, generator.to(pick_device()), tokenizer, params.ids)
+    table_path = workdir / f"ids-{params.ids.kind}-seed{params.training.seed}.tsv"
+    table.save(table_path, tokenizer)
+    timings["ids_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    run_dir = workdir / f"model-{params.ids.kind}-seed{params.training.seed}"
+    state = alternating.train(params, dataset, generator_dir, table_path, run_dir)
+    timings["train_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    model = IDGenRecModel.load(run_dir / alternating.BEST, device=pick_device())
+    metrics = evaluate_protocol(model, dataset, params.evaluation.ks)
+    timings["evaluate_s"] = time.perf_counter() - started
+    first_phase = [r for r in state.records if r["phase_index"] == 0 and "train_loss" in r]
+    return {
+        "metrics": metrics,
+        "timings": timings,
+        "id_quality": {k: v for k, v in quality.items() if isinstance(v, (int, float))},
+        "best_phase": state.best_phase,
+        "best_epoch": state.best_epoch,
+        "best_valid": state.best_score,
+        "first_round_best_valid": max(
+            (r.get(f"valid_{params.evaluation.selection_metric}", float("-inf")) for r in first_phase), default=None
+        ),
+        "records": state.records,
+    }
+
+
+def run_baseline(name: str, dataset: SequenceDataset, params: Params) -> dict:
+    started = time.perf_counter()
+    if name == "pop":
+        from idgenrec.models.popularity import PopularityRecommender
+
+        model = PopularityRecommender.fit(dataset)
+    elif name == "sasrec":
+        from idgenrec.models.sasrec import SASRecRecommender
+
+        model = SASRecRecommender.fit(
+            dataset, params.sasrec, ks=params.evaluation.ks, selection_metric=params.evaluation.selection_metric,
+            exclude_seen=params.evaluation.exclude_seen, progress=False,
+        )
+    else:
+        raise ValueError(f"unknown baseline {name!r}")
+    trained = time.perf_counter() - started
+    return {"metrics": evaluate_protocol(model, dataset, params.evaluation.ks), "timings": {"train_s": trained}}
+
+
+def summarise(runs: list[dict]) -> dict[str, dict[str, float]]:
+    summary: dict[str, dict[str, float]] = {}
+    for model in sorted({r["model"] for r in runs}):
+        rows = [r["metrics"] for r in runs if r["model"] == model]
+        summary[model] = {"runs": len(rows)}
+        for key in REPORTED:
+            values = [row[key] for row in rows]
+            summary[model][f"{key}/mean"] = statistics.fmean(values)
+            summary[model][f"{key}/std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return summary
+
+
+def markdown(summary: dict, title: str) -> str:
+    cols = ["recall@5", "recall@10", "ndcg@5", "ndcg@10"]
+    lines = [f"## {title}", "", "Test split, mean ± std over seeds (runs). Nothing excluded / seen items excluded.", "",
+             "| model | runs | " + " | ".join(f"{c}" for c in cols) + " | N@10 seen excluded |",
+             "|---|---|" + "---|" * (len(cols) + 1)]
+    for model, row in summary.items():
+        cells = [f"{row[f'test/seen_included/{c}/mean']:.4f} ± {row[f'test/seen_included/{c}/std']:.4f}" for c in cols]
+        excluded = f"{row['test/seen_excluded/ndcg@10/mean']:.4f} ± {row['test/seen_excluded/ndcg@10/std']:.4f}"
+        lines.append(f"| {model} | {int(row['runs'])} | " + " | ".join(cells) + f" | {excluded} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--kinds", nargs="*", default=["learned", "title", "random"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--baselines", nargs="*", default=["pop", "sasrec"])
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--label", default="", help="Suffix for model names in the table (e.g. a sweep setting).")
+    parser.add_argument("--workdir", type=Path, default=Path("bench/tmp"))
+    parser.add_argument("--out", type=Path, required=True, help="Output path without extension (.json and .md are written).")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    dataset = SequenceDataset.load(args.prepared)
+    raw = load_params(args.params, args.overrides)
+    runs: list[dict] = []
+    out_json = args.out.with_suffix(".json")
+
+    def save() -> None:
+        summary = summarise(runs)
+        write_json(out_json, {
+            "dataset": dataset.name, "prepared": str(args.prepared), "overrides": args.overrides, "command": " ".join(sys.argv),
+            "machine": {"python": platform.python_version(), "torch": torch.__version__,
+                        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                        "threads": torch.get_num_threads()},
+            "summary": summary, "runs": runs,
+        })
+        with atomic_write(args.out.with_suffix(".md")) as handle:
+            handle.write(markdown(summary, f"{dataset.name} ({', '.join(args.overrides) or 'params as given'})"))
+
+    for seed in args.seeds:
+        for name in args.baselines:
+            params = with_seed(raw, None, seed)
+            print(f"[{dataset.name}] {name} seed {seed}", flush=True)
+            runs.append({"model": name, "seed": seed, **run_baseline(name, dataset, params)})
+            save()
+        for kind in args.kinds:
+            params = with_seed(raw, kind, seed)
+            print(f"[{dataset.name}] idgenrec-{kind} seed {seed}", flush=True)
+            result = run_idgenrec(dataset, params, args.workdir / dataset.name)
+            runs.append({"model": f"idgenrec-{kind}{args.label}", "seed": seed, **result})
+            print(json.dumps({k: result["metrics"][k] for k in REPORTED[:4]} | result["timings"]), flush=True)
+            save()
+    print(markdown(summarise(runs), dataset.name))
+
+
+if __name__ == "__main__":
+    main()
