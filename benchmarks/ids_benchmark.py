@@ -8,7 +8,7 @@ Per dataset: warm up the offline generator, generate all IDs batched (timed), ge
 the first ``--sequential-items`` items one at a time and batched in the same run (the
 speed ratio), measure quality, and check the targets. Beauty is read from
 ``../shared/data/amazon-p5/Beauty`` and prepared under /tmp (never copied into the
-project). Writes benchmarks/results/ids_benchmark.{json,md}; ``--throughput`` adds
+project). Writes benchmarks/results/ids_benchmark_<datasets>.{json,md}; ``--throughput`` adds
 benchmarks/results/backbone_throughput.{json,md} (recommender training samples/s, fp32 vs
 bf16 autocast, 1-3 layers). No thresholds here are asserted by tests.
 """
@@ -207,7 +207,12 @@ def main() -> None:
     parser.add_argument("--sequential-items", type=int, default=200, help="Items for the one-at-a-time comparison.")
     parser.add_argument("--throughput", action="store_true", help="Also measure backbone training throughput.")
     parser.add_argument("--throughput-only", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default); 1 is faster on a busy machine.")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="idgenrec-ids-bench-"))
     if args.throughput or args.throughput_only:
@@ -225,8 +230,9 @@ def main() -> None:
         results.append(run_dataset(name, dataset, epochs, args.sequential_items, workdir))
         print(json.dumps({k: results[-1][k] for k in ("dataset", "learned", "speed", "targets")}, indent=1), flush=True)
     env = environment()
-    (RESULTS / "ids_benchmark.json").write_text(json.dumps({"environment": env, "results": results}, indent=2) + "\n")
-    (RESULTS / "ids_benchmark.md").write_text(ids_markdown(results, env))
+    stem = "ids_benchmark_" + "_".join(args.datasets)
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"environment": env, "results": results}, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(ids_markdown(results, env))
     print(ids_markdown(results, env))
 
 

@@ -1,0 +1,234 @@
+"""Speed and cost of the recommender, each as a ratio measured in this one process.
+
+- training throughput (samples/s, tokens/s) and model FLOP utilisation (FLOPs counted by
+  torch's FlopCounterMode) against a dense bf16 / fp32 matmul peak measured here;
+- bf16 autocast against fp32 for the same steps;
+- recommendation latency p50 / p95 for one user and batch throughput, with and without the
+  trie constraint at the same beam width;
+- how latency grows with catalogue size and history length; peak memory (RSS).
+
+    python benchmarks/speed.py --prepared artifacts/prepared --out benchmarks/results/speed
+
+Writes ``speed.json``, ``speed.md`` and ``speed.png``. No assertions: a benchmark reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import idgenrec  # noqa: F401
+from idgenrec.atomic import atomic_write, write_json
+from idgenrec.backbone import build_seq2seq, build_tokenizer, vocabulary_corpus
+from idgenrec.config import BackboneConfig, IdConfig, PhaseConfig, TrainingConfig, load_params
+from idgenrec.data.dataset import SequenceDataset
+from idgenrec.ids import ItemIdTable, make_id_table
+from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
+from idgenrec.recommender.samples import PromptEncoder, collate, training_samples
+from idgenrec.recommender.training import autocast, recommender_loss, make_optimizer
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 1024, seconds: float = 3.0) -> float:
+    """Dense matmul FLOP/s on this machine for ``dtype`` (best of repeated square products)."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = max(best, 5 * 2 * size**3 / (time.perf_counter() - start))
+    return best
+
+
+def training_throughput(model, batches, bf16: bool, config: TrainingConfig) -> dict:
+    """Time optimisation steps over ``batches`` (after two warm-up steps); count FLOPs of one."""
+    device = torch.device("cpu")
+    optimizer, schedule = make_optimizer(model.parameters(), 1e-4, config, len(batches) + 2)
+
+    def step(batch) -> None:
+        with autocast(device, bf16):
+            loss = recommender_loss(model, batch, device)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+
+    model.train()
+    for batch in batches[:2]:
+        step(batch)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step(batches[0])
+    flops_per_sample = counter.get_total_flops() / batches[0].labels.size(0)
+    start = time.perf_counter()
+    samples = tokens = 0
+    for batch in batches:
+        step(batch)
+        samples += batch.labels.size(0)
+        tokens += int(batch.attention_mask.sum()) + int((batch.labels != -100).sum())
+    seconds = time.perf_counter() - start
+    model.eval()
+    return {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds,
+            "flops_per_sample": flops_per_sample, "achieved_flops": flops_per_sample * samples / seconds}
+
+
+def latency(model: IDGenRecModel, histories, constrained: bool, repeats: int) -> dict:
+    """Per-user latency (batch of 1) and batched throughput (64 users per call)."""
+    times = []
+    for history in histories[:repeats]:
+        start = time.perf_counter()
+        model.recommend_with_scores([history], 10, constrained=constrained)
+        times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    model.recommend_with_scores(histories[:256], 10, constrained=constrained)
+    batch_seconds = time.perf_counter() - start
+    times.sort()
+    return {"p50_ms": 1000 * statistics.median(times), "p95_ms": 1000 * times[int(0.95 * (len(times) - 1))],
+            "batch_users_per_s": min(256, len(histories)) / batch_seconds}
+
+
+def subset_model(model: IDGenRecModel, num_items: int, rng: random.Random) -> IDGenRecModel:
+    """The same recommender over a random subset of the catalogue (a smaller trie)."""
+    keep = sorted(rng.sample(range(len(model.id_table.item_ids)), num_items))
+    table = ItemIdTable([model.id_table.item_ids[i] for i in keep], [model.id_table.textual_ids[i] for i in keep])
+    return IDGenRecModel(model.recommender, model.tokenizer, table, model.settings)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--steps", type=int, default=30, help="Timed training steps per setting.")
+    parser.add_argument("--users", type=int, default=60, help="Users timed one at a time.")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed"))
+    args = parser.parse_args()
+
+    params = load_params(args.params)
+    dataset = SequenceDataset.load(args.prepared)
+    backbone: BackboneConfig = params.backbone
+    tokenizer = build_tokenizer(backbone, vocabulary_corpus(dataset))
+    # Title IDs: the same length regime as learned IDs, without needing a trained generator.
+    table, quality = make_id_table("title", dataset, None, tokenizer, IdConfig(kind="title"))
+    torch.manual_seed(0)
+    recommender = build_seq2seq(backbone, tokenizer, "recommender", seed=0)
+    rng = random.Random(0)
+    results: dict = {
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "processor": platform.processor() or platform.machine()},
+        "model": {"layers": [backbone.encoder_layers, backbone.decoder_layers], "vocabulary": len(tokenizer),
+                  "parameters": sum(p.numel() for p in recommender.parameters()), "id_tokens_mean": quality.get("mean_tokens")},
+    }
+    results["peak_flops"] = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
+
+    # -- training throughput and MFU, by history length and precision ------------------
+    config = TrainingConfig(batch_size=params.training.batch_size, history_length=params.training.history_length)
+    training = []
+    for history_length in sorted({5, params.training.history_length, 20}):
+        encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), history_length)
+        samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], history_length)
+        chosen = rng.sample(samples, config.batch_size * (args.steps + 2))
+        prompts = [encoder.encode(s.history, 0) for s in chosen]
+        targets = [encoder.target(s.target) for s in chosen]
+        batches = [
+            collate(prompts[i : i + config.batch_size], targets[i : i + config.batch_size], tokenizer.pad_token_id,
+                    recommender.config.decoder_start_token_id)
+            for i in range(0, len(prompts), config.batch_size)
+        ]
+        for bf16 in (False, True):
+            row = training_throughput(recommender, batches, bf16, config)
+            peak = results["peak_flops"]["bf16" if bf16 else "fp32"]
+            row |= {"history_length": history_length, "bf16": bf16, "mfu": row["achieved_flops"] / peak,
+                    "prompt_tokens_mean": statistics.fmean(len(p.input_ids) for p in prompts)}
+            training.append(row)
+            print(f"train history={history_length} bf16={bf16}: {row['samples_per_s']:.0f} samples/s, MFU {row['mfu']:.1%}", flush=True)
+    results["training"] = training
+
+    # -- decoding: constrained vs unconstrained, by history length and catalogue size ----
+    histories, _ = dataset.split_examples("test")
+    rng.shuffle(histories)
+    decoding = []
+    for history_length in sorted({5, params.training.history_length, 20}):
+        model = IDGenRecModel(recommender, tokenizer, table, DecodingSettings(history_length, params.training.num_beams, True))
+        for constrained in (True, False):
+            row = latency(model, histories, constrained, args.users)
+            row |= {"history_length": history_length, "constrained": constrained, "items": dataset.num_items}
+            decoding.append(row)
+            print(f"decode history={history_length} constrained={constrained}: p50 {row['p50_ms']:.1f} ms", flush=True)
+    full = IDGenRecModel(recommender, tokenizer, table, DecodingSettings(params.training.history_length, params.training.num_beams, True))
+    for num_items in (100, 300, 1000):
+        if num_items < dataset.num_items:
+            row = latency(subset_model(full, num_items, rng), histories, True, args.users)
+            decoding.append(row | {"history_length": params.training.history_length, "constrained": True, "items": num_items})
+    results["decoding"] = decoding
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    write_json(args.out.with_suffix(".json"), results)
+    with atomic_write(args.out.with_suffix(".md")) as handle:
+        handle.write(render_markdown(results))
+    plot(results, args.out.with_suffix(".png"))
+    print(render_markdown(results))
+
+
+def render_markdown(results: dict) -> str:
+    peak = results["peak_flops"]
+    lines = [
+        "## Speed (CPU, one process)", "",
+        f"Recommender: {results['model']['layers'][0]}+{results['model']['layers'][1]} layers, "
+        f"{results['model']['parameters'] / 1e6:.1f}M parameters, vocabulary {results['model']['vocabulary']}; "
+        f"torch {results['machine']['torch']}, {results['machine']['threads']} threads. "
+        f"Measured matmul peak: bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s, fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s. "
+        f"Peak RSS {results['peak_rss_mb']:.0f} MB.", "",
+        "| history | precision | prompt tokens | samples/s | tokens/s | MFU (vs same-precision peak) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in results["training"]:
+        lines.append(f"| {row['history_length']} | {'bf16' if row['bf16'] else 'fp32'} | {row['prompt_tokens_mean']:.0f} | "
+                     f"{row['samples_per_s']:.0f} | {row['tokens_per_s']:.0f} | {row['mfu']:.1%} |")
+    lines += ["", "| history | items | trie | p50 ms (1 user) | p95 ms | users/s (batches of 64) |", "|---|---|---|---|---|---|"]
+    for row in results["decoding"]:
+        lines.append(f"| {row['history_length']} | {row['items']} | {'yes' if row['constrained'] else 'no'} | "
+                     f"{row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['batch_users_per_s']:.1f} |")
+    pairs = {}
+    for row in results["decoding"]:
+        if row["items"] == max(r["items"] for r in results["decoding"]):
+            pairs.setdefault(row["history_length"], {})[row["constrained"]] = row["p50_ms"]
+    overheads = [f"history {h}: {100 * (p[True] / p[False] - 1):+.0f}%" for h, p in sorted(pairs.items()) if len(p) == 2]
+    lines += ["", f"Trie constraint cost (p50, same beam width): {', '.join(overheads)}.", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for bf16 in (False, True):
+        rows = [r for r in results["training"] if r["bf16"] == bf16]
+        left.plot([r["history_length"] for r in rows], [r["samples_per_s"] for r in rows], marker="o", label="bf16" if bf16 else "fp32")
+    left.set(xlabel="history length (items)", ylabel="training samples/s", title="Training throughput")
+    left.legend()
+    for constrained in (True, False):
+        rows = [r for r in results["decoding"] if r["constrained"] == constrained and r["items"] == max(x["items"] for x in results["decoding"])]
+        right.plot([r["history_length"] for r in rows], [r["p50_ms"] for r in rows], marker="o", label="trie" if constrained else "no trie")
+    right.set(xlabel="history length (items)", ylabel="p50 latency, 1 user (ms)", title="Recommendation latency")
+    right.legend()
+    fig.tight_layout()
+    with atomic_write(path, "wb", encoding=None) as handle:
+        fig.savefig(handle, format="png", dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
