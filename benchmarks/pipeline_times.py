@@ -1,0 +1,59 @@
+"""Wall time of the default pipeline, stage by stage (each stage forced, in DAG order).
+
+    python benchmarks/pipeline_times.py --out benchmarks/results/pipeline-ml-100k
+
+Runs `dvc repro --force --single-item STAGE` for every stage of dvc.yaml in order, so the
+total is what a fresh `dvc repro` costs on this machine once the data is fetched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from idgenrec.atomic import atomic_write, write_json
+
+
+def stage_order(dvc_yaml: Path) -> list[str]:
+    """Stages in the order dvc.yaml lists them (written in dependency order)."""
+    return list(yaml.safe_load(dvc_yaml.read_text())["stages"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/pipeline-ml-100k"))
+    parser.add_argument("--skip", nargs="*", default=[], help="Stages not to time (e.g. register).")
+    args = parser.parse_args()
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    rows = []
+    for stage in stage_order(Path("dvc.yaml")):
+        if stage in args.skip:
+            continue
+        start = time.perf_counter()
+        result = subprocess.run([dvc, "repro", "--force", "--single-item", stage], capture_output=True, text=True, env=os.environ)
+        seconds = time.perf_counter() - start
+        if result.returncode != 0:
+            raise SystemExit(f"stage {stage} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+        rows.append({"stage": stage, "seconds": round(seconds, 1)})
+        print(f"{stage:12s} {seconds:7.1f} s", flush=True)
+    total = sum(r["seconds"] for r in rows)
+    load = os.getloadavg()
+    write_json(args.out.with_suffix(".json"), {"stages": rows, "total_seconds": round(total, 1), "load_average_at_end": load})
+    lines = ["## Default pipeline wall time by stage (ML-100k, 2-core CPU)", "",
+             "| stage | seconds |", "|---|---|", *[f"| {r['stage']} | {r['seconds']:.0f} |" for r in rows],
+             f"| **total** | **{total:.0f}** ({total / 60:.1f} min) |", "",
+             f"Load average at the end: {', '.join(f'{x:.1f}' for x in load)} (other work on the machine inflates these).", ""]
+    with atomic_write(args.out.with_suffix(".md")) as handle:
+        handle.write("\n".join(lines))
+    print(json.dumps({"total_seconds": total}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+from pathlib import Path
+
+import pytest
+
+from idgenrec.config import ConfigError, load_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("path", [ROOT / "params.yaml", *sorted((ROOT / "profiles").glob("*.yaml"))], ids=lambda p: p.name)
+def test_shipped_parameter_files_are_valid(path):
+    params = load_params(path)
+    assert params.training.schedule, "a profile without a schedule trains nothing"
+    assert any(phase.phase == "recommender" for phase in params.training.schedule)
+
+
+def test_unknown_key_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("training:\n  histroy_length: 5\n")
+    with pytest.raises(ConfigError, match=r"training\.histroy_length"):
+        load_params(path)
+
+
+def test_invalid_value_names_the_field(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("evaluation:\n  selection_metric: ndcg@20\n")
+    with pytest.raises(ConfigError, match="selection_metric"):
+        load_params(path)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
