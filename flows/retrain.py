@@ -165,8 +165,7 @@ def evaluate(params: Params, files: PipelineFiles) -> dict:
     from idgenrec.recommender.training import pick_device
 
     model = IDGenRecModel.load(files.model, device=pick_device())
-    results = evaluate_protocol(model, SequenceDataset.load(files.prepared), params.evaluation.ks, params.evaluation.exclude_seen)
-    results = {key: round(value, 6) for key, value in results.items()}
+    results = evaluate_protocol(model, SequenceDataset.load(files.prepared), params.evaluation.ks)
     write_json(files.model_metrics, results)
     return results
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
+from idgenrec.evaluation import selection_key
 
 STORE_DIR = "mlruns"
 STORE_FILE = "mlflow.db"
@@ -69,7 +70,7 @@ class LoggedRun:
     run_id: str
     experiment_id: str
     model_uri: str | None  # the logged pyfunc (``models:/m-...``), None when not logged
-    selection_metric: str  # e.g. "valid/ndcg@10"
+    selection_metric: str  # its key in metrics/model.json, e.g. "valid/seen_included/ndcg@10"
     selection_score: float | None
     dataset_digest: str
 
@@ -195,34 +196,34 @@ def log_dataset(dataset: SequenceDataset, source: str) -> str:
     return frame.digest
 
 
-def curve_points(records: Sequence[Mapping], selection_key: str) -> list[tuple[int, dict[str, float]]]:
+def curve_points(records: Sequence[Mapping], curve_key: str) -> list[tuple[int, dict[str, float]]]:
     """(step, metrics) per record, as in metrics/training_curve.json: the recommender's loss, the
     ID phase's loss (a different objective, kept apart) and the validation selection metric."""
     points = []
     for step, record in enumerate(records, start=1):
         loss_name = "id_phase_loss" if record.get("phase") == "ids" else "recommender_loss"
-        values = {loss_name: record.get("train_loss"), selection_key: record.get(selection_key)}
+        values = {loss_name: record.get("train_loss"), curve_key: record.get(curve_key)}
         points.append((step, {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}))
     return points
 
 
-def log_training_curve_plot(records: Sequence[Mapping], selection_key: str, artifact_file: str) -> None:
+def log_training_curve_plot(records: Sequence[Mapping], curve_key: str, artifact_file: str) -> None:
     """Losses and the validation selection metric per epoch, phase boundaries dashed, as a PNG."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
     from matplotlib.ticker import MaxNLocator
 
-    points = curve_points(records, selection_key)
+    points = curve_points(records, curve_key)
     fig = Figure(figsize=(8, 6))
     loss_ax, metric_ax = fig.subplots(2, 1, sharex=True)
     for ax, key, style in (
-        (loss_ax, "recommender_loss", "o-"), (loss_ax, "id_phase_loss", "s"), (metric_ax, selection_key, "o-"),
+        (loss_ax, "recommender_loss", "o-"), (loss_ax, "id_phase_loss", "s"), (metric_ax, curve_key, "o-"),
     ):
         series = [(step, values[key]) for step, values in points if key in values]
         if series:
             ax.plot(*zip(*series), style, label=key.replace("_", " "))
     loss_ax.set_ylabel("train loss")
     loss_ax.legend()
-    metric_ax.set_ylabel(selection_key)
+    metric_ax.set_ylabel(curve_key)
     for step, (before, after) in enumerate(zip(records, records[1:]), start=1):
         if before.get("phase_index") != after.get("phase_index"):
             for ax in (loss_ax, metric_ax):
@@ -286,7 +287,7 @@ def log_pipeline_run(
     if state is None:
         raise FileNotFoundError(f"{files.workdir}: no training state (run `idgenrec train` first)")
     model_metrics = _read_json(files.model_metrics, "model metrics")
-    selection = f"valid/{params.evaluation.selection_metric}"
+    selection = selection_key("valid", params.evaluation.exclude_seen, params.evaluation.selection_metric)
     experiment_id = ensure_experiment(params.data.name, root)
     run_tags = {
         "idgenrec.dataset": params.data.name,
@@ -302,8 +303,8 @@ def log_pipeline_run(
         mlflow.set_tag("idgenrec.dataset_digest", digest)
 
         _log_phase_runs(params, state.records, files.rounds)
-        selection_key = f"valid_{params.evaluation.selection_metric}"
-        for step, values in curve_points(state.records, selection_key):  # the `dvc plots` curve
+        curve_key = f"valid_{params.evaluation.selection_metric}"
+        for step, values in curve_points(state.records, curve_key):  # the `dvc plots` curve
             mlflow.log_metrics({f"curve/{metric_key(k)}": v for k, v in values.items()}, step=step)
         mlflow.log_metrics({
             "best/score": state.best_score, "best/phase": float(state.best_phase or 0),
@@ -325,7 +326,7 @@ def log_pipeline_run(
                 mlflow.log_artifact(str(path), folder)
         if files.rounds.exists():
             mlflow.log_artifacts(str(files.rounds), "ids/rounds")
-        log_training_curve_plot(state.records, selection_key, "plots/training_curve.png")
+        log_training_curve_plot(state.records, curve_key, "plots/training_curve.png")
 
         model_uri = None
         if log_model:

@@ -138,4 +138,4 @@ def test_record_pipeline_run_logs_registers_and_promotes(tmp_path, monkeypatch):
     assert record["model_name"] == NAME and record["model_version"] == "1"
     assert record["promotion"]["promoted"] and record["promotion"]["reason"] == "no champion yet"
     assert record["tracking_uri"] == f"sqlite:///{root.resolve()}/mlruns/mlflow.db"
-    assert record["selection_metric"] == "valid/ndcg@10" and record["selection_score"] is not None
+    assert record["selection_metric"] == "valid/seen_included/ndcg@10" and record["selection_score"] is not None

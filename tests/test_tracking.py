@@ -90,7 +90,7 @@ def run_tiny_pipeline(root: Path) -> PipelineFiles:
     state = alternating.train(params, SequenceDataset.load(files.prepared), files.generator, files.id_table, files.workdir)
     write_json(files.training_curve, [{"step": n, **r} for n, r in enumerate(state.records, start=1)])
     model = IDGenRecModel.load(files.model)
-    write_json(files.model_metrics, evaluate_protocol(model, dataset, params.evaluation.ks, params.evaluation.exclude_seen))
+    write_json(files.model_metrics, evaluate_protocol(model, dataset, params.evaluation.ks))
     return files
 
 
@@ -101,12 +101,13 @@ def tiny_project(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> str:
-    """A fresh sqlite store under tmp_path (and no leftover tracking URI from the environment)."""
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    uri = configure_tracking(tmp_path)
-    yield uri
+@pytest.fixture(scope="module")
+def store(tiny_project) -> Path:
+    """The tiny project's own sqlite store (and no leftover tracking URI from the environment)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        configure_tracking(tiny_project)
+        yield tiny_project
     mlflow.set_tracking_uri(None)
 
 
@@ -124,12 +125,12 @@ def test_store_is_absolute_under_the_project_root_from_any_cwd(tmp_path, monkeyp
     mlflow.set_tracking_uri(None)
 
 
-def test_experiment_per_dataset_with_artifacts_under_mlruns(tmp_path, store):
-    experiment_id = ensure_experiment("tiny", tmp_path)
-    assert ensure_experiment("tiny", tmp_path) == experiment_id
+def test_experiment_per_dataset_with_artifacts_under_mlruns(store):
+    experiment_id = ensure_experiment("tiny", store)
+    assert ensure_experiment("tiny", store) == experiment_id
     experiment = mlflow.get_experiment(experiment_id)
     assert experiment.name == "idgenrec-tiny"
-    assert experiment.artifact_location == (tmp_path.resolve() / "mlruns" / "idgenrec-tiny").as_uri()
+    assert experiment.artifact_location == (store.resolve() / "mlruns" / "idgenrec-tiny").as_uri()
 
 
 def test_params_flatten_to_every_knob_with_valid_keys():
@@ -155,10 +156,11 @@ def test_pipeline_run_logs_parent_nested_rounds_metrics_artifacts_dataset_and_mo
     # params, tags, final metrics (keys sanitised), dataset input
     assert run.data.params["training.schedule.1.phase"] == "ids"
     assert run.data.tags["idgenrec.trigger"] == "test"
-    assert logged.selection_metric == "valid/ndcg@10"
+    assert logged.selection_metric == "valid/seen_included/ndcg@10"  # evaluation.exclude_seen is false
     model_metrics = json.loads((tiny_project / "metrics/model.json").read_text())
-    assert run.data.metrics["valid/ndcg_at_10"] == pytest.approx(model_metrics["valid/ndcg@10"])
-    assert logged.selection_score == pytest.approx(model_metrics["valid/ndcg@10"])
+    assert run.data.metrics["valid/seen_included/ndcg_at_10"] == pytest.approx(model_metrics[logged.selection_metric])
+    assert run.data.metrics["test/seen_excluded/ndcg_at_10"] == pytest.approx(model_metrics["test/seen_excluded/ndcg@10"])
+    assert logged.selection_score == pytest.approx(model_metrics[logged.selection_metric])
     assert "ids/unique_ratio" in run.data.metrics
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "tiny-prepared"

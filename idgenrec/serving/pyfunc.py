@@ -20,6 +20,7 @@ itself, also with 400.
 from __future__ import annotations
 
 import importlib.metadata
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,11 +163,13 @@ def log_recommender_model(model_folder: str | Path, example_histories: Sequence[
     model_folder = Path(model_folder)
     if not (model_folder / "settings.json").exists():
         raise FileNotFoundError(f"{model_folder}: not an IDGenRec model folder (run `idgenrec train` first)")
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(Path(__file__).with_name("model_code.py")),
-        artifacts={MODEL_ARTIFACT: str(model_folder)},
-        signature=model_signature(),
-        input_example=input_example(example_histories, num_items),
-        pip_requirements=_requirements(),
-    )
+    with warnings.catch_warnings():  # MLflow hints that `k` (declared long) cannot hold NaN: by design
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column", category=UserWarning)
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(__file__).with_name("model_code.py")),
+            artifacts={MODEL_ARTIFACT: str(model_folder)},
+            signature=model_signature(),
+            input_example=input_example(example_histories, num_items),
+            pip_requirements=_requirements(),
+        )
