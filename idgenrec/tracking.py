@@ -3,7 +3,9 @@
 Nothing here runs at import. Entry points (the CLI, the Prefect flow, tests) call
 :func:`configure_tracking` with the project root; the store is then
 ``sqlite:///<root>/mlruns/mlflow.db`` with artifacts under ``<root>/mlruns/`` (absolute, so
-any working directory works), unless ``MLFLOW_TRACKING_URI`` names another server.
+any working directory works), unless ``IDGENREC_TRACKING_URI`` names a shared tracking server.
+(Not ``MLFLOW_TRACKING_URI``: ``mlflow.set_tracking_uri`` exports that itself, so it cannot
+tell a user's choice from an earlier configuration in the same process.)
 
 :func:`log_pipeline_run` is the single place a finished pipeline run is recorded; the DVC
 ``register`` stage (``idgenrec registry log-run``) and the Prefect flow both call it. It
@@ -29,6 +31,7 @@ from idgenrec.evaluation import selection_key
 
 STORE_DIR = "mlruns"
 STORE_FILE = "mlflow.db"
+TRACKING_URI_VARIABLE = "IDGENREC_TRACKING_URI"
 EXAMPLE_USERS = 2  # histories in the registered model's input example
 
 
@@ -94,10 +97,10 @@ def default_tracking_uri(root: str | Path) -> str:
 def configure_tracking(root: str | Path, uri: str | None = None) -> str:
     """Point MLflow (tracking and registry) at the project's store; returns the URI.
 
-    ``uri`` wins, then ``MLFLOW_TRACKING_URI`` (a shared tracking server), then the
+    ``uri`` wins, then ``IDGENREC_TRACKING_URI`` (a shared tracking server), then the
     project's sqlite file.
     """
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(root)
+    uri = uri or os.environ.get(TRACKING_URI_VARIABLE) or default_tracking_uri(root)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)

@@ -77,7 +77,7 @@ def test_flow_writes_where_dvc_yaml_says():
 
 
 def test_retrain_flow_runs_registers_and_versions_like_dvc_repro(prefect_server, tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
     root = dvc_project(tmp_path / "project")
 
     record = retrain(root=str(root), run_name="scheduled")

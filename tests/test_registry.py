@@ -21,7 +21,7 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("registry")
     (root / "params.yaml").write_text("data: {name: tiny}\nregistry: {margin: 0.01}\n", encoding="utf-8")
     with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("IDGENREC_TRACKING_URI", raising=False)
         patch.chdir(root)
         configure_tracking(root)
         MlflowClient().create_registered_model(NAME)
@@ -127,10 +127,10 @@ def test_record_pipeline_run_logs_registers_and_promotes(tmp_path, monkeypatch):
     from idgenrec.cli.registry import app
     from test_tracking import run_tiny_pipeline, write_tiny_project
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
     root = write_tiny_project(tmp_path)
-    run_tiny_pipeline(root)
     monkeypatch.chdir(root)
+    run_tiny_pipeline(root)
     result = CliRunner().invoke(app, ["log-run", "--output", "metrics/registry.json"])
     mlflow.set_tracking_uri(None)
     assert result.exit_code == 0, result.output

@@ -21,7 +21,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from idgenrec.serving import log_recommender_model, parse_requests
-from idgenrec.tracking import configure_tracking
+from idgenrec.tracking import configure_tracking, ensure_experiment
 
 WORDS = ["apple pie", "banana split", "cherry tart", "date cake", "fig roll", "grape jam", "kiwi tea", "lemon curd"]
 ITEM_IDS = [str(i + 1) for i in range(len(WORDS))]
@@ -53,10 +53,10 @@ def champion(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("serving")
     save_tiny_model(root / "model")
     with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("IDGENREC_TRACKING_URI", raising=False)
+        patch.chdir(root)  # MLflow resolves its default artifact root against the cwd
         uri = configure_tracking(root)
-        mlflow.set_experiment("serving-test")
-        with mlflow.start_run() as run:
+        with mlflow.start_run(experiment_id=ensure_experiment("tiny", root)) as run:
             info = log_recommender_model(root / "model", [["1", "2", "3"]], len(WORDS))
         version = registry.register_version(
             info.model_uri, NAME, run_id=run.info.run_id, selection_metric="valid/ndcg@10", selection_score=0.5, dataset_digest="x"

@@ -105,14 +105,15 @@ def tiny_project(tmp_path_factory) -> Path:
 def store(tiny_project) -> Path:
     """The tiny project's own sqlite store (and no leftover tracking URI from the environment)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("IDGENREC_TRACKING_URI", raising=False)
+        patch.chdir(tiny_project)  # MLflow resolves its default artifact root against the cwd
         configure_tracking(tiny_project)
         yield tiny_project
     mlflow.set_tracking_uri(None)
 
 
 def test_store_is_absolute_under_the_project_root_from_any_cwd(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
     (tmp_path / "params.yaml").write_text("{}\n")
     (tmp_path / "sub" / "deeper").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "sub" / "deeper")
@@ -120,7 +121,9 @@ def test_store_is_absolute_under_the_project_root_from_any_cwd(tmp_path, monkeyp
     assert root == tmp_path.resolve()
     assert configure_tracking(root) == f"sqlite:///{tmp_path.resolve()}/mlruns/mlflow.db"
     assert mlflow.get_registry_uri() == default_tracking_uri(root)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    other = tmp_path / "other"
+    assert configure_tracking(other) == default_tracking_uri(other)  # a second project in the same process
+    monkeypatch.setenv("IDGENREC_TRACKING_URI", "http://tracking.example:5000")
     assert configure_tracking(root) == "http://tracking.example:5000"  # a shared server wins
     mlflow.set_tracking_uri(None)
 

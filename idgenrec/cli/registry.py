@@ -1,7 +1,7 @@
 """`idgenrec registry ...`: log a pipeline run to MLflow, register, promote, roll back, list.
 
 The MLflow store is ``sqlite:///<project root>/mlruns/mlflow.db`` (the project root is the
-nearest folder with dvc.yaml or params.yaml), unless ``MLFLOW_TRACKING_URI`` is set.
+nearest folder with dvc.yaml or params.yaml), unless ``IDGENREC_TRACKING_URI`` names a tracking server.
 """
 
 from __future__ import annotations
