@@ -35,10 +35,23 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PIPELINE_STAGES = ("prepare", "validate", "warmup", "ids", "train", "evaluate", "register")
 WARMUP_METRICS = Path("metrics/warmup.json")  # written by `idgenrec ids warmup` too
 
-# DVC owns caching: Prefect never skips a step from its own cache.
+
+def transient(task, task_run, state) -> bool:
+    """Retry hiccups (a busy DVC lock, a locked sqlite store), not mistakes: a missing file or a
+    bad value fails at once instead of after every retry delay."""
+    try:
+        state.result()
+    except (FileNotFoundError, ValueError, TypeError, KeyError):
+        return False
+    except Exception:
+        return True
+    return True
+
+
+# DVC owns caching: Prefect never skips a step from its own cache (NO_CACHE on every task).
 step = task(cache_policy=NO_CACHE)
-io_step = task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
-registry_step = task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 20, 60])
+io_step = task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10, retry_condition_fn=transient)
+registry_step = task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[5, 20, 60], retry_condition_fn=transient)
 
 
 # -- DVC: lineage and versioning ---------------------------------------------------------
@@ -93,14 +106,14 @@ def push_outputs(root: Path) -> str:
 # -- pipeline steps: thin calls into idgenrec ----------------------------------------------
 
 
-@io_step
+@step
 def prepare(params: Params, files: PipelineFiles) -> dict:
     from idgenrec.data.prepare import prepare as prepare_dataset
 
     return prepare_dataset(params.data, files.prepared).stats
 
 
-@io_step
+@step
 def validate(params: Params, files: PipelineFiles) -> None:
     from idgenrec.data.validate import validate as run_validation
 

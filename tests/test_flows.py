@@ -153,6 +153,26 @@ def test_task_logic_through_fn(tmp_path):
     assert "no default DVC remote" in retrain_module.push_outputs.fn(tmp_path)
 
 
+def test_retries_are_for_hiccups_not_mistakes(prefect_server):
+    from prefect import flow, task
+
+    calls = []
+
+    @task(retries=2, retry_delay_seconds=0, retry_condition_fn=retrain_module.transient)
+    def failing(error: Exception) -> None:
+        calls.append(error)
+        raise error
+
+    @flow
+    def attempt(error: Exception) -> int:
+        calls.clear()
+        failing(error, return_state=True)
+        return len(calls)
+
+    assert attempt(RuntimeError("dvc lock busy")) == 3
+    assert attempt(FileNotFoundError("metrics/model.json")) == 1
+
+
 def test_flow_refuses_a_folder_without_dvc_unless_told(tmp_path):
     with pytest.raises(ValueError, match="not a DVC repository"):
         retrain.fn(root=str(tmp_path))
