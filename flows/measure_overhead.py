@@ -50,7 +50,7 @@ def direct(root: Path) -> None:
     with contextlib.chdir(root):
         r.prepare.fn(params, files)
         r.validate.fn(params, files)
-        r.warm_up.fn(params, files, root)
+        r.warm_up.fn(params, files)
         r.generate_ids.fn(params, files)
         r.start_training.fn(params, files)
         for index, phase in enumerate(params.training.schedule):

@@ -33,7 +33,6 @@ from idgenrec.tracking import LoggedRun, PipelineFiles
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The stages this flow runs, in dvc.yaml's names; `popularity` and other baselines are left to `dvc repro`.
 PIPELINE_STAGES = ("prepare", "validate", "warmup", "ids", "train", "evaluate", "register")
-WARMUP_METRICS = Path("metrics/warmup.json")  # written by `idgenrec ids warmup` too
 
 
 def transient(task, task_run, state) -> bool:
@@ -123,11 +122,11 @@ def validate(params: Params, files: PipelineFiles) -> None:
 
 
 @step
-def warm_up(params: Params, files: PipelineFiles, root: Path) -> dict:
+def warm_up(params: Params, files: PipelineFiles) -> dict:
     from idgenrec.ids import warm_up_generator
 
     result = warm_up_generator(SequenceDataset.load(files.prepared), params, files.generator, progress=False)
-    write_json(root / WARMUP_METRICS, result)
+    write_json(files.warmup_metrics, result)
     return result
 
 
@@ -275,7 +274,7 @@ def retrain(
             validate(params, files)
             gate.done("validate")
         if gate.needed("warmup"):
-            warm_up(params, files, root_dir)
+            warm_up(params, files)
             gate.done("warmup")
         if gate.needed("ids"):
             generate_ids(params, files)

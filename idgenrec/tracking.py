@@ -43,6 +43,7 @@ class PipelineFiles:
     prepared: Path = Path("artifacts/prepared")
     validation_report: Path = Path("artifacts/validation/report.json")
     generator: Path = Path("artifacts/generator")
+    warmup_metrics: Path = Path("metrics/warmup.json")
     ids: Path = Path("artifacts/ids")
     ids_metrics: Path = Path("metrics/ids.json")
     workdir: Path = Path("artifacts/model")
@@ -314,12 +315,14 @@ def log_pipeline_run(
             "best/epoch": float(state.best_epoch or 0), "phases_completed": float(state.completed_phases),
         })
         mlflow.log_metrics({metric_key(k): float(v) for k, v in model_metrics.items()})
-        if files.ids_metrics.exists():
-            mlflow.log_metrics({f"ids/{k}": v for k, v in numeric_metrics(_read_json(files.ids_metrics, "ID metrics")).items()})
+        for path, prefix in ((files.warmup_metrics, "warmup"), (files.ids_metrics, "ids")):
+            if path.exists():
+                mlflow.log_metrics({f"{prefix}/{k}": v for k, v in numeric_metrics(_read_json(path, prefix)).items()})
 
         for path, folder in (
             (files.params, "config"),
             (files.validation_report, "validation"),
+            (files.warmup_metrics, "metrics"),
             (files.ids_metrics, "metrics"),
             (files.model_metrics, "metrics"),
             (files.training_curve, "metrics"),

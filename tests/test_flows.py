@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))  # `flows` is a top-level folder of the project, n
 from flows import retrain as retrain_module  # noqa: E402
 from flows.retrain import PIPELINE_STAGES, retrain  # noqa: E402
 from idgenrec.tracking import PipelineFiles  # noqa: E402
-from test_tracking import write_tiny_project  # noqa: E402
+from test_tracking import new_store, write_tiny_project  # noqa: E402
 
 DVC = str(Path(sys.executable).with_name("dvc"))
 # The `register` stage as dvc.yaml declares it (added here if this checkout's dvc.yaml predates it).
@@ -48,6 +48,7 @@ def prefect_server():
 def dvc_project(root: Path) -> Path:
     """The tiny project as a DVC repository with this checkout's dvc.yaml, code and a local remote."""
     write_tiny_project(root)
+    new_store(root)
     shutil.copytree(ROOT / "idgenrec", root / "idgenrec", ignore=shutil.ignore_patterns("__pycache__"))
     pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
     pipeline["stages"].setdefault("register", REGISTER_STAGE)

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from idgenrec import registry
 from idgenrec.tracking import configure_tracking
+from test_tracking import new_store
 
 NAME = "idgenrec-tiny"
 
@@ -23,6 +24,7 @@ def store(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("IDGENREC_TRACKING_URI", raising=False)
         patch.chdir(root)
+        new_store(root)
         configure_tracking(root)
         MlflowClient().create_registered_model(NAME)
         yield root
@@ -129,6 +131,7 @@ def test_record_pipeline_run_logs_registers_and_promotes(tmp_path, monkeypatch):
 
     monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
     root = write_tiny_project(tmp_path)
+    new_store(root)
     monkeypatch.chdir(root)
     run_tiny_pipeline(root)
     result = CliRunner().invoke(app, ["log-run", "--output", "metrics/registry.json"])

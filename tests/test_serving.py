@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 
 from idgenrec.serving import log_recommender_model, parse_requests
 from idgenrec.tracking import configure_tracking, ensure_experiment
+from test_tracking import new_store
 
 WORDS = ["apple pie", "banana split", "cherry tart", "date cake", "fig roll", "grape jam", "kiwi tea", "lemon curd"]
 ITEM_IDS = [str(i + 1) for i in range(len(WORDS))]
@@ -55,6 +56,7 @@ def champion(tmp_path_factory) -> str:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("IDGENREC_TRACKING_URI", raising=False)
         patch.chdir(root)  # MLflow resolves its default artifact root against the cwd
+        new_store(root)
         uri = configure_tracking(root)
         with mlflow.start_run(experiment_id=ensure_experiment("tiny", root)) as run:
             info = log_recommender_model(root / "model", [["1", "2", "3"]], len(WORDS))

@@ -6,8 +6,13 @@ the library-only pipeline run that test_registry, test_serving and test_flows re
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import json
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 import mlflow
@@ -82,7 +87,7 @@ def run_tiny_pipeline(root: Path) -> PipelineFiles:
     data = params.data.model_copy(update={"path": root / params.data.path})
     dataset = prepare(data, files.prepared)
     assert validate(data, files.prepared, files.validation_report).success
-    warm_up_generator(dataset, params, files.generator, progress=False)
+    write_json(files.warmup_metrics, warm_up_generator(dataset, params, files.generator, progress=False))
     generator, tokenizer = load_seq2seq(files.generator)
     table, quality = make_id_table("learned", dataset, generator, tokenizer, params.ids, progress=False)
     table.save(files.id_table, tokenizer)
@@ -92,6 +97,25 @@ def run_tiny_pipeline(root: Path) -> PipelineFiles:
     model = IDGenRecModel.load(files.model)
     write_json(files.model_metrics, evaluate_protocol(model, dataset, params.evaluation.ks))
     return files
+
+
+@functools.cache
+def _migrated_store() -> Path:
+    """An empty MLflow sqlite store with its schema created (MLflow takes ~5 s to migrate one)."""
+    folder = Path(tempfile.mkdtemp(prefix="mlflow-template-"))
+    atexit.register(shutil.rmtree, folder, True)
+    with contextlib.chdir(folder):
+        configure_tracking(folder)
+        MlflowClient().search_experiments()
+        mlflow.set_tracking_uri(None)
+    return folder / "mlruns" / "mlflow.db"
+
+
+def new_store(root: Path) -> None:
+    """Give ``root`` a fresh, already-migrated store at the path configure_tracking(root) uses."""
+    target = root / "mlruns" / "mlflow.db"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(_migrated_store(), target)
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +131,7 @@ def store(tiny_project) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("IDGENREC_TRACKING_URI", raising=False)
         patch.chdir(tiny_project)  # MLflow resolves its default artifact root against the cwd
+        new_store(tiny_project)
         configure_tracking(tiny_project)
         yield tiny_project
     mlflow.set_tracking_uri(None)
@@ -164,7 +189,7 @@ def test_pipeline_run_logs_parent_nested_rounds_metrics_artifacts_dataset_and_mo
     assert run.data.metrics["valid/seen_included/ndcg_at_10"] == pytest.approx(model_metrics[logged.selection_metric])
     assert run.data.metrics["test/seen_excluded/ndcg_at_10"] == pytest.approx(model_metrics["test/seen_excluded/ndcg@10"])
     assert logged.selection_score == pytest.approx(model_metrics[logged.selection_metric])
-    assert "ids/unique_ratio" in run.data.metrics
+    assert "ids/unique_ratio" in run.data.metrics and "warmup/final_loss" in run.data.metrics
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.name == "tiny-prepared"
     assert dataset_input.dataset.digest == logged.dataset_digest
