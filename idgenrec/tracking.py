@@ -196,7 +196,7 @@ def log_dataset(dataset: SequenceDataset, source: str) -> str:
     with warnings.catch_warnings():  # MLflow's own noise: a doubly registered source class, int-column hints
         warnings.simplefilter("ignore", UserWarning)
         frame = mlflow.data.from_pandas(interactions_frame(dataset), source=source, name=f"{dataset.name}-prepared")
-    mlflow.log_input(frame, context="training")
+        mlflow.log_input(frame, context="training")  # the schema is inferred lazily, here
     return frame.digest
 
 

@@ -6,7 +6,7 @@ Request (one row per user)::
      "params": {"exclude_seen": true}}
 
 ``history`` lists original item ids (strings, as in the raw data), oldest first; ``k`` is
-optional (default 10). Response, one row per request row::
+optional (default 10, at most 100). Response, one row per request row::
 
     {"predictions": [{"item_ids": [...], "textual_ids": [...], "scores": [...]}]}
 
@@ -35,6 +35,7 @@ from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec
 
 MODEL_ARTIFACT = "idgenrec_model"  # key of the bundled model folder in the pyfunc's artifacts
 DEFAULT_K = 10
+MAX_K = 100  # k is the beam width of the search: bound what one request can cost
 MAX_UNKNOWN_SHOWN = 5
 
 
@@ -75,8 +76,9 @@ def _as_k(value, row: int, num_items: int) -> int:
         value = int(value)
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
         raise invalid(f"row {row}: `k` must be an integer, got {value!r}")
-    if not 1 <= int(value) <= num_items:
-        raise invalid(f"row {row}: `k` must be between 1 and {num_items} (the catalogue size), got {int(value)}")
+    limit = min(MAX_K, num_items)
+    if not 1 <= int(value) <= limit:
+        raise invalid(f"row {row}: `k` must be between 1 and {limit} (min of {MAX_K} and the catalogue size), got {int(value)}")
     return int(value)
 
 
