@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from idgenrec.cli import baseline, data, ids, model
+from idgenrec.cli import baseline, data, ids, model, registry
 
 app = typer.Typer(
     help="IDGenRec: generative recommendation with learned textual item IDs.",
@@ -18,6 +18,7 @@ app = typer.Typer(
 app.add_typer(data.app, name="data", help="Fetch, prepare and validate datasets.")
 app.add_typer(ids.app, name="ids", help="Warm up the ID generator, generate and inspect textual item IDs.")
 app.add_typer(baseline.app, name="baseline", help="Evaluate baselines under the same protocol.")
+app.add_typer(registry.app, name="registry", help="MLflow tracking and the model registry: log runs, promote, roll back.")
 model.register(app)
 
 
