@@ -151,7 +151,8 @@ def start_training(params: Params, files: PipelineFiles) -> int:
     """Resume a run with the same params after its last finished phase, else start fresh."""
     from idgenrec.recommender.alternating import start_or_resume
 
-    return start_or_resume(params, files.generator, files.id_table, files.workdir).completed_phases
+    dataset = SequenceDataset.load(files.prepared)
+    return start_or_resume(params, dataset, files.generator, files.id_table, files.workdir).completed_phases
 
 
 @step(task_run_name="round-{index:02d}-{phase}")

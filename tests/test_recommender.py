@@ -174,7 +174,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     full = alternating.train(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "full")
 
     # Interrupted after the first phase, then resumed by calling train() again.
-    alternating.start_or_resume(params, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "resumed")
+    alternating.start_or_resume(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "resumed")
     alternating.run_phase(params, dataset, tmp_path / "resumed", 0)
     resumed = alternating.train(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "resumed")
 
@@ -185,6 +185,11 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     a = (tmp_path / "full" / "current" / "item_ids.tsv").read_text()
     b = (tmp_path / "resumed" / "current" / "item_ids.tsv").read_text()
     assert a == b
+    # Same params, new data: the finished run must not be taken for this one.
+    assert alternating.start_or_resume(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "full").completed_phases == 3
+    grown = planted_dataset(users=30)
+    state = alternating.start_or_resume(params, grown, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "full")
+    assert state.completed_phases == 0
 
 
 def test_saved_model_loads_and_recommends_the_same(tmp_path, backbone, trained):

@@ -40,7 +40,7 @@ CURRENT, BEST, ROUNDS, STATE = "current", "best", "rounds", "state.json"
 class TrainingState:
     fingerprint: str
     completed_phases: int = 0
-    best_score: float = float("-inf")
+    best_score: float | None = None  # validation selection metric of best/ (None until an epoch is scored)
     best_phase: int | None = None
     best_epoch: int | None = None
     records: list[dict] = field(default_factory=list)
@@ -69,13 +69,36 @@ def decoding_settings(params: Params) -> DecodingSettings:
     return DecodingSettings(params.training.history_length, params.training.num_beams, params.training.bf16)
 
 
-def start_or_resume(params: Params, generator_dir: Path, id_table_path: Path, workdir: Path) -> TrainingState:
-    """Resume a run with the same parameters, else initialise ``current/`` from the inputs."""
+def _digest(path: Path) -> str:
+    """SHA-256 over a file, or over every file of a folder (sorted by relative path)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def run_fingerprint(params: Params, dataset: SequenceDataset, generator_dir: Path, id_table_path: Path) -> str:
+    """What a resumed run must share with the interrupted one: params and every input.
+
+    New data with unchanged params must retrain, so the dataset's content, the warmed-up
+    generator and the initial ID table are part of it, not only the params.
+    """
+    content = json.dumps([dataset.item_ids, dataset.item_texts, dataset.sequences]).encode()
+    parts = [params_fingerprint(params), hashlib.sha256(content).hexdigest(), _digest(generator_dir), _digest(id_table_path)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def start_or_resume(
+    params: Params, dataset: SequenceDataset, generator_dir: Path, id_table_path: Path, workdir: Path
+) -> TrainingState:
+    """Resume a run with the same parameters and inputs, else initialise ``current/`` from the inputs."""
     from idgenrec.backbone import build_seq2seq, load_seq2seq, save_seq2seq
     from idgenrec.ids import ItemIdTable
 
     state = TrainingState.load(workdir)
-    fingerprint = params_fingerprint(params)
+    fingerprint = run_fingerprint(params, dataset, generator_dir, id_table_path)
     if state is not None and state.fingerprint == fingerprint and (workdir / CURRENT).exists():
         return state
     shutil.rmtree(workdir, ignore_errors=True)
@@ -146,7 +169,7 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
                 "seconds": time.perf_counter() - started,
                 **{f"valid_{name}": value for name, value in metrics.items()},
             }
-            if score > state.best_score:
+            if state.best_score is None or score > state.best_score:
                 state.best_score, state.best_phase, state.best_epoch = score, index, epoch + 1
                 model.save(workdir / BEST)
                 record["selected"] = True
@@ -180,7 +203,7 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
 
 def train(params: Params, dataset: SequenceDataset, generator_dir: Path, id_table_path: Path, workdir: Path) -> TrainingState:
     """Run (or resume) the whole schedule; the selected model ends up in ``workdir/best``."""
-    start_or_resume(params, generator_dir, id_table_path, workdir)
+    start_or_resume(params, dataset, generator_dir, id_table_path, workdir)
     for index in range(len(params.training.schedule)):
         run_phase(params, dataset, workdir, index)
     state = TrainingState.load(workdir)

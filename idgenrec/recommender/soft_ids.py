@@ -143,7 +143,8 @@ def train_id_phase(
         p.requires_grad_(False)
     recommender.eval()
     generator.train()
-    plan = PhasePlan(phase.epochs, config.batch_size, len(samples))
+    batch_size = config.id_phase_batch_size
+    plan = PhasePlan(phase.epochs, batch_size, len(samples))
     optimizer, schedule = make_optimizer(generator.parameters(), phase.learning_rate, config, plan.total_steps)
     eos = encoder.eos
     losses = []
@@ -152,7 +153,7 @@ def train_id_phase(
             indices = plan.epoch_samples(epoch, rng)
             rng.shuffle(indices)
             total, count = 0.0, 0
-            batches = [indices[i : i + config.batch_size] for i in range(0, len(indices), config.batch_size)]
+            batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
             for batch in tqdm(batches, desc=f"ID phase epoch {epoch + 1}/{plan.num_epochs}", leave=False, disable=None):
                 chosen = [samples[i] for i in batch]
                 prompts = encode_samples(encoder, chosen, rng, config.train_templates)
