@@ -38,7 +38,7 @@ data: {name: tiny, format: p5, path: data/tiny, k_core: 5, text_fields: [title, 
 evaluation: {ks: [5, 10]}
 backbone: {profile: tiny, hidden_size: 32, encoder_layers: 1, decoder_layers: 1}
 warmup: {epochs: 3, batch_size: 8, learning_rate: 0.003}
-ids: {kind: learned, beam_groups: 4, batch_size: 8}
+ids: {kind: learned, beam_groups: 4, batch_size: 8, max_input_tokens: 64, seed: 0}
 training:
   history_length: 3
   batch_size: 16
@@ -50,6 +50,7 @@ training:
     - {phase: ids, epochs: 0.5, learning_rate: 0.001}
     - {phase: recommender, epochs: 1, learning_rate: 0.001}
 registry: {margin: 0.0}
+sasrec: {max_epochs: 2, patience: 1}
 """
 
 
