@@ -30,7 +30,8 @@ from idgenrec.atomic import atomic_write, write_json
 from idgenrec.backbone import build_seq2seq, build_tokenizer, vocabulary_corpus
 from idgenrec.config import BackboneConfig, IdConfig, PhaseConfig, TrainingConfig, load_params
 from idgenrec.data.dataset import SequenceDataset
-from idgenrec.ids import ItemIdTable, make_id_table
+from idgenrec.ids import make_id_table
+from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
 from idgenrec.recommender.samples import PromptEncoder, collate, training_samples
 from idgenrec.recommender.training import autocast, recommender_loss, make_optimizer
@@ -98,10 +99,15 @@ def latency(model: IDGenRecModel, histories, constrained: bool, repeats: int) ->
 
 
 def subset_model(model: IDGenRecModel, num_items: int, rng: random.Random) -> IDGenRecModel:
-    """The same recommender over a random subset of the catalogue (a smaller trie)."""
+    """The same recommender whose trie holds only a random subset of the catalogue.
+
+    Prompts still read every item's ID (histories use the full catalogue); only the set
+    of items decoding may produce shrinks, which is what catalogue size changes.
+    """
     keep = sorted(rng.sample(range(len(model.id_table.item_ids)), num_items))
-    table = ItemIdTable([model.id_table.item_ids[i] for i in keep], [model.id_table.textual_ids[i] for i in keep])
-    return IDGenRecModel(model.recommender, model.tokenizer, table, model.settings)
+    smaller = IDGenRecModel(model.recommender, model.tokenizer, model.id_table, model.settings)
+    smaller.trie = IdTrie([model.item_tokens[i] for i in keep], model.prompts.eos)
+    return smaller
 
 
 def main() -> None:
