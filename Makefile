@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# dvc.yaml's stage commands call `idgenrec`, `dvc` calls git: the venv's tools come first.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Offline by default: no hub look-ups, no telemetry (see idgenrec/offline.py for the library's own defaults).
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
