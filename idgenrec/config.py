@@ -124,7 +124,6 @@ class TrainingConfig(_Section):
     """Recommender training and the alternating schedule."""
 
     history_length: int = Field(20, ge=1, description="Most recent items in the prompt.")
-    use_user_ids: bool = Field(False, description="Put a user ID (from training items only) in the prompt.")
     train_templates: Literal["all", "first"] = Field("all", description="Paraphrased templates drawn at random in training.")
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.01, ge=0)
