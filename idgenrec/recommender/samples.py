@@ -42,7 +42,6 @@ class PromptEncoder:
         self.suffix = [tokenizer.sep_token_id if tokenizer.sep_token_id is not None else self.eos]
         self.separator = self._tokens(HISTORY_SEPARATOR.strip())
         self.anonymous_user = self._tokens(ANONYMOUS_USER)
-        self.user_word = self._tokens("user")
         self.templates = [self._split_template(t) for t in TEMPLATES]
 
     def _tokens(self, text: str) -> list[int]:
@@ -60,13 +59,13 @@ class PromptEncoder:
     def target(self, item: int) -> list[int]:
         return self.item_tokens[item] + [self.eos]
 
-    def encode(self, history: Sequence[int], template: int = 0, user_tokens: Sequence[int] | None = None) -> EncodedPrompt:
+    def encode(self, history: Sequence[int], template: int = 0) -> EncodedPrompt:
         history = list(history)[-self.history_length :]
         ids = list(self.prefix)
         spans: list[tuple[int, int, int]] = []
         for piece in self.templates[template]:
             if piece == "{user}":
-                ids += (self.user_word + list(user_tokens)) if user_tokens else self.anonymous_user
+                ids += self.anonymous_user  # no user IDs: nothing about the user can leak into the prompt
             elif piece == "{history}":
                 for position, item in enumerate(history):
                     if position:
@@ -113,13 +112,20 @@ class Batch:
     prompts: list[EncodedPrompt]
 
 
+def target_tensors(
+    targets: Sequence[Sequence[int]], pad_id: int, decoder_start_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher forcing: (decoder_input_ids, labels), each (B, T); label padding is -100."""
+    decoder_inputs = pad_batch([[decoder_start_id, *t[:-1]] for t in targets], pad_id)
+    return decoder_inputs, pad_batch(targets, -100)
+
+
 def collate(
     prompts: Sequence[EncodedPrompt], targets: Sequence[Sequence[int]], pad_id: int, decoder_start_id: int
 ) -> Batch:
     input_ids = pad_batch([p.input_ids for p in prompts], pad_id)
-    labels = pad_batch(targets, -100)
-    decoder_inputs = pad_batch([[decoder_start_id, *t[:-1]] for t in targets], pad_id)
-    return Batch(input_ids, (input_ids != pad_id).long() if pad_id is not None else None, decoder_inputs, labels, list(prompts))
+    decoder_inputs, labels = target_tensors(targets, pad_id, decoder_start_id)
+    return Batch(input_ids, (input_ids != pad_id).long(), decoder_inputs, labels, list(prompts))
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -136,10 +142,6 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.
 
 
 def encode_samples(
-    encoder: PromptEncoder, samples: Sequence[TrainingSample], rng: random.Random, template_mode: str,
-    user_tokens: Sequence[Sequence[int]] | None = None,
+    encoder: PromptEncoder, samples: Sequence[TrainingSample], rng: random.Random, template_mode: str
 ) -> list[EncodedPrompt]:
-    return [
-        encoder.encode(s.history, draw_template(rng, template_mode), user_tokens[s.user] if user_tokens else None)
-        for s in samples
-    ]
+    return [encoder.encode(s.history, draw_template(rng, template_mode)) for s in samples]

@@ -17,7 +17,14 @@ from tqdm.auto import tqdm
 
 from idgenrec.config import PhaseConfig, TrainingConfig
 from idgenrec.recommender.decoding import decoder_step
-from idgenrec.recommender.samples import EncodedPrompt, PromptEncoder, TrainingSample, encode_samples, pad_batch
+from idgenrec.recommender.samples import (
+    EncodedPrompt,
+    PromptEncoder,
+    TrainingSample,
+    encode_samples,
+    pad_batch,
+    target_tensors,
+)
 from idgenrec.recommender.training import PhasePlan, autocast, make_optimizer, sequence_loss
 
 
@@ -117,11 +124,9 @@ def id_phase_loss(
     embedding = recommender.get_input_embeddings()
     soft = soft_id_embeddings(probs, embedding.weight)
     embeds, mask = soft_prompt_embeddings(prompts, soft, keep, row_of_item, embedding)
-    labels = pad_batch(targets, -100).to(device)
-    start = recommender.config.decoder_start_token_id
-    decoder_inputs = pad_batch([[start, *t[:-1]] for t in targets], pad_id).to(device)
-    logits = recommender(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_inputs).logits
-    return sequence_loss(logits, labels)
+    decoder_inputs, labels = target_tensors(targets, pad_id, recommender.config.decoder_start_token_id)
+    logits = recommender(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_inputs.to(device)).logits
+    return sequence_loss(logits, labels.to(device))
 
 
 def train_id_phase(

@@ -96,10 +96,9 @@ def iterate_batches(
     rng: random.Random,
     pad_id: int,
     decoder_start_id: int,
-    user_tokens: Sequence[Sequence[int]] | None = None,
 ) -> Iterator[Batch]:
     chosen = [samples[i] for i in indices]
-    prompts = encode_samples(encoder, chosen, rng, config.train_templates, user_tokens)
+    prompts = encode_samples(encoder, chosen, rng, config.train_templates)
     targets = [encoder.target(s.target) for s in chosen]
     for batch_indices in length_grouped_batches([len(p.input_ids) for p in prompts], config.batch_size, rng):
         yield collate([prompts[i] for i in batch_indices], [targets[i] for i in batch_indices], pad_id, decoder_start_id)
@@ -113,7 +112,6 @@ def train_recommender_phase(
     phase: PhaseConfig,
     seed: int,
     on_epoch_end: Callable[[int, float], None] | None = None,
-    user_tokens: Sequence[Sequence[int]] | None = None,
 ) -> list[float]:
     """Train the recommender for ``phase.epochs`` passes; returns the mean loss per epoch."""
     device = next(model.parameters()).device
@@ -130,7 +128,7 @@ def train_recommender_phase(
     for epoch in range(plan.num_epochs):
         total, count = 0.0, 0
         indices = plan.epoch_samples(epoch, rng)
-        batches = iterate_batches(encoder, samples, indices, config, rng, pad_id, start_id, user_tokens)
+        batches = iterate_batches(encoder, samples, indices, config, rng, pad_id, start_id)
         steps = math.ceil(len(indices) / config.batch_size)
         for batch in tqdm(batches, total=steps, desc=f"recommender epoch {epoch + 1}/{plan.num_epochs}", leave=False, disable=None):
             with autocast(device, config.bf16):
