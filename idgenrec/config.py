@@ -74,6 +74,12 @@ class BackboneConfig(_Section):
     encoder_layers: int = Field(2, ge=1, description="offline/tiny: transformer layers in the encoder.")
     decoder_layers: int = Field(2, ge=1, description="offline/tiny: transformer layers in the decoder.")
     hidden_size: int = Field(64, ge=8, description="tiny only: width of the random model (offline is MiniLM's 384).")
+    dropout: float | None = Field(
+        None, ge=0, lt=1,
+        description="Dropout of both models (hidden and attention); None keeps the checkpoint's (MiniLM/T5: 0.1). "
+        "The CPU profile trains about one pass over the data, where dropout only slows learning (and costs ~30% of "
+        "a training step here).",
+    )
     prune_vocabulary: bool = Field(
         True, description="Keep only the WordPiece tokens the dataset's text and prompts use (~10x cheaper softmax)."
     )

@@ -107,6 +107,18 @@ def test_offline_profile_starts_from_minilm_rows(tokenizer):
     assert model.config.encoder.hidden_size == 384
 
 
+def test_dropout_setting_reaches_every_dropout_and_survives_a_checkpoint(tokenizer, tmp_path):
+    default = build_seq2seq(BackboneConfig(profile="offline", encoder_layers=1, decoder_layers=1), tokenizer, "recommender")
+    assert {m.p for m in default.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}  # MiniLM's own
+    config = BackboneConfig(profile="offline", encoder_layers=1, decoder_layers=1, dropout=0.0)
+    model = build_seq2seq(config, tokenizer, "recommender")
+    save_seq2seq(model, tokenizer, tmp_path / "ckpt")
+    loaded, _ = load_seq2seq(tmp_path / "ckpt")
+    for built in (model, loaded):
+        assert {m.p for m in built.modules() if isinstance(m, torch.nn.Dropout)} == {0.0}
+        assert built.config.encoder.attention_probs_dropout_prob == 0.0
+
+
 def test_save_load_round_trip(tokenizer, tmp_path):
     model = build_seq2seq(TINY, tokenizer, "generator")
     save_seq2seq(model, tokenizer, tmp_path / "ckpt")

@@ -1,6 +1,6 @@
 """Backbones as configuration: the shared tokenizer and the seq2seq models (see seq2seq.py)."""
 
-from idgenrec.backbone.seq2seq import build_seq2seq, load_seq2seq, save_seq2seq
+from idgenrec.backbone.seq2seq import build_seq2seq, load_seq2seq, save_seq2seq, training_kernels
 from idgenrec.backbone.vocabulary import BackboneUnavailableError, build_tokenizer, vocabulary_corpus
 
 __all__ = [
@@ -9,5 +9,6 @@ __all__ = [
     "build_tokenizer",
     "load_seq2seq",
     "save_seq2seq",
+    "training_kernels",
     "vocabulary_corpus",
 ]

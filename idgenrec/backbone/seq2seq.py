@@ -12,6 +12,7 @@ paper: ``AutoModelForSeq2SeqLM`` from a hub name or local path (t5-small).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Literal
 
@@ -36,7 +37,7 @@ def build_seq2seq(
     torch.manual_seed(seed)  # fresh layers (cross-attention, tiny weights) depend on the seed only
     if config.profile == "paper":
         checkpoint = config.generator_checkpoint if role == "generator" else config.recommender_checkpoint
-        return _hub_model(checkpoint, tokenizer)
+        return _hub_model(checkpoint, tokenizer, config.dropout)
     if config.profile == "tiny":
         base = _tiny_bert_config(config.hidden_size)
     else:
@@ -58,6 +59,8 @@ def _tiny_bert_config(hidden: int) -> BertConfig:
 def _encoder_decoder_config(base: BertConfig, config: BackboneConfig, tokenizer) -> EncoderDecoderConfig:
     common = {k: v for k, v in base.to_dict().items() if k in _BERT_FIELDS}
     common.update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    if config.dropout is not None:
+        common.update(hidden_dropout_prob=config.dropout, attention_probs_dropout_prob=config.dropout)
     encoder = BertConfig(**common, num_hidden_layers=config.encoder_layers)
     decoder = BertConfig(
         **common, num_hidden_layers=config.decoder_layers, is_decoder=True, add_cross_attention=True,
@@ -128,11 +131,15 @@ def _minilm_vocab(folder: Path) -> dict[str, int]:
     return {token: index for index, token in enumerate(lines)}
 
 
-def _hub_model(checkpoint: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
-    from transformers import AutoModelForSeq2SeqLM
+def _hub_model(checkpoint: str, tokenizer: PreTrainedTokenizerBase, dropout: float | None) -> PreTrainedModel:
+    from transformers import AutoConfig, AutoModelForSeq2SeqLM
 
     try:
-        model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint)
+        config = AutoConfig.from_pretrained(checkpoint)
+        for name in ("dropout_rate", "dropout", "attention_dropout"):  # T5 / BART-style names
+            if dropout is not None and hasattr(config, name):
+                setattr(config, name, dropout)
+        model = AutoModelForSeq2SeqLM.from_pretrained(checkpoint, config=config)
     except (OSError, ValueError) as err:
         raise BackboneUnavailableError(unavailable_message(checkpoint, err)) from None
     if model.get_input_embeddings().num_embeddings < len(tokenizer):
@@ -140,6 +147,20 @@ def _hub_model(checkpoint: str, tokenizer: PreTrainedTokenizerBase) -> PreTraine
     if model.config.decoder_start_token_id is None:
         model.config.decoder_start_token_id = tokenizer.pad_token_id
     return model.eval()
+
+
+def training_kernels(device: torch.device) -> contextlib.AbstractContextManager:
+    """Attention kernels for a training step.
+
+    On CPU, PyTorch picks its flash-attention kernel when dropout is off, and that kernel's
+    backward took ~45% of a step here; the plain math kernel trains the same model 1.4x
+    faster (151 -> 215 samples/s, 2+2 MiniLM layers, bench measured on this 2-core CPU).
+    """
+    if device.type != "cpu":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 # -- checkpoints ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from idgenrec.backbone import build_seq2seq, build_tokenizer, save_seq2seq, vocabulary_corpus
+from idgenrec.backbone import build_seq2seq, build_tokenizer, save_seq2seq, training_kernels, vocabulary_corpus
 from idgenrec.config import Params, WarmupConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.ids.text import keyword_phrase
@@ -72,7 +72,7 @@ def train_keyword_phrases(
     for batch in _batches(pairs, config.batch_size, steps, rng):
         inputs = tokenizer([t for t, _ in batch], truncation=True, max_length=max_input_tokens, padding=True, return_tensors="pt")
         decoder_input_ids, labels = _teacher_forcing([k for _, k in batch], tokenizer, model.config.decoder_start_token_id)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16), training_kernels(torch.device("cpu")):
             logits = model(
                 input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, decoder_input_ids=decoder_input_ids
             ).logits  # (B, T, V)

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
+from idgenrec.backbone import training_kernels
 from idgenrec.config import PhaseConfig, TrainingConfig
 from idgenrec.recommender.decoding import decoder_step
 from idgenrec.recommender.samples import (
@@ -163,7 +164,7 @@ def train_id_phase(
                 chosen = [samples[i] for i in batch]
                 prompts = encode_samples(encoder, chosen, rng, config.train_templates)
                 targets = [encoder.target(s.target) for s in chosen]
-                with autocast(device, config.bf16):
+                with autocast(device, config.bf16), training_kernels(device):
                     loss = id_phase_loss(
                         generator, recommender, prompts, targets, item_inputs,
                         config.soft_id_max_tokens, eos, encoder.tokenizer.pad_token_id,

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from idgenrec.backbone import training_kernels
 from idgenrec.config import PhaseConfig, TrainingConfig
 from idgenrec.recommender.samples import (
     Batch,
@@ -131,7 +132,7 @@ def train_recommender_phase(
         batches = iterate_batches(encoder, samples, indices, config, rng, pad_id, start_id)
         steps = math.ceil(len(indices) / config.batch_size)
         for batch in tqdm(batches, total=steps, desc=f"recommender epoch {epoch + 1}/{plan.num_epochs}", leave=False, disable=None):
-            with autocast(device, config.bf16):
+            with autocast(device, config.bf16), training_kernels(device):
                 loss = recommender_loss(model, batch, device)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
