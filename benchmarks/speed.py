@@ -34,7 +34,7 @@ from idgenrec.ids import make_id_table
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
 from idgenrec.recommender.samples import PromptEncoder, collate, training_samples
-from idgenrec.recommender.training import autocast, recommender_loss, make_optimizer
+from idgenrec.recommender.training import make_optimizer, optimisation_step
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 1024, seconds: float = 3.0) -> float:
@@ -56,13 +56,10 @@ def training_throughput(model, batches, bf16: bool, config: TrainingConfig) -> d
     device = torch.device("cpu")
     optimizer, schedule = make_optimizer(model.parameters(), 1e-4, config, len(batches) + 2)
 
+    settings = config.model_copy(update={"bf16": bf16})
+
     def step(batch) -> None:
-        with autocast(device, bf16):
-            loss = recommender_loss(model, batch, device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        optimisation_step(model, batch, optimizer, schedule, device, settings)  # exactly the training loop's step
 
     model.train()
     for batch in batches[:2]:

@@ -271,3 +271,32 @@ def test_cli_generate_without_generator_names_the_folder(dataset, tmp_path):
         app, ["ids", "generate", "--params", str(params), "--prepared", str(tmp_path / "prepared"), "--generator", str(tmp_path / "missing")]
     )
     assert result.exit_code == 1 and "missing" in result.output and "idgenrec ids warmup" in result.output
+
+
+# -- the trie ------------------------------------------------------------------------
+
+
+def test_trie_batched_lookups_agree_with_the_paths():
+    import random
+
+    rng = random.Random(0)
+    eos, vocab = 2, 40
+    sequences = list({tuple(rng.randrange(4, vocab) for _ in range(rng.randint(1, 4))) for _ in range(200)})
+    sequences = [s for s in sequences if not any(s == t[: len(s)] and s != t for t in sequences)] + [(3,), (3, 8)]
+    trie = IdTrie(sequences, eos)
+    assert len(trie) == len(sequences)
+    # every node reachable from a path prefix, plus a dead beam
+    nodes = sorted({trie.walk(s[:i]) for s in sequences for i in range(len(s) + 2)} | {IdTrie.DEAD})
+    nodes_t = torch.tensor(nodes)
+    mask = trie.allowed_mask(nodes_t, vocab)
+    for row, node in enumerate(nodes):
+        expected = {t for t in range(vocab) if trie.step(node, t) >= 0} or {eos}  # finished or dead: eos only
+        assert set(mask[row].nonzero().flatten().tolist()) == expected, node
+    tokens = torch.tensor([rng.randrange(vocab + 5) for _ in nodes])  # some beyond every edge token
+    assert trie.step_many(nodes_t, tokens).tolist() == [trie.step(n, int(t)) for n, t in zip(nodes, tokens)]
+    items = {trie.walk([*s, eos]): item for item, s in enumerate(sequences)}
+    assert trie.items_at(nodes_t).tolist() == [items.get(n, -1) for n in nodes]
+    # eos after (3,) completes item "(3,)", though (3, 8) continues from the same node
+    three = trie.walk([3])
+    assert trie.completions(torch.tensor([three, IdTrie.ROOT, IdTrie.DEAD])).tolist() == [sequences.index((3,)), -1, -1]
+    assert set(trie.allowed_tokens(three).tolist()) == {8, eos}

@@ -88,7 +88,8 @@ def beam_search(
     scores = torch.full((batch, num_beams), NEG_INF, device=device)
     scores[:, 0] = 0.0
     scores = scores.view(-1)
-    nodes = [IdTrie.ROOT] * (batch * num_beams)
+    nodes = torch.full((batch * num_beams,), IdTrie.ROOT, dtype=torch.long, device=device)
+    excluded = _excluded_matrix(exclude, len(trie), device) if trie is not None and exclude is not None else None
     finished = torch.zeros(batch * num_beams, dtype=torch.bool, device=device)
     cache = None
     for _ in range(max_steps):
@@ -97,9 +98,9 @@ def beam_search(
         )
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
         if trie is not None:
-            allowed = trie.allowed_mask(nodes, vocab).to(device)
-            if exclude is not None:
-                _forbid_excluded_completions(allowed, nodes, trie, exclude, num_beams)
+            allowed = trie.allowed_mask(nodes, vocab)
+            if excluded is not None:
+                _forbid_excluded_completions(allowed, nodes, trie, excluded, num_beams)
             log_probs = log_probs.masked_fill(~allowed, NEG_INF)
         # A finished beam stays as it is: it may only "emit" eos at no cost.
         log_probs[finished] = NEG_INF
@@ -114,37 +115,42 @@ def beam_search(
         was_finished = finished.index_select(0, beam_origin)
         finished = was_finished | (next_token == eos_token_id)
         if trie is not None:
-            origin = beam_origin.tolist()
-            nodes = [
-                nodes[o] if done else trie.step(nodes[o], t)
-                for o, t, done in zip(origin, next_token.tolist(), was_finished.tolist())
-            ]
+            parents = nodes.index_select(0, beam_origin)
+            nodes = torch.where(was_finished, parents, trie.step_many(parents, next_token))
         if bool(finished.all()):
             break
     return _collect(tokens, scores, finished, nodes, trie, batch, num_beams)
 
 
-def _forbid_excluded_completions(allowed, nodes, trie: IdTrie, exclude, num_beams: int) -> None:
-    eos = trie.eos_token_id
-    for row, node in enumerate(nodes):
-        excluded = exclude[row // num_beams]
-        if excluded and node >= 0 and not trie.is_leaf(node):
-            item = trie.item_at(trie.step(node, eos))
-            if item is not None and item in excluded:
-                allowed[row, eos] = False
+def _excluded_matrix(exclude: Sequence[set[int]], num_items: int, device) -> torch.Tensor:
+    """(B, num_items) bool: True where the item may not be recommended to prompt b."""
+    matrix = torch.zeros(len(exclude), num_items, dtype=torch.bool)
+    for row, items in enumerate(exclude):
+        if items:
+            matrix[row, list(items)] = True
+    return matrix.to(device)
+
+
+def _forbid_excluded_completions(allowed, nodes, trie: IdTrie, excluded: torch.Tensor, num_beams: int) -> None:
+    """No eos where it would complete an item excluded for that beam's prompt."""
+    completed = trie.completions(nodes)  # (B*K,), -1 where eos completes nothing
+    prompt = torch.arange(len(nodes), device=nodes.device) // num_beams
+    forbid = (completed >= 0) & excluded[prompt, completed.clamp(min=0)]
+    allowed[forbid, trie.eos_token_id] = False
 
 
 def _collect(tokens, scores, finished, nodes, trie, batch: int, num_beams: int) -> BeamResult:
     items: list[list[int]] = []
     beam_scores: list[list[float]] = []
     flat_scores = scores.tolist()
+    node_items = trie.items_at(nodes).tolist() if trie is not None else None
+    done = finished.tolist()
     for b in range(batch):
         row_items, row_scores = [], []
         for r in range(b * num_beams, (b + 1) * num_beams):
-            if flat_scores[r] == NEG_INF or not bool(finished[r]):
+            if flat_scores[r] == NEG_INF or not done[r]:
                 continue
-            item = trie.item_at(nodes[r]) if trie is not None else -1
-            row_items.append(item if item is not None else -1)
+            row_items.append(node_items[r] if node_items is not None else -1)
             row_scores.append(flat_scores[r])
         items.append(row_items)
         beam_scores.append(row_scores)

@@ -51,6 +51,18 @@ def recommender_loss(model, batch: Batch, device: torch.device) -> torch.Tensor:
     return sequence_loss(logits, batch.labels.to(device))
 
 
+def optimisation_step(model, batch: Batch, optimizer, schedule, device: torch.device, config: TrainingConfig) -> float:
+    """One recommender step (forward, backward, clip, update); returns the batch loss."""
+    with autocast(device, config.bf16), training_kernels(device):
+        loss = recommender_loss(model, batch, device)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    schedule.step()
+    return loss.item()
+
+
 @dataclass
 class PhasePlan:
     """How many optimisation steps a phase takes and which samples feed each epoch."""
@@ -132,14 +144,8 @@ def train_recommender_phase(
         batches = iterate_batches(encoder, samples, indices, config, rng, pad_id, start_id)
         steps = math.ceil(len(indices) / config.batch_size)
         for batch in tqdm(batches, total=steps, desc=f"recommender epoch {epoch + 1}/{plan.num_epochs}", leave=False, disable=None):
-            with autocast(device, config.bf16), training_kernels(device):
-                loss = recommender_loss(model, batch, device)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * batch.labels.size(0)
+            loss = optimisation_step(model, batch, optimizer, schedule, device, config)
+            total += loss * batch.labels.size(0)
             count += batch.labels.size(0)
         losses.append(total / max(count, 1))
         if on_epoch_end is not None:
