@@ -142,6 +142,11 @@ class TrainingConfig(_Section):
         16, ge=1, description="Samples per step in an `ids` phase: each decodes every history item with gradients "
         "kept, so memory grows with batch x history (64 x 10 items peaked at ~8 GB on ML-100k)."
     )
+    id_anchor_weight: float = Field(
+        1.0, ge=0, description="ID phase: weight of the generator's cross-entropy on the current IDs, added to the "
+        "recommender loss so the generator keeps writing short textual IDs (0 = the paper's plain objective; at lr "
+        "1e-3 that collapsed every ML-100k ID into repeated words).",
+    )
     schedule: list[PhaseConfig] = Field(
         default_factory=lambda: [PhaseConfig(phase="recommender", epochs=1.0)],
         description="Phases run in order; an `ids` phase is followed by regenerating the ID table.",

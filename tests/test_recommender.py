@@ -12,7 +12,7 @@ from idgenrec.data.dataset import SequenceDataset
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.decoding import beam_search
 from idgenrec.recommender.samples import PromptEncoder, pad_batch, training_samples
-from idgenrec.recommender.soft_ids import ItemTextInputs, differentiable_greedy_decode, id_phase_loss
+from idgenrec.recommender.soft_ids import ItemTextInputs, anchor_loss, differentiable_greedy_decode, id_phase_loss
 from idgenrec.recommender.training import train_recommender_phase
 
 WORDS = ["apple pie", "banana split", "cherry tart", "date cake", "fig roll", "grape jam", "kiwi tea", "lemon curd"]
@@ -123,7 +123,8 @@ def test_soft_ids_use_real_probabilities_and_stop_at_eos(backbone):
     assert (keep[:, 1:] <= keep[:, :-1]).all()
 
 
-def test_id_phase_gradients_reach_the_generator_and_never_the_recommender(backbone, trained):
+@pytest.mark.parametrize("anchor_weight", [0.0, 1.0])
+def test_id_phase_gradients_reach_the_generator_and_never_the_recommender(backbone, trained, anchor_weight):
     dataset, tokenizer, recommender, generator, _ = backbone
     encoder, _ = trained
     for p in recommender.parameters():
@@ -134,7 +135,10 @@ def test_id_phase_gradients_reach_the_generator_and_never_the_recommender(backbo
         targets = [encoder.target(3), encoder.target(6)]
         generator.zero_grad(set_to_none=True)
         recommender.zero_grad(set_to_none=True)
-        loss = id_phase_loss(generator, recommender, prompts, targets, inputs, 4, encoder.eos, tokenizer.pad_token_id)
+        current = [encoder.target(i) for i in range(dataset.num_items)]
+        loss = id_phase_loss(
+            generator, recommender, prompts, targets, inputs, 4, encoder.eos, tokenizer.pad_token_id, current, anchor_weight
+        )
         loss.backward()
     finally:
         for p in recommender.parameters():
@@ -142,6 +146,22 @@ def test_id_phase_gradients_reach_the_generator_and_never_the_recommender(backbo
     generator_grads = [p.grad for p in generator.parameters() if p.grad is not None]
     assert generator_grads and any(g.abs().sum() > 0 for g in generator_grads)
     assert all(p.grad is None for p in recommender.parameters())
+
+
+def test_id_phase_anchor_adds_the_generators_loss_on_the_current_ids(backbone, trained):
+    dataset, tokenizer, recommender, generator, _ = backbone
+    encoder, _ = trained
+    inputs = ItemTextInputs(tokenizer, dataset.item_texts, 32)
+    prompts, targets = [encoder.encode([0, 1, 2])], [encoder.target(3)]
+    current = [encoder.target(i) for i in range(dataset.num_items)]
+    with torch.no_grad():
+        plain = id_phase_loss(generator, recommender, prompts, targets, inputs, 4, encoder.eos, tokenizer.pad_token_id)
+        anchored = id_phase_loss(
+            generator, recommender, prompts, targets, inputs, 4, encoder.eos, tokenizer.pad_token_id, current, 2.0
+        )
+        anchor = anchor_loss(generator, *inputs.batch([0, 1, 2], "cpu"), [current[i] for i in (0, 1, 2)], tokenizer.pad_token_id)
+    assert anchor > 0
+    torch.testing.assert_close(anchored, plain + 2.0 * anchor)
 
 
 def _tiny_params(schedule) -> Params:
