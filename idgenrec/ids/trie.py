@@ -91,14 +91,6 @@ class IdTrie:
             node = self.step(node, token)
         return node
 
-    def item_at(self, node: int) -> int | None:
-        """Item whose complete path (eos included) ends at ``node``."""
-        item = int(self._tables["leaf_item"][node]) if node >= 0 else -1
-        return item if item >= 0 else None
-
-    def is_leaf(self, node: int) -> bool:
-        return self.item_at(node) is not None
-
     # -- batched: one call per decoding step, nodes as a (N,) long tensor -----------------
 
     def allowed_mask(self, nodes: torch.Tensor | Sequence[int], vocab_size: int) -> torch.Tensor:
