@@ -80,7 +80,7 @@ def run_idgenrec(dataset: SequenceDataset, params: Params, workdir: Path) -> dic
     timings["train_s"] = time.perf_counter() - started
     started = time.perf_counter()
     model = IDGenRecModel.load(run_dir / alternating.BEST, device=pick_device())
-    metrics = evaluate_protocol(model, dataset, params.evaluation.ks)
+    metrics = evaluate_protocol(model, dataset, params.evaluation.ks, params.evaluation.sample_users)
     timings["evaluate_s"] = time.perf_counter() - started
     first_phase = [r for r in state.records if r["phase_index"] == 0 and "train_loss" in r]
     return {
@@ -113,7 +113,8 @@ def run_baseline(name: str, dataset: SequenceDataset, params: Params) -> dict:
     else:
         raise ValueError(f"unknown baseline {name!r}")
     trained = time.perf_counter() - started
-    return {"metrics": evaluate_protocol(model, dataset, params.evaluation.ks), "timings": {"train_s": trained}}
+    metrics = evaluate_protocol(model, dataset, params.evaluation.ks, params.evaluation.sample_users)
+    return {"metrics": metrics, "timings": {"train_s": trained}}
 
 
 def summarise(runs: list[dict]) -> dict[str, dict[str, float]]:

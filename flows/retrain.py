@@ -178,7 +178,9 @@ def evaluate(params: Params, files: PipelineFiles) -> dict:
     from idgenrec.recommender.training import pick_device
 
     model = IDGenRecModel.load(files.model, device=pick_device())
-    results = evaluate_protocol(model, SequenceDataset.load(files.prepared), params.evaluation.ks)
+    results = evaluate_protocol(
+        model, SequenceDataset.load(files.prepared), params.evaluation.ks, params.evaluation.sample_users
+    )
     write_json(files.model_metrics, results)
     return results
 

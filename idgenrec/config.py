@@ -45,6 +45,12 @@ class EvaluationConfig(_Section):
         "sequential convention); the other setting is always reported alongside.",
     )
     selection_metric: str = Field("ndcg@10", description="Validation metric that selects checkpoints.")
+    sample_users: int | None = Field(
+        None,
+        ge=1,
+        description="Report metrics on this fixed random subset of users (seed 0: the same users for every "
+        "model) instead of all of them; for large datasets on a CPU, where decoding every user is the cost.",
+    )
 
     @model_validator(mode="after")
     def _selection_metric_is_reported(self) -> "EvaluationConfig":
@@ -152,6 +158,12 @@ class TrainingConfig(_Section):
         description="Phases run in order; an `ids` phase is followed by regenerating the ID table.",
     )
     num_beams: int = Field(10, ge=1, description="Beam width of trie-constrained decoding.")
+    user_id_words: int = Field(
+        0,
+        ge=0,
+        description="User IDs in prompts: the N most frequent words of the IDs of every item the user had before "
+        "the one to predict (0: no user IDs, prompts say 'the user'). Never built from the target or later items.",
+    )
     selection_users: int | None = Field(
         None, ge=1, description="Validate on this fixed random subset of users after each epoch (None: all users)."
     )

@@ -69,12 +69,16 @@ def exclusion_setting(exclude_seen: bool) -> str:
     return "seen_excluded" if exclude_seen else "seen_included"
 
 
-def evaluate_protocol(model: Recommender, dataset: SequenceDataset, ks: Sequence[int]) -> dict[str, float]:
+def evaluate_protocol(
+    model: Recommender, dataset: SequenceDataset, ks: Sequence[int], sample_users: int | None = None
+) -> dict[str, float]:
     """Validation and test metrics under both seen-item settings, as the protocol reports them.
 
     Keys look like ``test/seen_included/ndcg@10``; every model (baselines included) is
-    reported with this one layout so `dvc metrics show` lines them up.
+    reported with this one layout so `dvc metrics show` lines them up. ``sample_users``
+    scores a fixed subset of users, the same for every model (``evaluation.sample_users``).
     """
+    dataset = dataset.sample_users(sample_users, seed=0)
     results: dict[str, float] = {}
     for split in ("valid", "test"):
         for exclude_seen in (False, True):

@@ -52,3 +52,18 @@ def test_popularity_counts_only_training_items_and_excludes_seen_on_request():
     metrics = evaluate(model, dataset, "test", ks=[1], exclude_seen=False)
     # targets 3, 2, 0: only user 3's target (0) is at rank 0
     assert metrics["recall@1"] == pytest.approx(1 / 3)
+
+
+def test_a_user_sample_scores_the_same_fixed_users_for_every_model():
+    from idgenrec.evaluation import evaluate_protocol
+
+    dataset = _toy_dataset()
+    sample = dataset.sample_users(2, seed=0)
+    assert sample.num_users == 2 and sample.item_ids == dataset.item_ids
+    assert sample.user_ids == dataset.sample_users(2, seed=0).user_ids  # fixed, not redrawn
+    assert set(sample.user_ids) < set(dataset.user_ids)
+    assert dataset.sample_users(None, seed=0) is dataset and dataset.sample_users(5, seed=0) is dataset
+    model = PopularityRecommender.fit(dataset)
+    sampled = evaluate_protocol(model, dataset, [1, 2], sample_users=2)
+    assert sampled == evaluate_protocol(model, sample, [1, 2])
+    assert sampled != evaluate_protocol(model, dataset, [1, 2])

@@ -11,7 +11,7 @@ from idgenrec.config import BackboneConfig, IdConfig, Params, PhaseConfig, Train
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.decoding import beam_search
-from idgenrec.recommender.samples import PromptEncoder, pad_batch, training_samples
+from idgenrec.recommender.samples import PromptEncoder, UserIdWriter, pad_batch, training_samples
 from idgenrec.recommender.soft_ids import ItemTextInputs, anchor_loss, differentiable_greedy_decode, id_phase_loss
 from idgenrec.recommender.training import train_recommender_phase
 
@@ -212,13 +212,39 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     assert state.completed_phases == 0
 
 
-def test_saved_model_loads_and_recommends_the_same(tmp_path, backbone, trained):
+def test_user_ids_are_written_from_the_items_before_the_target_only():
+    writer = UserIdWriter(["red apple", "green apple", "red wine", "blue cheese"], words=2)
+    assert writer([0, 1]) == "apple green"  # apple twice; green and red once each, green more recent
+    assert writer([0, 1, 2]) == "red apple"  # red now twice and more recent than apple
+    assert writer([]) == ""
+    sequence = [0, 1, 2, 3, 2]
+    samples = training_samples([sequence], history_length=2, user_ids=writer)
+    assert [s.user_id for s in samples] == [writer(sequence[:i]) for i in range(1, len(sequence))]
+    # What comes at or after the target never changes the user's ID (the reference code's leak).
+    changed = training_samples([[0, 1, 3, 3, 3]], history_length=2, user_ids=writer)
+    assert [s.user_id for s in changed][:2] == [s.user_id for s in samples][:2]
+    assert all(s.user_id == "" for s in training_samples([sequence], history_length=2))
+
+
+def test_a_user_id_goes_into_the_prompt_and_leaves_the_item_spans_intact(backbone):
+    dataset, tokenizer, _, _, item_tokens = backbone
+    encoder = PromptEncoder(tokenizer, item_tokens, history_length=3)
+    anonymous, named = encoder.encode([0, 1, 2]), encoder.encode([0, 1, 2], user_id="apple pie")
+    assert "the user" in tokenizer.decode(anonymous.input_ids)
+    assert "user apple pie" in tokenizer.decode(named.input_ids)
+    for prompt in (anonymous, named):
+        assert [prompt.input_ids[a:b] for a, b, _ in prompt.item_spans] == [item_tokens[i] for i in (0, 1, 2)]
+
+
+@pytest.mark.parametrize("user_id_words", [0, 2])
+def test_saved_model_loads_and_recommends_the_same(tmp_path, backbone, trained, user_id_words):
     from idgenrec.ids import ItemIdTable
     from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
 
     dataset, tokenizer, recommender, generator, _ = backbone
     table = ItemIdTable(item_ids=dataset.item_ids, textual_ids=WORDS)
-    model = IDGenRecModel(recommender, tokenizer, table, DecodingSettings(3, 4, bf16=False), generator)
+    settings = DecodingSettings(3, 4, bf16=False, user_id_words=user_id_words)
+    model = IDGenRecModel(recommender, tokenizer, table, settings, generator)
     histories = [[0, 1], [3, 4, 5]]
     before = model.recommend_with_scores(histories, k=3)
     model.save(tmp_path / "model")
@@ -227,3 +253,22 @@ def test_saved_model_loads_and_recommends_the_same(tmp_path, backbone, trained):
     for row_before, row_after in zip(before[1], after[1]):
         assert row_before == pytest.approx(row_after, abs=1e-5)
     assert all(len(items) == 3 for items in after[0])
+
+
+def test_training_with_user_ids_carries_them_into_the_selected_model(tmp_path, backbone):
+    from idgenrec.backbone import save_seq2seq
+    from idgenrec.ids import ItemIdTable
+    from idgenrec.recommender import alternating
+    from idgenrec.recommender.model import IDGenRecModel
+
+    dataset, tokenizer, _, generator, _ = backbone
+    params = _tiny_params([PhaseConfig(phase="recommender", epochs=2, learning_rate=3e-3)])
+    params = params.model_copy(update={"training": params.training.model_copy(update={"user_id_words": 2})})
+    save_seq2seq(generator, tokenizer, tmp_path / "generator")
+    ItemIdTable(item_ids=dataset.item_ids, textual_ids=WORDS).save(tmp_path / "ids.tsv")
+    state = alternating.train(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "run")
+    assert state.best_score is not None
+    model = IDGenRecModel.load(tmp_path / "run" / alternating.BEST)
+    assert model.settings.user_id_words == 2
+    recommended = model.recommend([dataset.sequences[0][:-1]], k=3)[0]
+    assert len(recommended) == 3 and all(0 <= item < dataset.num_items for item in recommended)

@@ -26,7 +26,9 @@ def popularity(
 
     config = read_params(params)
     dataset = SequenceDataset.load(prepared)
-    results = evaluate_protocol(PopularityRecommender.fit(dataset), dataset, config.evaluation.ks)
+    results = evaluate_protocol(
+        PopularityRecommender.fit(dataset), dataset, config.evaluation.ks, config.evaluation.sample_users
+    )
     write_json(output, results)
     for key in sorted(results):
         typer.echo(f"{key:40s} {results[key]:.4f}")
@@ -62,7 +64,7 @@ def sasrec(
         progress=progress,
     )
     model.save(model_dir)
-    results = evaluate_protocol(model, dataset, config.evaluation.ks)
+    results = evaluate_protocol(model, dataset, config.evaluation.ks, config.evaluation.sample_users)
     epochs = len(model.log.epochs)
     results["train/epochs"] = epochs
     results["train/best_epoch"] = model.log.best_epoch

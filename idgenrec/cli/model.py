@@ -53,7 +53,7 @@ def evaluate(
     config = read_params(params)
     dataset = SequenceDataset.load(prepared)
     recommender = IDGenRecModel.load(model, device=pick_device())
-    results = evaluate_protocol(recommender, dataset, config.evaluation.ks)
+    results = evaluate_protocol(recommender, dataset, config.evaluation.ks, config.evaluation.sample_users)
     write_json(output, results)
     for key in sorted(results):
         typer.echo(f"{key:40s} {results[key]:.4f}")

@@ -13,6 +13,7 @@ chronological (ties broken by file order). Leave-one-out:
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,16 @@ class SequenceDataset:
         if split == "test":
             return [s[:-1] for s in self.sequences], [s[-1] for s in self.sequences]
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+
+    def sample_users(self, count: int | None, seed: int) -> "SequenceDataset":
+        """The same catalogue with a fixed random subset of ``count`` users (all when ``None`` or too few)."""
+        if count is None or count >= self.num_users:
+            return self
+        users = sorted(random.Random(seed).sample(range(self.num_users), count))
+        return SequenceDataset(
+            self.name, self.item_ids, self.item_titles, self.item_texts,
+            [self.user_ids[u] for u in users], [self.sequences[u] for u in users], self.stats,
+        )
 
     def item_index(self) -> dict[str, int]:
         return {item: index for index, item in enumerate(self.item_ids)}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,7 +28,7 @@ from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate
 from idgenrec.recommender.model import IDGenRecModel, DecodingSettings
-from idgenrec.recommender.samples import PromptEncoder, training_samples
+from idgenrec.recommender.samples import PromptEncoder, UserIdWriter, training_samples
 from idgenrec.recommender.soft_ids import ItemTextInputs, train_id_phase
 from idgenrec.recommender.training import pick_device, train_recommender_phase
 
@@ -66,7 +65,8 @@ def params_fingerprint(params: Params) -> str:
 
 
 def decoding_settings(params: Params) -> DecodingSettings:
-    return DecodingSettings(params.training.history_length, params.training.num_beams, params.training.bf16)
+    training = params.training
+    return DecodingSettings(training.history_length, training.num_beams, training.bf16, user_id_words=training.user_id_words)
 
 
 def _digest(path: Path) -> str:
@@ -116,18 +116,6 @@ def start_or_resume(
     return state
 
 
-def _selection_users(dataset: SequenceDataset, params: Params) -> SequenceDataset:
-    """The users whose validation item selects checkpoints (all, or a fixed random subset)."""
-    limit = params.training.selection_users
-    if limit is None or limit >= dataset.num_users:
-        return dataset
-    users = sorted(random.Random(params.training.seed).sample(range(dataset.num_users), limit))
-    return SequenceDataset(
-        dataset.name, dataset.item_ids, dataset.item_titles, dataset.item_texts,
-        [dataset.user_ids[u] for u in users], [dataset.sequences[u] for u in users], dataset.stats,
-    )
-
-
 def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: int) -> list[dict]:
     """Run phase ``index`` of the schedule from ``current/``; returns its records.
 
@@ -152,13 +140,16 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
     recommender.to(device)
     table = ItemIdTable.load(current / "item_ids.tsv")
     seed = params.training.seed * 1000 + index
-    samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], params.training.history_length)
+    user_ids = UserIdWriter(table.textual_ids, params.training.user_id_words) if params.training.user_id_words else None
+    samples = training_samples(
+        [dataset.train_sequence(u) for u in range(dataset.num_users)], params.training.history_length, user_ids
+    )
     encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), params.training.history_length)
     records: list[dict] = []
     started = time.perf_counter()
 
     if phase.phase == "recommender":
-        selection = _selection_users(dataset, params)
+        selection = dataset.sample_users(params.training.selection_users, params.training.seed)
 
         def select(epoch: int, loss: float) -> None:
             model = IDGenRecModel(recommender, tokenizer, table, decoding_settings(params), generator)

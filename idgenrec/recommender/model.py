@@ -17,7 +17,7 @@ import torch
 from idgenrec.atomic import atomic_directory
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.decoding import beam_search
-from idgenrec.recommender.samples import PromptEncoder, pad_batch
+from idgenrec.recommender.samples import PromptEncoder, UserIdWriter, pad_batch
 from idgenrec.recommender.training import autocast
 
 RECOMMENDER_DIR, GENERATOR_DIR, ID_TABLE, SETTINGS = "recommender", "generator", "item_ids.tsv", "settings.json"
@@ -29,6 +29,7 @@ class DecodingSettings:
     num_beams: int
     bf16: bool = True
     batch_size: int = 64
+    user_id_words: int = 0  # 0: prompts say "the user"; else see UserIdWriter
 
 
 class IDGenRecModel:
@@ -43,6 +44,7 @@ class IDGenRecModel:
         self.item_tokens = id_table.token_ids(tokenizer)
         self.prompts = PromptEncoder(tokenizer, self.item_tokens, settings.history_length)
         self.trie = IdTrie(self.item_tokens, self.prompts.eos)
+        self.user_ids = UserIdWriter(id_table.textual_ids, settings.user_id_words) if settings.user_id_words else None
 
     @property
     def device(self) -> torch.device:
@@ -64,7 +66,10 @@ class IDGenRecModel:
         results: dict[int, tuple[list[int], list[float]]] = {}
         for start in range(0, len(order), self.settings.batch_size):
             chunk = order[start : start + self.settings.batch_size]
-            prompts = [self.prompts.encode(histories[i]) for i in chunk]
+            prompts = [
+                self.prompts.encode(histories[i], user_id=self.user_ids(histories[i]) if self.user_ids else "")
+                for i in chunk
+            ]
             input_ids = pad_batch([p.input_ids for p in prompts], self.tokenizer.pad_token_id).to(self.device)
             mask = (input_ids != self.tokenizer.pad_token_id).long()
             exclude = [set(histories[i]) for i in chunk] if exclude_seen else None

@@ -8,9 +8,10 @@ replaces those positions with differentiable embeddings).
 
 from __future__ import annotations
 
+import heapq
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -59,13 +60,14 @@ class PromptEncoder:
     def target(self, item: int) -> list[int]:
         return self.item_tokens[item] + [self.eos]
 
-    def encode(self, history: Sequence[int], template: int = 0) -> EncodedPrompt:
+    def encode(self, history: Sequence[int], template: int = 0, user_id: str = "") -> EncodedPrompt:
+        """The prompt for the last ``history_length`` items of ``history``; ``user`` then the user's ID if given."""
         history = list(history)[-self.history_length :]
         ids = list(self.prefix)
         spans: list[tuple[int, int, int]] = []
         for piece in self.templates[template]:
             if piece == "{user}":
-                ids += self.anonymous_user  # no user IDs: nothing about the user can leak into the prompt
+                ids += self._tokens(f"user {user_id}") if user_id else self.anonymous_user
             elif piece == "{history}":
                 for position, item in enumerate(history):
                     if position:
@@ -79,19 +81,64 @@ class PromptEncoder:
         return EncodedPrompt(ids, spans)
 
 
+class UserIdWriter:
+    """A user's textual ID, written from the items the user had *before* the item to predict.
+
+    The ID is the ``words`` most frequent words across those items' textual IDs (ties: the
+    more recent word first). It summarises the whole history, beyond the prompt's window of
+    the last items, and by construction it can never contain the target: the reference
+    code's user IDs were generated from the whole sequence, test item included.
+    """
+
+    def __init__(self, item_ids: Sequence[str], words: int):
+        if words < 1:
+            raise ValueError(f"a user ID needs at least one word, got words={words}")
+        self.item_words = [text.split() for text in item_ids]
+        self.words = words
+
+    def _top(self, counts: dict[str, int], last_seen: dict[str, int]) -> str:
+        best = heapq.nlargest(self.words, counts, key=lambda word: (counts[word], last_seen[word]))
+        return " ".join(best)
+
+    def __call__(self, items: Sequence[int]) -> str:
+        """The ID of a user whose history is ``items`` (oldest first)."""
+        return next(iter(self.along(items, start=len(items))))
+
+    def along(self, sequence: Sequence[int], start: int = 1) -> Iterator[str]:
+        """The ID before each position ``i >= start`` of ``sequence``, in one incremental pass."""
+        counts: dict[str, int] = {}
+        last_seen: dict[str, int] = {}
+        for position, item in enumerate(sequence[:start]):
+            self._add(item, position, counts, last_seen)
+        yield self._top(counts, last_seen)
+        for position in range(start, len(sequence)):
+            self._add(sequence[position], position, counts, last_seen)
+            yield self._top(counts, last_seen)
+
+    def _add(self, item: int, position: int, counts: dict[str, int], last_seen: dict[str, int]) -> None:
+        for word in self.item_words[item]:
+            counts[word] = counts.get(word, 0) + 1
+            last_seen[word] = position
+
+
 @dataclass(frozen=True)
 class TrainingSample:
     user: int
     history: tuple[int, ...]
     target: int
+    user_id: str = ""  # written from the items before the target only ("" when user IDs are off)
 
 
-def training_samples(train_sequences: Sequence[Sequence[int]], history_length: int) -> list[TrainingSample]:
+def training_samples(
+    train_sequences: Sequence[Sequence[int]], history_length: int, user_ids: UserIdWriter | None = None
+) -> list[TrainingSample]:
     """Every prefix of every training sequence: predict items[i] from items[:i][-history_length:]."""
     samples = []
     for user, sequence in enumerate(train_sequences):
+        written = user_ids.along(sequence) if user_ids else None
         for i in range(1, len(sequence)):
-            samples.append(TrainingSample(user, tuple(sequence[max(0, i - history_length) : i]), sequence[i]))
+            user_id = next(written) if written else ""
+            samples.append(TrainingSample(user, tuple(sequence[max(0, i - history_length) : i]), sequence[i], user_id))
     return samples
 
 
@@ -144,4 +191,4 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.
 def encode_samples(
     encoder: PromptEncoder, samples: Sequence[TrainingSample], rng: random.Random, template_mode: str
 ) -> list[EncodedPrompt]:
-    return [encoder.encode(s.history, draw_template(rng, template_mode)) for s in samples]
+    return [encoder.encode(s.history, draw_template(rng, template_mode), s.user_id) for s in samples]
