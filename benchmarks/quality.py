@@ -60,7 +60,7 @@ def run_idgenrec(dataset: SequenceDataset, params: Params, workdir: Path) -> dic
     from idgenrec.ids import make_id_table, warm_up_generator
     from idgenrec.recommender import alternating
     from idgenrec.recommender.model import IDGenRecModel
-    from idgenrec.recommender.training import pick_device
+    from idgenrec.backbone import pick_device
 
     timings = {}
     started = time.perf_counter()

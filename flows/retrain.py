@@ -175,7 +175,7 @@ def write_training_curve(files: PipelineFiles) -> dict:
 def evaluate(params: Params, files: PipelineFiles) -> dict:
     from idgenrec.evaluation import evaluate_protocol
     from idgenrec.recommender.model import IDGenRecModel
-    from idgenrec.recommender.training import pick_device
+    from idgenrec.backbone import pick_device
 
     model = IDGenRecModel.load(files.model, device=pick_device())
     results = evaluate_protocol(

@@ -1,6 +1,13 @@
 """Backbones as configuration: the shared tokenizer and the seq2seq models (see seq2seq.py)."""
 
-from idgenrec.backbone.seq2seq import build_seq2seq, load_seq2seq, save_seq2seq, training_kernels
+from idgenrec.backbone.seq2seq import (
+    autocast,
+    build_seq2seq,
+    load_seq2seq,
+    pick_device,
+    save_seq2seq,
+    training_kernels,
+)
 from idgenrec.backbone.vocabulary import BackboneUnavailableError, build_tokenizer, vocabulary_corpus
 
 __all__ = [

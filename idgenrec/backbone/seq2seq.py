@@ -149,6 +149,19 @@ def _hub_model(checkpoint: str, tokenizer: PreTrainedTokenizerBase, dropout: flo
     return model.eval()
 
 
+def pick_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast where the hardware has it (this CPU has AVX-512 bf16; GPUs from Ampere)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
 def training_kernels(device: torch.device) -> contextlib.AbstractContextManager:
     """Attention kernels for a training step.
 

@@ -48,7 +48,7 @@ def evaluate(
     from idgenrec.data.dataset import SequenceDataset
     from idgenrec.evaluation import evaluate_protocol
     from idgenrec.recommender.model import IDGenRecModel
-    from idgenrec.recommender.training import pick_device
+    from idgenrec.backbone import pick_device
 
     config = read_params(params)
     dataset = SequenceDataset.load(prepared)

@@ -17,7 +17,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from idgenrec.backbone import build_seq2seq, build_tokenizer, save_seq2seq, training_kernels, vocabulary_corpus
+from idgenrec.backbone import (
+    autocast,
+    build_seq2seq,
+    build_tokenizer,
+    pick_device,
+    save_seq2seq,
+    training_kernels,
+    vocabulary_corpus,
+)
 from idgenrec.config import Params, WarmupConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.ids.text import keyword_phrase
@@ -30,7 +38,7 @@ def warm_up_generator(
 ) -> dict:
     """Build tokenizer + generator, train text -> keyword phrase, save the checkpoint; return metrics."""
     tokenizer = build_tokenizer(params.backbone, vocabulary_corpus(dataset))
-    model = build_seq2seq(params.backbone, tokenizer, "generator", seed=params.ids.seed)
+    model = build_seq2seq(params.backbone, tokenizer, "generator", seed=params.ids.seed).to(pick_device())
     pairs = warmup_pairs(dataset, params.warmup.keyword_words)
     metrics = train_keyword_phrases(
         model, tokenizer, pairs, params.warmup, max_input_tokens=params.ids.max_input_tokens, seed=params.ids.seed,
@@ -65,6 +73,7 @@ def train_keyword_phrases(
     steps = max(1, math.ceil(config.epochs * len(pairs) / config.batch_size))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01, eps=1e-6)
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, int(0.05 * steps)), steps)
+    device = next(model.parameters()).device
     model.train()
     losses: list[float] = []
     started = time.perf_counter()
@@ -72,11 +81,13 @@ def train_keyword_phrases(
     for batch in _batches(pairs, config.batch_size, steps, rng):
         inputs = tokenizer([t for t, _ in batch], truncation=True, max_length=max_input_tokens, padding=True, return_tensors="pt")
         decoder_input_ids, labels = _teacher_forcing([k for _, k in batch], tokenizer, model.config.decoder_start_token_id)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.bf16), training_kernels(torch.device("cpu")):
+        with autocast(device, config.bf16), training_kernels(device):
             logits = model(
-                input_ids=inputs.input_ids, attention_mask=inputs.attention_mask, decoder_input_ids=decoder_input_ids
+                input_ids=inputs.input_ids.to(device),
+                attention_mask=inputs.attention_mask.to(device),
+                decoder_input_ids=decoder_input_ids.to(device),
             ).logits  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.to(device).flatten(), ignore_index=IGNORE)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -30,7 +30,8 @@ from idgenrec.evaluation import evaluate
 from idgenrec.recommender.model import IDGenRecModel, DecodingSettings
 from idgenrec.recommender.samples import PromptEncoder, UserIdWriter, training_samples
 from idgenrec.recommender.soft_ids import ItemTextInputs, train_id_phase
-from idgenrec.recommender.training import pick_device, train_recommender_phase
+from idgenrec.backbone import pick_device
+from idgenrec.recommender.training import train_recommender_phase
 
 CURRENT, BEST, ROUNDS, STATE = "current", "best", "rounds", "state.json"
 

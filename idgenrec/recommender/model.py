@@ -18,7 +18,7 @@ from idgenrec.atomic import atomic_directory
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.decoding import beam_search
 from idgenrec.recommender.samples import PromptEncoder, UserIdWriter, pad_batch
-from idgenrec.recommender.training import autocast
+from idgenrec.backbone import autocast
 
 RECOMMENDER_DIR, GENERATOR_DIR, ID_TABLE, SETTINGS = "recommender", "generator", "item_ids.tsv", "settings.json"
 

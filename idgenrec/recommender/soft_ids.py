@@ -26,7 +26,8 @@ from idgenrec.recommender.samples import (
     pad_batch,
     target_tensors,
 )
-from idgenrec.recommender.training import PhasePlan, autocast, make_optimizer, sequence_loss
+from idgenrec.backbone import autocast
+from idgenrec.recommender.training import PhasePlan, apply_gradients, make_optimizer, sequence_loss
 
 
 def differentiable_greedy_decode(
@@ -194,12 +195,7 @@ def train_id_phase(
                         config.soft_id_max_tokens, eos, encoder.tokenizer.pad_token_id,
                         current_ids, config.id_anchor_weight,
                     )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(generator.parameters(), config.grad_clip)
-                optimizer.step()
-                schedule.step()
-                total += loss.item() * len(batch)
+                total += apply_gradients(loss, generator.parameters(), optimizer, schedule, config.grad_clip) * len(batch)
                 count += len(batch)
             losses.append(total / max(count, 1))
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
@@ -12,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from idgenrec.backbone import training_kernels
+from idgenrec.backbone import autocast, training_kernels
 from idgenrec.config import PhaseConfig, TrainingConfig
 from idgenrec.recommender.samples import (
     Batch,
@@ -22,19 +21,6 @@ from idgenrec.recommender.samples import (
     encode_samples,
     length_grouped_batches,
 )
-
-
-def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast where the hardware has it (this CPU has AVX-512 bf16; GPUs from Ampere)."""
-    if not enabled:
-        return contextlib.nullcontext()
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -55,9 +41,14 @@ def optimisation_step(model, batch: Batch, optimizer, schedule, device: torch.de
     """One recommender step (forward, backward, clip, update); returns the batch loss."""
     with autocast(device, config.bf16), training_kernels(device):
         loss = recommender_loss(model, batch, device)
+    return apply_gradients(loss, model.parameters(), optimizer, schedule, config.grad_clip)
+
+
+def apply_gradients(loss: torch.Tensor, parameters, optimizer, schedule, grad_clip: float) -> float:
+    """Backward, clip, update, advance the schedule: the update both phases share; returns the loss."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     optimizer.step()
     schedule.step()
     return loss.item()

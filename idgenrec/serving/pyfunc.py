@@ -108,7 +108,7 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         from idgenrec.recommender.model import IDGenRecModel
-        from idgenrec.recommender.training import pick_device
+        from idgenrec.backbone import pick_device
 
         self.model = IDGenRecModel.load(context.artifacts[MODEL_ARTIFACT], device=pick_device())
         self.index = {item: i for i, item in enumerate(self.model.id_table.item_ids)}
