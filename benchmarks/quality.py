@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             params = with_seed(raw, kind, seed)
             print(f"[{dataset.name}] idgenrec-{kind} seed {seed}", flush=True)
             result = run_idgenrec(dataset, params, args.workdir / dataset.name)
-            runs.append({"model": f"idgenrec-{kind}{args.label}", "seed": seed, **result})
+            runs.append({"model": f"idgenrec-{kind}" + (f"-{args.label}" if args.label else ""), "seed": seed, **result})
             print(json.dumps({k: result["metrics"][k] for k in REPORTED[:4]} | result["timings"]), flush=True)
             save()
     print(markdown(summarise(runs), dataset.name))

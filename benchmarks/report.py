@@ -30,16 +30,36 @@ SECTIONS = [
 PIPELINE_METRICS = [("Pop", "metrics/popularity.json"), ("SASRec (CE)", "metrics/sasrec.json"),
                     ("IDGenRec, learned IDs", "metrics/model.json")]
 COLUMNS = ["recall@5", "recall@10", "ndcg@5", "ndcg@10"]
+KINDS = ("learned", "title", "random")
+# (dataset key in the quality-*.json names, heading, whether `make pipeline` adds seed 0)
+DATASETS = [("ml-100k", "ML-100k", True), ("beauty", "Amazon Beauty", False)]
 
 
-def quality_runs() -> list[tuple[str, int, dict]]:
-    """(model, seed, metrics) from the pipeline's DVC metrics (seed 0) and every quality.py run on ML-100k."""
-    runs = [(name, 0, json.loads(Path(path).read_text())) for name, path in PIPELINE_METRICS if Path(path).exists()]
-    for path in sorted(RESULTS.glob("quality-ml-100k*.json")):
+def display_name(model: str) -> str:
+    """``idgenrec-learned-user-ids`` -> ``IDGenRec, learned IDs (user-ids)``; baselines by their usual names."""
+    if model in ("pop", "sasrec"):
+        return {"pop": "Pop", "sasrec": "SASRec (CE)"}[model]
+    rest = model.removeprefix("idgenrec-")
+    kind = next((k for k in KINDS if rest.startswith(k)), rest)
+    label = rest.removeprefix(kind).strip("- ")
+    return f"IDGenRec, {kind} IDs" + (f" ({label})" if label else "")
+
+
+def result_files(dataset: str) -> list[Path]:
+    return sorted(RESULTS.glob(f"quality-{dataset}*.json"))
+
+
+def quality_runs(dataset: str, with_pipeline: bool) -> list[tuple[str, int, dict]]:
+    """(model, seed, run) from the pipeline's DVC metrics (seed 0) and every quality.py run on ``dataset``."""
+    runs = []
+    if with_pipeline:
+        runs = [(name, 0, {"metrics": json.loads(Path(path).read_text())})
+                for name, path in PIPELINE_METRICS if Path(path).exists()]
+    for path in result_files(dataset):
         for run in json.loads(path.read_text())["runs"]:
-            name = {"pop": "Pop", "sasrec": "SASRec (CE)"}.get(run["model"], f"IDGenRec, {run['model'].removeprefix('idgenrec-')} IDs")
+            name = display_name(run["model"])
             if (name, run["seed"]) not in {(n, s) for n, s, _ in runs}:
-                runs.append((name, run["seed"], run["metrics"]))
+                runs.append((name, run["seed"], run))
     return runs
 
 
@@ -48,21 +68,37 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.fmean(values):.4f}{spread}"
 
 
-def quality_table() -> str:
+def quality_table(dataset: str, heading: str, with_pipeline: bool) -> str:
     """Mean ± std over seeds per model, both exclusion settings, from :func:`quality_runs`."""
-    runs = quality_runs()
-    lines = ["## Quality on ML-100k (test, leave-one-out, full ranking)", "",
+    runs = quality_runs(dataset, with_pipeline)
+    if not runs:
+        return ""
+    lines = [f"## Quality on {heading} (test, leave-one-out, full ranking)", "",
              "Mean ± std over seeds. Left: nothing excluded (RecBole's convention, anchors.md); right: each user's "
              "history excluded from the ranking (what the default profile decodes with).", "",
              "| model | seeds | " + " | ".join(COLUMNS) + " | R@10, seen excluded | N@10, seen excluded |",
              "|---|---|" + "---|" * (len(COLUMNS) + 2)]
     for name in dict.fromkeys(n for n, _, _ in runs):
-        rows = [(seed, m) for n, seed, m in runs if n == name]
+        rows = [(seed, run["metrics"]) for n, seed, run in runs if n == name]
         cells = [_mean_std([m[f"test/seen_included/{c}"] for _, m in rows]) for c in COLUMNS]
         cells += [_mean_std([m[f"test/seen_excluded/{c}"] for _, m in rows]) for c in ("recall@10", "ndcg@10")]
         seeds = ",".join(str(seed) for seed, _ in sorted(rows, key=lambda r: r[0]))
         lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n" + alternation_note()
+    lines += ["", *budget_notes(dataset)]
+    if with_pipeline:
+        lines += [alternation_note(runs), user_id_note(runs)]
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def budget_notes(dataset: str) -> list[str]:
+    """What was changed from params.yaml for the runs on ``dataset`` (their --set overrides)."""
+    notes = []
+    for path in result_files(dataset):
+        data = json.loads(path.read_text())
+        if data.get("overrides"):
+            models = sorted({display_name(r["model"]) for r in data["runs"]})
+            notes.append(f"- `{path.name}` ({', '.join(models)}): " + ", ".join(f"`{o}`" for o in data["overrides"]))
+    return ["Settings changed from `params.yaml`:", "", *notes, ""] if notes else []
 
 
 def _rounds(records: list[dict]) -> tuple[float, float] | None:
@@ -73,32 +109,54 @@ def _rounds(records: list[dict]) -> tuple[float, float] | None:
     return (max(first), max(later)) if first and later else None
 
 
-def alternation_note() -> str:
+def _pipeline_records() -> list[dict]:
+    curve = Path("metrics/training_curve.json")
+    return json.loads(curve.read_text()) if curve.exists() else []
+
+
+def alternation_note(runs: list[tuple[str, int, dict]]) -> str | None:
     """Did the phases after the ID phase beat the first recommender phase (validation)?
 
     Title and random IDs run the same schedule with the ID phase skipped, so they are the
     control: what the extra recommender phase gives without any ID change.
     """
     rows = []
-    curve = Path("metrics/training_curve.json")
-    if curve.exists() and (pair := _rounds(json.loads(curve.read_text()))):
-        rows.append(("learned", 0, *pair))
-    for path in sorted(RESULTS.glob("quality-ml-100k*.json")):
-        for run in json.loads(path.read_text())["runs"]:
-            if run["model"].startswith("idgenrec-") and (pair := _rounds(run.get("records", []))):
-                rows.append((run["model"].removeprefix("idgenrec-"), run["seed"], *pair))
+    if pair := _rounds(_pipeline_records()):
+        rows.append(("IDGenRec, learned IDs", 0, *pair))
+    for name, seed, run in runs:
+        if name.startswith("IDGenRec") and (pair := _rounds(run.get("records", []))):
+            rows.append((name, seed, *pair))
     if not rows:
-        return ""
-    cells = "; ".join(f"{kind} seed {seed}: {first:.4f} -> {later:.4f}" for kind, seed, first, later in rows)
-    return ("\nRounds (validation N@10, selection setting): best of the first recommender phase -> best of the "
+        return None
+    cells = "; ".join(f"{name.removeprefix('IDGenRec, ')} seed {seed}: {first:.4f} -> {later:.4f}"
+                      for name, seed, first, later in rows)
+    return ("Rounds (validation N@10, selection setting): best of the first recommender phase -> best of the "
             "recommender phase after the ID phase (title/random: the same phase, no ID change). " + cells + ".\n")
+
+
+def user_id_note(runs: list[tuple[str, int, dict]]) -> str | None:
+    """Best validation score with user IDs against the same kind and seed without them."""
+    best = {(name, seed): run.get("best_valid") for name, seed, run in runs if name.startswith("IDGenRec")}
+    if pipeline := [r["valid_ndcg@10"] for r in _pipeline_records() if "valid_ndcg@10" in r]:
+        best[("IDGenRec, learned IDs", 0)] = max(pipeline)
+    pairs = []
+    for (name, seed), score in best.items():
+        if name.endswith("(user-ids)"):
+            plain = best.get((name.removesuffix(" (user-ids)"), seed))
+            if plain is not None and score is not None:
+                pairs.append(f"{name.removeprefix('IDGenRec, ').removesuffix(' (user-ids)')} seed {seed}: "
+                             f"{plain:.4f} without -> {score:.4f} with")
+    if not pairs:
+        return None
+    return ("User IDs (`training.user_id_words`), best validation N@10 (selection setting): " + "; ".join(pairs) + ".\n")
 
 
 def section() -> str:
     parts = [START, "", "_Generated by `python benchmarks/report.py` from `metrics/` and `benchmarks/results/`; do not edit by hand._", "",
-             quality_table(), "Reproduce: `make pipeline` (Pop, SASRec, learned IDs seed 0); the other runs: "
-             "`python benchmarks/quality.py --kinds KIND --baselines --seeds SEEDS --out benchmarks/results/quality-ml-100k-NAME` "
-             "(each JSON there records its exact command)", ""]
+             *[quality_table(*dataset) for dataset in DATASETS],
+             "Reproduce: `make pipeline` (ML-100k: Pop, SASRec, learned IDs seed 0); the other runs: "
+             "`python benchmarks/quality.py --prepared PREPARED --kinds KIND --baselines --seeds SEEDS "
+             "--out benchmarks/results/quality-DATASET-NAME` (each JSON there records its exact command)", ""]
     for name, command in SECTIONS:
         path = RESULTS / name
         if not path.exists():
