@@ -80,6 +80,8 @@ def recommend(
     shown = history[-recommender.settings.history_length :]
     ids = recommender.id_table.textual_ids
     typer.echo(f"user {user}: {len(history)} interactions, last {len(shown)} (oldest first):")
+    if recommender.user_ids is not None:
+        typer.echo(f"  textual user ID in the prompt: {recommender.user_ids(history)!r}")
     for item in shown:
         typer.echo(f"  {dataset.item_ids[item]:>10}  {ids[item]:40s}  {dataset.item_titles[item]}")
     items, scores = recommender.recommend_with_scores([history], k, exclude_seen)
