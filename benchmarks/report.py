@@ -22,7 +22,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 SECTIONS = [
     ("pipeline-ml-100k.md", "make pipeline  (dvc repro; stage times from benchmarks/pipeline_times.py)"),
     ("speed.md", "python benchmarks/speed.py --prepared artifacts/prepared --out benchmarks/results/speed"),
-    ("precision.md", "python benchmarks/precision.py --prepared artifacts/prepared --epochs 0.2 --out benchmarks/results/precision"),
+    ("precision.md", "python benchmarks/precision.py --prepared artifacts/prepared --epochs 0.1 --out benchmarks/results/precision"),
     ("ids_benchmark_ml-100k.md", "python benchmarks/ids_benchmark.py --datasets ml-100k"),
     ("ids_benchmark_beauty.md", "python benchmarks/ids_benchmark.py --datasets beauty"),
 ]
