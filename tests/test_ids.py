@@ -296,7 +296,20 @@ def test_trie_batched_lookups_agree_with_the_paths():
     assert trie.step_many(nodes_t, tokens).tolist() == [trie.step(n, int(t)) for n, t in zip(nodes, tokens)]
     items = {trie.walk([*s, eos]): item for item, s in enumerate(sequences)}
     assert trie.items_at(nodes_t).tolist() == [items.get(n, -1) for n in nodes]
-    # eos after (3,) completes item "(3,)", though (3, 8) continues from the same node
     three = trie.walk([3])
-    assert trie.completions(torch.tensor([three, IdTrie.ROOT, IdTrie.DEAD])).tolist() == [sequences.index((3,)), -1, -1]
     assert set(trie.allowed_tokens(three).tolist()) == {8, eos}
+    # Excluding (3,) blocks only eos after 3; excluding (3, 8) too blocks the token 3 itself.
+    only_short, both = sequences.index((3,)), {sequences.index((3,)), sequences.index((3, 8))}
+    blocked = trie.blocked_nodes([{only_short}, both])
+    rows = torch.tensor([0, 1, 0, 1])
+    mask = trie.allowed_mask(torch.tensor([three, three, IdTrie.ROOT, IdTrie.ROOT]), vocab, blocked, rows)
+    assert set(mask[0].nonzero().flatten().tolist()) == {8}
+    assert not mask[2, eos] and mask[2, 3] and not mask[3, 3]
+    assert mask[3].sum() == mask[2].sum() - 1
+    # A random exclusion set: a node is blocked exactly when every item below it is excluded.
+    excluded = set(rng.sample(range(len(sequences)), 60))
+    blocked = trie.blocked_nodes([excluded])[0]
+    for node in nodes[1:]:  # nodes[0] is DEAD
+        below = {item for item, s in enumerate(sequences) if trie.walk([*s, eos][: len(s) + 1]) >= 0
+                 and any(trie.walk([*s, eos][:i]) == node for i in range(1, len(s) + 2))}
+        assert bool(blocked[node]) == (bool(below) and below <= excluded), node

@@ -108,8 +108,13 @@ def test_excluded_items_are_never_recommended(backbone, trained):
     ids = torch.tensor([encoder.encode([0, 1]).input_ids])
     excluded = {2, 3, 5}
     result = beam_search(recommender, ids, torch.ones_like(ids), 5, encoder.eos, trie, trie.max_depth, exclude=[excluded])
-    assert result.items[0] and not excluded & set(result.items[0])
+    # Every beam goes to a recommendable item: 5 beams give 5 items, none excluded.
+    assert len(result.items[0]) == 5 and not excluded & set(result.items[0])
     assert all(item >= 0 for item in result.items[0])
+    # With beams covering the catalogue, exclusion equals the exhaustive ranking minus the excluded items.
+    full = beam_search(recommender, ids, torch.ones_like(ids), len(WORDS), encoder.eos, trie, trie.max_depth)
+    wide = beam_search(recommender, ids, torch.ones_like(ids), len(WORDS), encoder.eos, trie, trie.max_depth, exclude=[excluded])
+    assert wide.items[0] == [item for item in full.items[0] if item not in excluded]
 
 
 def test_soft_ids_use_real_probabilities_and_stop_at_eos(backbone):

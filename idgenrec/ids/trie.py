@@ -25,10 +25,12 @@ class IdTrie:
         self.eos_token_id = eos_token_id
         children: list[dict[int, int]] = [{}]
         item_at: dict[int, int] = {}  # leaf node (after eos) -> item index
+        paths: list[list[int]] = []  # nodes below the root on each item's path, leaf last
         for item, tokens in enumerate(token_sequences):
             if not tokens:
                 raise ValueError(f"item {item} has an empty ID; every item needs at least one token")
             node = self.ROOT
+            path = []
             for token in [*tokens, eos_token_id]:
                 nxt = children[node].get(token)
                 if nxt is None:
@@ -36,15 +38,17 @@ class IdTrie:
                     children[node][token] = nxt
                     children.append({})
                 node = nxt
+                path.append(node)
+            paths.append(path)
             if node in item_at:
                 raise ValueError(f"items {item_at[node]} and {item} share the same token sequence")
             item_at[node] = item
         self._num_items = len(item_at)
         self.max_depth = max((len(t) + 1 for t in token_sequences), default=0)
-        self._freeze(children, item_at)
+        self._freeze(children, item_at, paths)
         self._on_device: dict[torch.device, dict[str, torch.Tensor]] = {}
 
-    def _freeze(self, children: list[dict[int, int]], item_at: dict[int, int]) -> None:
+    def _freeze(self, children: list[dict[int, int]], item_at: dict[int, int], paths: list[list[int]]) -> None:
         edges = sorted((node, token, child) for node, kids in enumerate(children) for token, child in kids.items())
         nodes = torch.tensor([e[0] for e in edges], dtype=torch.long)
         tokens = torch.tensor([e[1] for e in edges], dtype=torch.long)
@@ -53,18 +57,19 @@ class IdTrie:
         leaf_item = torch.full((len(children),), -1, dtype=torch.long)
         for node, item in item_at.items():
             leaf_item[node] = item
-        completes = torch.full((len(children),), -1, dtype=torch.long)  # item reached by emitting eos here
-        for node, kids in enumerate(children):
-            if self.eos_token_id in kids:
-                completes[node] = leaf_item[kids[self.eos_token_id]]
+        item_path = torch.full((len(paths), self.max_depth), -1, dtype=torch.long)
+        for item, path in enumerate(paths):
+            item_path[item, : len(path)] = torch.tensor(path)
+        on_paths = item_path[item_path >= 0]
         self._tables = {
+            "item_path": item_path,  # (items, max_depth) nodes below the root, -1 padded
+            "items_below": torch.bincount(on_paths, minlength=len(children)),  # items whose path passes a node
             "child_count": counts,
             "child_start": torch.cumsum(counts, 0) - counts,
             "edge_token": tokens,  # edges sorted by (node, token): a node's children are contiguous
             "edge_key": nodes * self._base + tokens,  # sorted, for searchsorted
             "edge_child": torch.tensor([e[2] for e in edges], dtype=torch.long),
             "leaf_item": leaf_item,
-            "completes": completes,
         }
         self._children = children  # the dict form, for one-off lookups (step, walk)
 
@@ -93,10 +98,36 @@ class IdTrie:
 
     # -- batched: one call per decoding step, nodes as a (N,) long tensor -----------------
 
-    def allowed_mask(self, nodes: torch.Tensor | Sequence[int], vocab_size: int) -> torch.Tensor:
+    def blocked_nodes(self, exclude: Sequence[set[int]], device: torch.device | str = "cpu") -> torch.Tensor:
+        """``(P, num_nodes)`` bool: True where every item below a node is excluded for prompt ``p``.
+
+        Decoding never steps into a blocked node, so no beam is spent on the path of an
+        excluded item: forbidding only the final eos would let seen items take beam slots
+        until their last token and then drop them, returning fewer than ``k`` items.
+        """
+        t = self._on(torch.device(device))
+        pairs = [(prompt, item) for prompt, items in enumerate(exclude) for item in items]
+        excluded_below = torch.zeros(len(exclude), len(t["items_below"]), dtype=torch.long, device=device)
+        if pairs:
+            prompts, items = torch.tensor(pairs, dtype=torch.long, device=device).unbind(1)
+            paths = t["item_path"][items]  # (E, D)
+            on_path = paths >= 0
+            rows = prompts[:, None].expand_as(paths)[on_path]
+            excluded_below.index_put_((rows, paths[on_path]), torch.ones_like(rows), accumulate=True)
+        return (excluded_below == t["items_below"]) & (t["items_below"] > 0)
+
+    def allowed_mask(
+        self,
+        nodes: torch.Tensor | Sequence[int],
+        vocab_size: int,
+        blocked: torch.Tensor | None = None,
+        prompt_of_row: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Boolean mask ``(N, vocab_size)``: True where a token keeps a path valid.
 
         Finished (leaf) and dead (-1) nodes allow only eos, which decoding treats as padding.
+        With ``blocked`` (:meth:`blocked_nodes`) and each row's prompt, tokens leading into a
+        node whose items are all excluded for that prompt are not allowed either.
         """
         nodes = torch.as_tensor(nodes, dtype=torch.long)
         t = self._on(nodes.device)
@@ -107,8 +138,12 @@ class IdTrie:
         rows = torch.repeat_interleave(torch.arange(len(nodes), device=nodes.device), counts)
         firsts = torch.repeat_interleave(t["child_start"][safe], counts)
         offsets = torch.arange(rows.numel(), device=nodes.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        edges = firsts + offsets
+        if blocked is not None:
+            keep = ~blocked[prompt_of_row[rows], t["edge_child"][edges]]
+            rows, edges = rows[keep], edges[keep]
         mask = torch.zeros(len(nodes), vocab_size, dtype=torch.bool, device=nodes.device)
-        mask[rows, t["edge_token"][firsts + offsets]] = True
+        mask[rows, t["edge_token"][edges]] = True
         mask[counts == 0, self.eos_token_id] = True
         return mask
 
@@ -124,8 +159,3 @@ class IdTrie:
         """Item whose complete path ends at each node; -1 elsewhere."""
         t = self._on(nodes.device)
         return torch.where(nodes >= 0, t["leaf_item"][nodes.clamp(min=0)], -1)
-
-    def completions(self, nodes: torch.Tensor) -> torch.Tensor:
-        """Item that emitting eos at each node would complete; -1 where eos is not allowed."""
-        t = self._on(nodes.device)
-        return torch.where(nodes >= 0, t["completes"][nodes.clamp(min=0)], -1)

@@ -71,8 +71,9 @@ def beam_search(
     """Beam search for ``B`` prompts at once.
 
     input_ids / attention_mask: (B, S). With a trie, a beam's state is a trie node, the
-    allowed next tokens come from it, and eos is allowed only where it completes an ID
-    (and, with ``exclude``, only if that item is not excluded for this prompt).
+    allowed next tokens come from it, and eos is allowed only where it completes an ID.
+    With ``exclude``, no token leads toward an ID whose items are all excluded for that
+    prompt, so the beams are spent on recommendable items only.
     """
     device = input_ids.device
     batch, vocab = input_ids.size(0), model.get_input_embeddings().weight.size(0)
@@ -89,7 +90,8 @@ def beam_search(
     scores[:, 0] = 0.0
     scores = scores.view(-1)
     nodes = torch.full((batch * num_beams,), IdTrie.ROOT, dtype=torch.long, device=device)
-    excluded = _excluded_matrix(exclude, len(trie), device) if trie is not None and exclude is not None else None
+    blocked = trie.blocked_nodes(exclude, device) if trie is not None and exclude is not None else None
+    prompt_of_row = torch.arange(batch * num_beams, device=device) // num_beams
     finished = torch.zeros(batch * num_beams, dtype=torch.bool, device=device)
     cache = None
     for _ in range(max_steps):
@@ -98,9 +100,7 @@ def beam_search(
         )
         log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B*K, V)
         if trie is not None:
-            allowed = trie.allowed_mask(nodes, vocab)
-            if excluded is not None:
-                _forbid_excluded_completions(allowed, nodes, trie, excluded, num_beams)
+            allowed = trie.allowed_mask(nodes, vocab, blocked, prompt_of_row)
             log_probs = log_probs.masked_fill(~allowed, NEG_INF)
         # A finished beam stays as it is: it may only "emit" eos at no cost.
         log_probs[finished] = NEG_INF
@@ -120,23 +120,6 @@ def beam_search(
         if bool(finished.all()):
             break
     return _collect(tokens, scores, finished, nodes, trie, batch, num_beams)
-
-
-def _excluded_matrix(exclude: Sequence[set[int]], num_items: int, device) -> torch.Tensor:
-    """(B, num_items) bool: True where the item may not be recommended to prompt b."""
-    matrix = torch.zeros(len(exclude), num_items, dtype=torch.bool)
-    for row, items in enumerate(exclude):
-        if items:
-            matrix[row, list(items)] = True
-    return matrix.to(device)
-
-
-def _forbid_excluded_completions(allowed, nodes, trie: IdTrie, excluded: torch.Tensor, num_beams: int) -> None:
-    """No eos where it would complete an item excluded for that beam's prompt."""
-    completed = trie.completions(nodes)  # (B*K,), -1 where eos completes nothing
-    prompt = torch.arange(len(nodes), device=nodes.device) // num_beams
-    forbid = (completed >= 0) & excluded[prompt, completed.clamp(min=0)]
-    allowed[forbid, trie.eos_token_id] = False
 
 
 def _collect(tokens, scores, finished, nodes, trie, batch: int, num_beams: int) -> BeamResult:
