@@ -28,14 +28,14 @@ import torch
 
 import idgenrec  # noqa: F401
 from idgenrec.atomic import atomic_write, write_json
-from idgenrec.backbone import build_seq2seq, build_tokenizer, vocabulary_corpus
-from idgenrec.config import IdConfig, PhaseConfig, load_params
+from idgenrec.backbone import build_seq2seq
+from idgenrec.config import PhaseConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate
-from idgenrec.ids import make_id_table
 from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
 from idgenrec.recommender.samples import PromptEncoder, collate, training_samples
 from idgenrec.recommender.training import recommender_loss, train_recommender_phase
+from speed import title_id_setup
 
 
 @torch.no_grad()
@@ -62,11 +62,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/precision"))
     args = parser.parse_args()
 
-    params = load_params(args.params)
-    dataset = SequenceDataset.load(args.prepared)
-    tokenizer = build_tokenizer(params.backbone, vocabulary_corpus(dataset))
-    # Title IDs: the same length regime as learned IDs, without needing a trained generator.
-    table, _ = make_id_table("title", dataset, None, tokenizer, IdConfig(kind="title"))
+    params, dataset, tokenizer, table, _ = title_id_setup(args.params, args.prepared)
     encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), params.training.history_length)
     samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], params.training.history_length)
     first = params.training.schedule[0]

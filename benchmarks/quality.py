@@ -33,6 +33,20 @@ REPORTED = [f"{split}/{setting}/{metric}" for split in ("test", "valid") for set
             for metric in ("recall@5", "recall@10", "ndcg@5", "ndcg@10")]
 
 
+KINDS = ("learned", "title", "random")
+
+
+def id_kind(model: str) -> str | None:
+    """The ID kind of a run's model name (``idgenrec-learned-user-ids`` -> ``learned``); None for baselines."""
+    rest = model.removeprefix("idgenrec-")
+    return next((kind for kind in KINDS if rest.startswith(kind)), None) if model.startswith("idgenrec-") else None
+
+
+def model_folder(workdir: Path, kind: str, seed: int) -> Path:
+    """Where :func:`run_idgenrec` trains the model of ``kind`` and ``seed`` (``best/`` inside is the selected one)."""
+    return workdir / f"model-{kind}-seed{seed}"
+
+
 def load_params(path: Path, overrides: list[str]) -> dict:
     raw = yaml.safe_load(path.read_text()) or {}
     for override in overrides:
@@ -75,7 +89,7 @@ def run_idgenrec(dataset: SequenceDataset, params: Params, workdir: Path) -> dic
     table.save(table_path, tokenizer)
     timings["ids_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    run_dir = workdir / f"model-{params.ids.kind}-seed{params.training.seed}"
+    run_dir = model_folder(workdir, params.ids.kind, params.training.seed)
     state = alternating.train(params, dataset, generator_dir, table_path, run_dir)
     timings["train_s"] = time.perf_counter() - started
     started = time.perf_counter()

@@ -17,16 +17,13 @@ import argparse
 import json
 from pathlib import Path
 
-from quality import load_params, markdown, summarise, with_seed
+from quality import id_kind, load_params, markdown, model_folder, summarise, with_seed
 
 from idgenrec.atomic import atomic_write, write_json
 from idgenrec.backbone import pick_device
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate, selection_key
 from idgenrec.recommender.model import IDGenRecModel
-
-KINDS = ("learned", "title", "random")
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,11 +39,11 @@ def main() -> None:
     raw = load_params(args.params, data.get("overrides", []))
     exclude_seen = args.setting == "seen_excluded"
     for run in data["runs"]:
-        if not run["model"].startswith("idgenrec-"):
+        kind = id_kind(run["model"])
+        if kind is None:
             continue
-        kind = next(k for k in KINDS if run["model"].removeprefix("idgenrec-").startswith(k))
         params = with_seed(raw, kind, run["seed"])
-        folder = args.workdir / dataset.name / f"model-{kind}-seed{run['seed']}" / "best"
+        folder = model_folder(args.workdir / dataset.name, kind, run["seed"]) / "best"
         model = IDGenRecModel.load(folder, device=pick_device())
         scored = dataset.sample_users(params.evaluation.sample_users, seed=0)
         replaced = {}

@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 from idgenrec.atomic import atomic_write
+from quality import id_kind
 
 RESULTS = Path("benchmarks/results")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -31,7 +32,6 @@ SECTIONS = [
 PIPELINE_METRICS = [("Pop", "metrics/popularity.json"), ("SASRec (CE)", "metrics/sasrec.json"),
                     ("IDGenRec, learned IDs", "metrics/model.json")]
 COLUMNS = ["recall@5", "recall@10", "ndcg@5", "ndcg@10"]
-KINDS = ("learned", "title", "random")
 # (dataset key in the quality-*.json names, heading, whether `make pipeline` adds seed 0)
 DATASETS = [("ml-100k", "ML-100k", True), ("beauty", "Amazon Beauty", False)]
 
@@ -41,7 +41,7 @@ def display_name(model: str) -> str:
     if model in ("pop", "sasrec"):
         return {"pop": "Pop", "sasrec": "SASRec (CE)"}[model]
     rest = model.removeprefix("idgenrec-")
-    kind = next((k for k in KINDS if rest.startswith(k)), rest)
+    kind = id_kind(model) or rest
     label = rest.removeprefix(kind).strip("- ")
     return f"IDGenRec, {kind} IDs" + (f" ({label})" if label else "")
 

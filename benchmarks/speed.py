@@ -107,6 +107,18 @@ def subset_model(model: IDGenRecModel, num_items: int, rng: random.Random) -> ID
     return smaller
 
 
+def title_id_setup(params_path: Path, prepared: Path):
+    """(params, dataset, tokenizer, ID table, its quality) for a recommender benchmark.
+
+    Title IDs: the same length regime as learned IDs, without needing a trained generator.
+    """
+    params = load_params(params_path)
+    dataset = SequenceDataset.load(prepared)
+    tokenizer = build_tokenizer(params.backbone, vocabulary_corpus(dataset))
+    table, quality = make_id_table("title", dataset, None, tokenizer, IdConfig(kind="title"))
+    return params, dataset, tokenizer, table, quality
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
@@ -116,12 +128,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed"))
     args = parser.parse_args()
 
-    params = load_params(args.params)
-    dataset = SequenceDataset.load(args.prepared)
+    params, dataset, tokenizer, table, quality = title_id_setup(args.params, args.prepared)
     backbone: BackboneConfig = params.backbone
-    tokenizer = build_tokenizer(backbone, vocabulary_corpus(dataset))
-    # Title IDs: the same length regime as learned IDs, without needing a trained generator.
-    table, quality = make_id_table("title", dataset, None, tokenizer, IdConfig(kind="title"))
     torch.manual_seed(0)
     recommender = build_seq2seq(backbone, tokenizer, "recommender", seed=0)
     rng = random.Random(0)

@@ -28,7 +28,7 @@ from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate
 from idgenrec.recommender.model import IDGenRecModel, DecodingSettings
-from idgenrec.recommender.samples import PromptEncoder, UserIdWriter, training_samples
+from idgenrec.recommender.samples import PromptEncoder, training_samples, user_id_writer
 from idgenrec.recommender.soft_ids import ItemTextInputs, train_id_phase
 from idgenrec.backbone import pick_device
 from idgenrec.recommender.training import train_recommender_phase
@@ -141,7 +141,7 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
     recommender.to(device)
     table = ItemIdTable.load(current / "item_ids.tsv")
     seed = params.training.seed * 1000 + index
-    user_ids = UserIdWriter(table.textual_ids, params.training.user_id_words) if params.training.user_id_words else None
+    user_ids = user_id_writer(table.textual_ids, params.training.user_id_words)
     samples = training_samples(
         [dataset.train_sequence(u) for u in range(dataset.num_users)], params.training.history_length, user_ids
     )

@@ -17,7 +17,7 @@ import torch
 from idgenrec.atomic import atomic_directory
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.decoding import beam_search
-from idgenrec.recommender.samples import PromptEncoder, UserIdWriter, pad_batch
+from idgenrec.recommender.samples import PromptEncoder, pad_batch, user_id_writer
 from idgenrec.backbone import autocast
 
 RECOMMENDER_DIR, GENERATOR_DIR, ID_TABLE, SETTINGS = "recommender", "generator", "item_ids.tsv", "settings.json"
@@ -44,7 +44,7 @@ class IDGenRecModel:
         self.item_tokens = id_table.token_ids(tokenizer)
         self.prompts = PromptEncoder(tokenizer, self.item_tokens, settings.history_length)
         self.trie = IdTrie(self.item_tokens, self.prompts.eos)
-        self.user_ids = UserIdWriter(id_table.textual_ids, settings.user_id_words) if settings.user_id_words else None
+        self.user_ids = user_id_writer(id_table.textual_ids, settings.user_id_words)
 
     @property
     def device(self) -> torch.device:

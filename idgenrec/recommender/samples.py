@@ -121,6 +121,11 @@ class UserIdWriter:
             last_seen[word] = position
 
 
+def user_id_writer(item_ids: Sequence[str], words: int) -> UserIdWriter | None:
+    """The writer for ``training.user_id_words`` (None when user IDs are off)."""
+    return UserIdWriter(item_ids, words) if words else None
+
+
 @dataclass(frozen=True)
 class TrainingSample:
     user: int
