@@ -128,7 +128,11 @@ def run_baseline(name: str, dataset: SequenceDataset, params: Params) -> dict:
         raise ValueError(f"unknown baseline {name!r}")
     trained = time.perf_counter() - started
     metrics = evaluate_protocol(model, dataset, params.evaluation.ks, params.evaluation.sample_users)
-    return {"metrics": metrics, "timings": {"train_s": trained}}
+    run = {"metrics": metrics, "timings": {"train_s": trained}}
+    if name == "sasrec":  # how far training went: with a capped max_epochs, whether the cap cut it short
+        run["training"] = {"epochs": len(model.log.epochs), "best_epoch": model.log.best_epoch,
+                           "max_epochs": params.sasrec.max_epochs, "patience": params.sasrec.patience}
+    return run
 
 
 def summarise(runs: list[dict]) -> dict[str, dict[str, float]]:
