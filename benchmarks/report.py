@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from idgenrec.atomic import atomic_write
-from quality import id_kind
+from quality import KINDS, id_kind
 
 RESULTS = Path("benchmarks/results")
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -79,27 +79,55 @@ def quality_table(dataset: str, heading: str, with_pipeline: bool) -> str:
              "history excluded from the ranking (what the default profile decodes with).", "",
              "| model | seeds | " + " | ".join(COLUMNS) + " | R@10, seen excluded | N@10, seen excluded |",
              "|---|---|" + "---|" * (len(COLUMNS) + 2)]
-    for name in dict.fromkeys(n for n, _, _ in runs):
+    for name in sorted(dict.fromkeys(n for n, _, _ in runs), key=_table_order):
         rows = [(seed, run["metrics"]) for n, seed, run in runs if n == name]
         cells = [_mean_std([m[f"test/seen_included/{c}"] for _, m in rows]) for c in COLUMNS]
         cells += [_mean_std([m[f"test/seen_excluded/{c}"] for _, m in rows]) for c in ("recall@10", "ndcg@10")]
         seeds = ",".join(str(seed) for seed, _ in sorted(rows, key=lambda r: r[0]))
         lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
-    lines += ["", *budget_notes(dataset)]
+    lines += ["", *budget_notes(dataset), sasrec_note(runs)]
     if with_pipeline:
         lines += [alternation_note(runs), user_id_note(runs)]
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 
+def _table_order(name: str) -> tuple[int, str]:
+    """Baselines first, then the ID kinds in the paper's order, then variants."""
+    fixed = ["Pop", "SASRec (CE)", *(display_name(f"idgenrec-{kind}") for kind in KINDS)]
+    return (fixed.index(name), "") if name in fixed else (len(fixed), name)
+
+
 def budget_notes(dataset: str) -> list[str]:
-    """What was changed from params.yaml for the runs on ``dataset`` (their --set overrides)."""
-    notes = []
+    """What was changed from params.yaml for the runs on ``dataset`` (their --set overrides), files grouped by change."""
+    groups: dict[tuple[str, ...], list[tuple[str, set[str]]]] = {}
     for path in result_files(dataset):
         data = json.loads(path.read_text())
         if data.get("overrides"):
-            models = sorted({display_name(r["model"]) for r in data["runs"]})
-            notes.append(f"- `{path.name}` ({', '.join(models)}): " + ", ".join(f"`{o}`" for o in data["overrides"]))
+            models = {display_name(r["model"]) for r in data["runs"]}
+            groups.setdefault(tuple(data["overrides"]), []).append((path.name, models))
+    notes = []
+    for overrides, files in groups.items():
+        models = sorted(set().union(*(m for _, m in files)), key=_table_order)
+        names = ", ".join(f"`{name}`" for name, _ in files)
+        notes.append(f"- {names} ({', '.join(models)}): " + ", ".join(f"`{o}`" for o in overrides))
     return ["Settings changed from `params.yaml`:", "", *notes, ""] if notes else []
+
+
+def sasrec_note(runs: list[tuple[str, int, dict]]) -> str | None:
+    """How far each SASRec run trained: epochs run, the selected epoch, and the cap when one was set."""
+    cells = []
+    for name, seed, run in sorted(runs, key=lambda r: r[1]):
+        if name != "SASRec (CE)":
+            continue
+        training, metrics = run.get("training"), run["metrics"]
+        if training:  # a quality.py run
+            capped = " (stopped by the cap)" if training["epochs"] == training["max_epochs"] else ""
+            cells.append(f"seed {seed}: {training['epochs']} epochs{capped}, best epoch {training['best_epoch']}, "
+                         f"max_epochs {training['max_epochs']}, patience {training['patience']}")
+        elif "train/epochs" in metrics:  # the pipeline's metrics/sasrec.json
+            cells.append(f"seed {seed}: {metrics['train/epochs']:.0f} epochs, best epoch {metrics['train/best_epoch']:.0f}")
+    return ("SASRec training (each epoch predicts every training target once; selection on validation N@10): "
+            + "; ".join(cells) + ".\n") if cells else None
 
 
 def _rounds(records: list[dict]) -> tuple[float, float] | None:
