@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -221,6 +222,17 @@ def write_registry_record(logged: LoggedRun, params: Params, version: str | None
     return record
 
 
+def library_logs_to_run() -> None:
+    """Send the library's progress and summary lines (logger ``idgenrec``) to the run's logs in the
+    Prefect UI: what ``PREFECT_LOGGING_EXTRA_LOGGERS=idgenrec`` does, but independent of whether that
+    was set before Prefect was first imported. Idempotent."""
+    library = logging.getLogger("idgenrec")
+    library.setLevel(logging.INFO)
+    for handler in logging.getLogger("prefect.extra").handlers:  # Prefect's API handler for extra loggers
+        if handler not in library.handlers:
+            library.addHandler(handler)
+
+
 # -- the story -----------------------------------------------------------------------------
 
 
@@ -262,6 +274,7 @@ def retrain(
         promote_model: apply the promotion rule to the new version (else it stays challenger).
         run_name: MLflow run name (default: generated).
     """
+    library_logs_to_run()
     root_dir = Path(root).resolve() if root else PROJECT_ROOT
     if use_dvc and not (root_dir / ".dvc").is_dir():
         raise ValueError(f"{root_dir} is not a DVC repository; run `dvc init` there or pass use_dvc=False")

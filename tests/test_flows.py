@@ -93,6 +93,9 @@ def test_retrain_flow_runs_registers_and_versions_like_dvc_repro(prefect_server,
     assert any((root / "dvc-remote").rglob("*"))
     assert (root / "artifacts/model/rounds/ids-02.tsv").exists()
 
+    # Prefect: the library's progress lines are in the run's logs (what the UI shows), not only on a terminal
+    assert any("phase 1/" in line for line in library_log_lines("phase"))
+
     # MLflow: the run, its rounds, the champion
     mlflow.set_tracking_uri(record["tracking_uri"])
     client = MlflowClient()
@@ -115,6 +118,20 @@ def test_retrain_flow_runs_registers_and_versions_like_dvc_repro(prefect_server,
     lock_after = yaml.safe_load((root / "dvc.lock").read_text())
     assert lock_after["stages"]["train"] == lock["stages"]["train"]
     mlflow.set_tracking_uri(None)
+
+
+def library_log_lines(text: str) -> list[str]:
+    """Messages of the ``idgenrec`` logger stored by the Prefect API that contain ``text``."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterTextSearch
+    from prefect.logging.handlers import APILogHandler
+
+    async def read():
+        await APILogHandler.aflush()  # logs reach the API in background batches
+        async with get_client() as client:
+            return await client.read_logs(LogFilter(text=LogFilterTextSearch(query=text)))
+
+    return [log.message for log in asyncio.run(read()) if log.name == "idgenrec"]
 
 
 def test_cron_deployment_is_scheduled(prefect_server):

@@ -22,5 +22,15 @@ app.add_typer(registry.app, name="registry", help="MLflow tracking and the model
 model.register(app)
 
 
+@app.callback()
+def _logging(quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors; no progress lines.")) -> None:
+    """Progress and summary lines go to stderr (see idgenrec.progress); stdout keeps each command's output."""
+    import logging
+
+    from idgenrec.progress import configure_logging
+
+    configure_logging(logging.WARNING if quiet else logging.INFO)
+
+
 def main() -> None:
     app()

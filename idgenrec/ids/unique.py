@@ -15,12 +15,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from idgenrec.config import IdConfig
 from idgenrec.ids.diverse import diverse_beam_candidates
 from idgenrec.ids.text import normalise, round_trips
+from idgenrec.progress import Progress
 
 FALLBACK_BASE = "item"
 
@@ -58,7 +58,8 @@ def generate_unique_ids(
     state = _Progress(ids=[None] * len(texts), best=[None] * len(texts))
     attempt = _Try(penalty=config.diversity_penalty, min_tokens=config.min_length)
     pending = list(range(len(texts)))
-    bar = tqdm(total=len(texts), desc="textual IDs", unit="item", disable=not progress)
+    bar = Progress(len(texts), "textual IDs", unit="item", enabled=progress)
+    finished = False
     try:
         while pending:
             if attempt.length_raises > config.max_length_raises:
@@ -71,8 +72,9 @@ def generate_unique_ids(
             bar.update(len(pending) - len(unresolved))
             pending = unresolved
             _escalate(attempt, config)
+        finished = True
     finally:
-        bar.close()
+        bar.close(finished)
         model.train(was_training)
     seconds = time.perf_counter() - started
     stats = {**{k: int(v) for k, v in state.stats.items()}, "seconds": round(seconds, 3)}

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from idgenrec.backbone import (
@@ -29,6 +28,7 @@ from idgenrec.backbone import (
 from idgenrec.config import Params, WarmupConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.ids.text import keyword_phrase
+from idgenrec.progress import Progress
 
 IGNORE = -100  # label positions the loss skips (padding)
 
@@ -77,7 +77,7 @@ def train_keyword_phrases(
     model.train()
     losses: list[float] = []
     started = time.perf_counter()
-    bar = tqdm(total=steps, desc="generator warm-up", unit="step", disable=not progress)
+    bar = Progress(steps, "generator warm-up", enabled=progress)
     for batch in _batches(pairs, config.batch_size, steps, rng):
         inputs = tokenizer([t for t, _ in batch], truncation=True, max_length=max_input_tokens, padding=True, return_tensors="pt")
         decoder_input_ids, labels = _teacher_forcing([k for _, k in batch], tokenizer, model.config.decoder_start_token_id)
@@ -94,8 +94,7 @@ def train_keyword_phrases(
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
-        bar.update(1)
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        bar.update(1, loss=f"{losses[-1]:.3f}")
     bar.close()
     model.eval()
     seconds = time.perf_counter() - started

@@ -30,12 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from idgenrec.atomic import atomic_directory
 from idgenrec.config import SASRecConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate
+from idgenrec.progress import LOGGER, Progress
 
 PAD = 0
 IGNORE = -100  # cross_entropy's ignore_index: padding and targets owned by another window
@@ -275,7 +275,7 @@ class SASRecRecommender:
                 valid = evaluate(model, dataset, "valid", ks, exclude_seen)
                 model.log.epochs.append(EpochLog(epoch, loss, valid, time.perf_counter() - epoch_started))
                 if progress:
-                    tqdm.write(f"sasrec epoch {epoch}: loss {loss:.4f}, valid {selection_metric} {valid[selection_metric]:.4f}")
+                    LOGGER.info(f"sasrec epoch {epoch}: loss {loss:.4f}, valid {selection_metric} {valid[selection_metric]:.4f}")
                 if valid[selection_metric] > best_score:
                     best_score, stale = valid[selection_metric], 0
                     best_state = copy.deepcopy(model.network.state_dict())
@@ -296,8 +296,9 @@ class SASRecRecommender:
         self.network.train()
         total_loss, total_targets = 0.0, 0
         steps = range(0, len(order), self.config.batch_size)
-        batches = tqdm(steps, desc=f"sasrec epoch {epoch}", disable=not progress, leave=False, mininterval=1.0)
-        for begin in batches:
+        # the epoch's own log line (loss, validation) follows in fit(): no summary line here
+        bar = Progress(len(steps), f"sasrec epoch {epoch}", enabled=progress, summary=False)
+        for begin in steps:
             index = order[begin : begin + self.config.batch_size]
             tokens, labels = inputs[index].to(self.device), targets[index].to(self.device)  # (B, T)
             hidden = self.network(tokens)  # (B, T, H)
@@ -309,7 +310,8 @@ class SASRecRecommender:
             optimizer.step()
             total_loss += loss.item() * len(logits)
             total_targets += len(logits)
-            batches.set_postfix(loss=f"{total_loss / total_targets:.4f}", refresh=False)
+            bar.update(1, loss=f"{total_loss / total_targets:.4f}")
+        bar.close()
         return total_loss / total_targets
 
     # -- persistence: {config.json, weights.safetensors} -------------------------------

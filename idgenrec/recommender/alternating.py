@@ -27,6 +27,7 @@ from idgenrec.atomic import atomic_directory, write_json
 from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate
+from idgenrec.progress import LOGGER
 from idgenrec.recommender.model import IDGenRecModel, DecodingSettings
 from idgenrec.recommender.samples import PromptEncoder, training_samples, user_id_writer
 from idgenrec.recommender.soft_ids import ItemTextInputs, train_id_phase
@@ -129,6 +130,7 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
     if state is None:
         raise FileNotFoundError(f"{workdir}: no training state; start the run first")
     if index < state.completed_phases:
+        LOGGER.info(f"phase {index + 1}/{len(params.training.schedule)}: finished in an earlier run, skipped (resuming)")
         return [r for r in state.records if r["phase_index"] == index]
     if index != state.completed_phases:
         raise ValueError(f"phase {index} cannot run before phase {state.completed_phases} has finished")
@@ -148,6 +150,8 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
     encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), params.training.history_length)
     records: list[dict] = []
     started = time.perf_counter()
+    phases = len(params.training.schedule)
+    LOGGER.info(f"phase {index + 1}/{phases}: {phase.phase}, {phase.epochs} epochs at lr {phase.learning_rate}")
 
     if phase.phase == "recommender":
         selection = dataset.sample_users(params.training.selection_users, params.training.seed)
@@ -166,6 +170,10 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
                 model.save(workdir / BEST)
                 record["selected"] = True
             records.append(record)
+            LOGGER.info(
+                f"phase {index + 1}/{phases}, epoch {epoch + 1}: train loss {loss:.4f}, valid "
+                f"{params.evaluation.selection_metric} {score:.4f}" + (" (best so far: saved to best/)" if record.get("selected") else "")
+            )
 
         train_recommender_phase(recommender, encoder, samples, params.training, phase, seed, on_epoch_end=select)
     elif params.ids.kind != "learned":
@@ -177,6 +185,7 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
         changed = sum(a != b for a, b in zip(table.textual_ids, new_table.textual_ids))
         table = new_table
         table.save(workdir / ROUNDS / f"ids-{index + 1:02d}.tsv")
+        LOGGER.info(f"phase {index + 1}/{phases}: ID phase loss {losses[-1]:.4f}; {changed} of {len(table.textual_ids)} IDs changed")
         records.append({
             "phase_index": index, "phase": "ids", "train_loss": losses[-1], "ids_changed": changed,
             "ids_changed_fraction": changed / len(table.textual_ids), "seconds": time.perf_counter() - started,

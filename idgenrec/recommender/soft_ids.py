@@ -13,10 +13,10 @@ import random
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from idgenrec.backbone import training_kernels
 from idgenrec.config import PhaseConfig, TrainingConfig
+from idgenrec.progress import Progress
 from idgenrec.recommender.decoding import decoder_step
 from idgenrec.recommender.samples import (
     EncodedPrompt,
@@ -185,18 +185,20 @@ def train_id_phase(
             rng.shuffle(indices)
             total, count = 0.0, 0
             batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
-            for batch in tqdm(batches, desc=f"ID phase epoch {epoch + 1}/{plan.num_epochs}", leave=False, disable=None):
-                chosen = [samples[i] for i in batch]
-                prompts = encode_samples(encoder, chosen, rng, config.train_templates)
-                targets = [encoder.target(s.target) for s in chosen]
-                with autocast(device, config.bf16), training_kernels(device):
-                    loss = id_phase_loss(
-                        generator, recommender, prompts, targets, item_inputs,
-                        config.soft_id_max_tokens, eos, encoder.tokenizer.pad_token_id,
-                        current_ids, config.id_anchor_weight,
-                    )
-                total += apply_gradients(loss, generator.parameters(), optimizer, schedule, config.grad_clip) * len(batch)
-                count += len(batch)
+            with Progress(len(batches), f"ID phase epoch {epoch + 1}/{plan.num_epochs}") as progress:
+                for batch in batches:
+                    chosen = [samples[i] for i in batch]
+                    prompts = encode_samples(encoder, chosen, rng, config.train_templates)
+                    targets = [encoder.target(s.target) for s in chosen]
+                    with autocast(device, config.bf16), training_kernels(device):
+                        loss = id_phase_loss(
+                            generator, recommender, prompts, targets, item_inputs,
+                            config.soft_id_max_tokens, eos, encoder.tokenizer.pad_token_id,
+                            current_ids, config.id_anchor_weight,
+                        )
+                    total += apply_gradients(loss, generator.parameters(), optimizer, schedule, config.grad_clip) * len(batch)
+                    count += len(batch)
+                    progress.update(1, loss=f"{total / count:.4f}")
             losses.append(total / max(count, 1))
     finally:
         for p in frozen:

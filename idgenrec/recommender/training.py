@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from idgenrec.backbone import autocast, training_kernels
 from idgenrec.config import PhaseConfig, TrainingConfig
+from idgenrec.progress import Progress
 from idgenrec.recommender.samples import (
     Batch,
     PromptEncoder,
@@ -134,10 +134,12 @@ def train_recommender_phase(
         indices = plan.epoch_samples(epoch, rng)
         batches = iterate_batches(encoder, samples, indices, config, rng, pad_id, start_id)
         steps = math.ceil(len(indices) / config.batch_size)
-        for batch in tqdm(batches, total=steps, desc=f"recommender epoch {epoch + 1}/{plan.num_epochs}", leave=False, disable=None):
-            loss = optimisation_step(model, batch, optimizer, schedule, device, config)
-            total += loss * batch.labels.size(0)
-            count += batch.labels.size(0)
+        with Progress(steps, f"recommender epoch {epoch + 1}/{plan.num_epochs}") as progress:
+            for batch in batches:
+                loss = optimisation_step(model, batch, optimizer, schedule, device, config)
+                total += loss * batch.labels.size(0)
+                count += batch.labels.size(0)
+                progress.update(1, loss=f"{total / count:.4f}")
         losses.append(total / max(count, 1))
         if on_epoch_end is not None:
             model.eval()
