@@ -28,6 +28,7 @@ from idgenrec.atomic import atomic_write, write_json
 from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate_protocol
+from idgenrec.progress import configure_logging
 
 REPORTED = [f"{split}/{setting}/{metric}" for split in ("test", "valid") for setting in ("seen_included", "seen_excluded")
             for metric in ("recall@5", "recall@10", "ndcg@5", "ndcg@10")]
@@ -122,7 +123,7 @@ def run_baseline(name: str, dataset: SequenceDataset, params: Params) -> dict:
 
         model = SASRecRecommender.fit(
             dataset, params.sasrec, ks=params.evaluation.ks, selection_metric=params.evaluation.selection_metric,
-            exclude_seen=params.evaluation.exclude_seen, progress=False,
+            exclude_seen=params.evaluation.exclude_seen, progress=True,
         )
     else:
         raise ValueError(f"unknown baseline {name!r}")
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=Path("bench/tmp"))
     parser.add_argument("--out", type=Path, required=True, help="Output path without extension (.json and .md are written).")
     args = parser.parse_args(argv)
+    configure_logging()  # long runs log their epochs and progress (idgenrec.progress), even to a file
 
     import torch
 
