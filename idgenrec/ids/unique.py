@@ -58,23 +58,20 @@ def generate_unique_ids(
     state = _Progress(ids=[None] * len(texts), best=[None] * len(texts))
     attempt = _Try(penalty=config.diversity_penalty, min_tokens=config.min_length)
     pending = list(range(len(texts)))
-    bar = Progress(len(texts), "textual IDs", unit="item", enabled=progress)
-    finished = False
     try:
-        while pending:
-            if attempt.length_raises > config.max_length_raises:
-                _fallback(pending, state, tokenizer)
-                bar.update(len(pending))
-                break
-            candidates = _decode_pass(model, tokenizer, encoded, pending, attempt, config)
-            state.stats["passes"] += 1
-            unresolved = [item for item in pending if not _assign(item, candidates[item], attempt, config, state, tokenizer)]
-            bar.update(len(pending) - len(unresolved))
-            pending = unresolved
-            _escalate(attempt, config)
-        finished = True
+        with Progress(len(texts), "textual IDs", unit="item", enabled=progress) as bar:
+            while pending:
+                if attempt.length_raises > config.max_length_raises:
+                    _fallback(pending, state, tokenizer)
+                    bar.update(len(pending))
+                    break
+                candidates = _decode_pass(model, tokenizer, encoded, pending, attempt, config)
+                state.stats["passes"] += 1
+                unresolved = [item for item in pending if not _assign(item, candidates[item], attempt, config, state, tokenizer)]
+                bar.update(len(pending) - len(unresolved))
+                pending = unresolved
+                _escalate(attempt, config)
     finally:
-        bar.close(finished)
         model.train(was_training)
     seconds = time.perf_counter() - started
     stats = {**{k: int(v) for k, v in state.stats.items()}, "seconds": round(seconds, 3)}

@@ -77,25 +77,24 @@ def train_keyword_phrases(
     model.train()
     losses: list[float] = []
     started = time.perf_counter()
-    bar = Progress(steps, "generator warm-up", enabled=progress)
-    for batch in _batches(pairs, config.batch_size, steps, rng):
-        inputs = tokenizer([t for t, _ in batch], truncation=True, max_length=max_input_tokens, padding=True, return_tensors="pt")
-        decoder_input_ids, labels = _teacher_forcing([k for _, k in batch], tokenizer, model.config.decoder_start_token_id)
-        with autocast(device, config.bf16), training_kernels(device):
-            logits = model(
-                input_ids=inputs.input_ids.to(device),
-                attention_mask=inputs.attention_mask.to(device),
-                decoder_input_ids=decoder_input_ids.to(device),
-            ).logits  # (B, T, V)
-        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.to(device).flatten(), ignore_index=IGNORE)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.update(1, loss=f"{losses[-1]:.3f}")
-    bar.close()
+    with Progress(steps, "generator warm-up", enabled=progress) as bar:
+        for batch in _batches(pairs, config.batch_size, steps, rng):
+            inputs = tokenizer([t for t, _ in batch], truncation=True, max_length=max_input_tokens, padding=True, return_tensors="pt")
+            decoder_input_ids, labels = _teacher_forcing([k for _, k in batch], tokenizer, model.config.decoder_start_token_id)
+            with autocast(device, config.bf16), training_kernels(device):
+                logits = model(
+                    input_ids=inputs.input_ids.to(device),
+                    attention_mask=inputs.attention_mask.to(device),
+                    decoder_input_ids=decoder_input_ids.to(device),
+                ).logits  # (B, T, V)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.to(device).flatten(), ignore_index=IGNORE)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.update(1, loss=f"{losses[-1]:.3f}")
     model.eval()
     seconds = time.perf_counter() - started
     tail = losses[-max(1, len(losses) // 10) :]

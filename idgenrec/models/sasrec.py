@@ -297,21 +297,20 @@ class SASRecRecommender:
         total_loss, total_targets = 0.0, 0
         steps = range(0, len(order), self.config.batch_size)
         # the epoch's own log line (loss, validation) follows in fit(): no summary line here
-        bar = Progress(len(steps), f"sasrec epoch {epoch}", enabled=progress, summary=False)
-        for begin in steps:
-            index = order[begin : begin + self.config.batch_size]
-            tokens, labels = inputs[index].to(self.device), targets[index].to(self.device)  # (B, T)
-            hidden = self.network(tokens)  # (B, T, H)
-            owned = labels != IGNORE
-            logits = self.network.item_scores(hidden[owned])  # (M, N): only positions with a target
-            loss = F.cross_entropy(logits, labels[owned])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total_loss += loss.item() * len(logits)
-            total_targets += len(logits)
-            bar.update(1, loss=f"{total_loss / total_targets:.4f}")
-        bar.close()
+        with Progress(len(steps), f"sasrec epoch {epoch}", enabled=progress, summary=False) as bar:
+            for begin in steps:
+                index = order[begin : begin + self.config.batch_size]
+                tokens, labels = inputs[index].to(self.device), targets[index].to(self.device)  # (B, T)
+                hidden = self.network(tokens)  # (B, T, H)
+                owned = labels != IGNORE
+                logits = self.network.item_scores(hidden[owned])  # (M, N): only positions with a target
+                loss = F.cross_entropy(logits, labels[owned])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.item() * len(logits)
+                total_targets += len(logits)
+                bar.update(1, loss=f"{total_loss / total_targets:.4f}")
         return total_loss / total_targets
 
     # -- persistence: {config.json, weights.safetensors} -------------------------------

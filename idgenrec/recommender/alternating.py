@@ -129,8 +129,9 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
     state = TrainingState.load(workdir)
     if state is None:
         raise FileNotFoundError(f"{workdir}: no training state; start the run first")
+    phases = len(params.training.schedule)
     if index < state.completed_phases:
-        LOGGER.info(f"phase {index + 1}/{len(params.training.schedule)}: finished in an earlier run, skipped (resuming)")
+        LOGGER.info(f"phase {index + 1}/{phases}: finished in an earlier run, skipped (resuming)")
         return [r for r in state.records if r["phase_index"] == index]
     if index != state.completed_phases:
         raise ValueError(f"phase {index} cannot run before phase {state.completed_phases} has finished")
@@ -150,7 +151,6 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
     encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), params.training.history_length)
     records: list[dict] = []
     started = time.perf_counter()
-    phases = len(params.training.schedule)
     LOGGER.info(f"phase {index + 1}/{phases}: {phase.phase}, {phase.epochs} epochs at lr {phase.learning_rate}")
 
     if phase.phase == "recommender":
