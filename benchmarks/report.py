@@ -26,6 +26,8 @@ SECTIONS = [
     ("precision.md", "python benchmarks/precision.py --prepared artifacts/prepared --epochs 0.1 --out benchmarks/results/precision"),
     ("ids_benchmark_ml-100k.md", "python benchmarks/ids_benchmark.py --datasets ml-100k"),
     ("ids_benchmark_beauty.md", "python benchmarks/ids_benchmark.py --datasets beauty"),
+    ("seen_items_ml-100k.md", "python benchmarks/seen_items.py --out benchmarks/results/seen_items_ml-100k --model ...  "
+                              "(the exact command, with every model folder, is in seen_items_ml-100k.json)"),
 ]
 
 

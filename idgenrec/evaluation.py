@@ -1,7 +1,10 @@
 """The evaluation protocol: leave-one-out, full-catalogue ranking, Recall@k and NDCG@k.
 
 One held-out target per user, so Recall@k equals Hit@k and NDCG@k is
-``1 / log2(rank + 2)`` when the target is at 0-based ``rank < k``, else 0.
+``1 / log2(rank + 2)`` when the target is at 0-based ``rank < k``, else 0. With nothing
+excluded, ``seen@k`` is the share of the top-k the user already interacted with: on data
+without repeat interactions (ML-100k) every such slot is wasted, and it is what separates
+a model's two seen-item settings.
 Every model is evaluated through :func:`evaluate` via the :class:`Recommender` contract.
 """
 
@@ -52,6 +55,19 @@ def ranking_metrics(ranks: Sequence[int | None], ks: Sequence[int]) -> dict[str,
     return metrics
 
 
+def seen_shares(ranked: Sequence[Sequence[int]], histories: Sequence[Sequence[int]], ks: Sequence[int]) -> dict[str, float]:
+    """``seen@k``: mean share of each top-k list that is already in the user's history."""
+    if len(ranked) != len(histories):
+        raise ValueError(f"{len(ranked)} ranked lists for {len(histories)} histories")
+    if not ranked:
+        raise ValueError("no users to evaluate")
+    seen = [set(history) for history in histories]
+    return {
+        f"seen@{k}": sum(sum(item in s for item in items[:k]) / k for items, s in zip(ranked, seen)) / len(ranked)
+        for k in ks
+    }
+
+
 def evaluate(
     model: Recommender,
     dataset: SequenceDataset,
@@ -59,10 +75,16 @@ def evaluate(
     ks: Sequence[int] = (5, 10),
     exclude_seen: bool = False,
 ) -> dict[str, float]:
-    """Rank the full catalogue for every user's held-out ``split`` item and score it."""
+    """Rank the full catalogue for every user's held-out ``split`` item and score it.
+
+    With nothing excluded the result also carries :func:`seen_shares` (``seen@k``).
+    """
     histories, targets = dataset.split_examples(split)
     ranked = model.recommend(histories, k=max(ks), exclude_seen=exclude_seen)
-    return ranking_metrics(target_ranks(ranked, targets), ks)
+    metrics = ranking_metrics(target_ranks(ranked, targets), ks)
+    if not exclude_seen:
+        metrics.update(seen_shares(ranked, histories, ks))
+    return metrics
 
 
 def exclusion_setting(exclude_seen: bool) -> str:

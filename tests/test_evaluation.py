@@ -3,7 +3,7 @@ import math
 import pytest
 
 from idgenrec.data.dataset import SequenceDataset
-from idgenrec.evaluation import evaluate, ranking_metrics, target_ranks
+from idgenrec.evaluation import evaluate, ranking_metrics, seen_shares, target_ranks
 from idgenrec.models.popularity import PopularityRecommender
 
 
@@ -22,6 +22,15 @@ def test_metrics_match_hand_computed_values():
 
 def test_first_place_scores_one():
     assert ranking_metrics([0, 0], ks=[5]) == {"recall@5": 1.0, "ndcg@5": 1.0}
+
+
+def test_seen_share_counts_already_seen_items_in_each_top_k():
+    ranked = [[3, 1, 2], [5, 6, 4]]
+    histories = [[1, 2, 9], [7]]
+    # user 1: top-1 [3] has none seen, top-3 has 1 and 2; user 2: nothing seen
+    assert seen_shares(ranked, histories, [1, 3]) == pytest.approx({"seen@1": 0.0, "seen@3": (2 / 3) / 2})
+    with pytest.raises(ValueError, match="2 ranked lists for 1 histories"):
+        seen_shares(ranked, [[1]], [1])
 
 
 def test_mismatched_lengths_are_an_error():
@@ -52,6 +61,9 @@ def test_popularity_counts_only_training_items_and_excludes_seen_on_request():
     metrics = evaluate(model, dataset, "test", ks=[1], exclude_seen=False)
     # targets 3, 2, 0: only user 3's target (0) is at rank 0
     assert metrics["recall@1"] == pytest.approx(1 / 3)
+    # everyone's top-1 is item 0, which every user has seen; excluded, no seen share is reported
+    assert metrics["seen@1"] == 1.0
+    assert "seen@1" not in evaluate(model, dataset, "test", ks=[1], exclude_seen=True)
 
 
 def test_a_user_sample_scores_the_same_fixed_users_for_every_model():
