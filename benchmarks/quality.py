@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                         "threads": torch.get_num_threads()},
+            # what a machine running this needs: the process's peak so far (a Beauty title-ID run peaked above 12 GB)
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "summary": summary, "runs": runs,
         })
         with atomic_write(args.out.with_suffix(".md")) as handle:
