@@ -27,7 +27,7 @@ from idgenrec.backbone import pick_device
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import ranking_metrics, seen_shares, target_ranks
 from idgenrec.models.popularity import PopularityRecommender
-from idgenrec.models.sasrec import SASRecRecommender
+from idgenrec.models.sasrec import WEIGHTS_FILE, SASRecRecommender
 from idgenrec.recommender.model import IDGenRecModel
 
 K = 10
@@ -35,7 +35,7 @@ K = 10
 
 def load_model(folder: Path):
     """(model, input window) for an IDGenRec or SASRec folder."""
-    if (folder / "weights.safetensors").exists():
+    if (folder / WEIGHTS_FILE).exists():
         model = SASRecRecommender.load(folder, device=str(pick_device()))
         return model, model.config.max_history
     model = IDGenRecModel.load(folder, device=pick_device())
