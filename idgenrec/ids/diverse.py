@@ -40,17 +40,19 @@ def diverse_beam_candidates(
     batch = input_ids.size(0)
     beams = batch * groups  # N = B * G; beam n belongs to item n // G, group n % G
     eos = tokenizer.eos_token_id
+    device = next(model.parameters()).device  # the search's state lives beside the model (CPU or GPU)
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     hidden = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     hidden = hidden.repeat_interleave(groups, dim=0)  # (N, S, H)
     mask = attention_mask.repeat_interleave(groups, dim=0)  # (N, S)
-    banned = torch.tensor(sorted(set(tokenizer.all_special_ids) - {eos}), dtype=torch.long)
+    banned = torch.tensor(sorted(set(tokenizer.all_special_ids) - {eos}), dtype=torch.long, device=device)
 
-    generated = torch.full((beams, max_tokens), tokenizer.pad_token_id, dtype=torch.long)  # (N, T)
-    last = torch.full((beams, 1), model.config.decoder_start_token_id, dtype=torch.long)
-    running = torch.zeros(batch, groups)  # accumulated penalised log-prob of the live beam
-    finished = torch.full((batch, groups), float("-inf"))  # best finished hypothesis score
-    finished_len = torch.zeros(batch, groups, dtype=torch.long)
-    done = torch.zeros(batch, groups, dtype=torch.bool)
+    generated = torch.full((beams, max_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)  # (N, T)
+    last = torch.full((beams, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
+    running = torch.zeros(batch, groups, device=device)  # accumulated penalised log-prob of the live beam
+    finished = torch.full((batch, groups), float("-inf"), device=device)  # best finished hypothesis score
+    finished_len = torch.zeros(batch, groups, dtype=torch.long, device=device)
+    done = torch.zeros(batch, groups, dtype=torch.bool, device=device)
     cache = None
     for step in range(max_tokens):
         out = model(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=last, cache=cache, use_cache=True)
@@ -60,8 +62,8 @@ def diverse_beam_candidates(
         if step < min_tokens:
             logp[:, eos] = float("-inf")
         logp = logp.view(batch, groups, -1)  # (B, G, V)
-        chosen = torch.zeros(batch, logp.size(-1))  # (B, V) tokens picked by earlier groups this step
-        tokens = torch.empty(batch, groups, dtype=torch.long)
+        chosen = torch.zeros(batch, logp.size(-1), device=device)  # (B, V) tokens picked by earlier groups this step
+        tokens = torch.empty(batch, groups, dtype=torch.long, device=device)
         for g in range(groups):
             scores = logp[:, g] - penalty * chosen + running[:, g, None]  # (B, V)
             top_scores, top_tokens = scores.topk(2, dim=-1)  # (B, 2)
@@ -87,7 +89,8 @@ def diverse_beam_candidates(
     better = ~done & (at_limit > finished)
     finished = torch.where(better, at_limit, finished)
     finished_len = torch.where(better, max_tokens, finished_len)
-    return _ranked(generated.view(batch, groups, -1), finished, finished_len)
+    # one copy to the host: reading the ranked candidates element by element from a GPU would sync per element
+    return _ranked(generated.view(batch, groups, -1).cpu(), finished.cpu(), finished_len.cpu())
 
 
 def _ranked(generated: torch.Tensor, finished: torch.Tensor, lengths: torch.Tensor) -> list[list[Candidate]]:
