@@ -154,12 +154,26 @@ def pick_device() -> torch.device:
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast where the hardware has it (this CPU has AVX-512 bf16; GPUs from Ampere)."""
+    """bf16 autocast where the hardware has it (this CPU has AVX-512 bf16; GPUs from Ampere).
+
+    On CUDA, bf16 attention would go to cuDNN's kernel, which builds an execution plan for
+    every new shape: ~5 ms of CPU per call on an H200, and length-grouped batches and
+    decoding steps change shape every call. A paper-offline training step took 477 ms that
+    way against 58 ms in fp32 (benchmarks/results/gpu-h200.md); flash / memory-efficient
+    attention have no per-shape plan.
+    """
     if not enabled:
         return contextlib.nullcontext()
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    if device.type != "cuda":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+    stack.enter_context(sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]))
+    return stack
 
 
 def training_kernels(device: torch.device) -> contextlib.AbstractContextManager:
