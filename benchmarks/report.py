@@ -13,6 +13,8 @@ import re
 import statistics
 from pathlib import Path
 
+import yaml
+
 from idgenrec.atomic import atomic_write
 from quality import KINDS, id_kind
 
@@ -48,6 +50,31 @@ def display_name(model: str) -> str:
     return f"IDGenRec, {kind} IDs" + (f" ({label})" if label else "")
 
 
+# params.yaml's schedule changed in session 6: recommender 1.4, ID 0.02, recommender 0.4 epochs became
+# 1.3, 0.01, 0.2. Runs made on the new schedule before it was the default carry the label "resized";
+# the IDGenRec runs in these files trained on the earlier default and are labelled so in the tables.
+CURRENT_SCHEDULE_LABEL = "resized"
+EARLIER_SCHEDULE = "earlier schedule: 1.4, 0.02, 0.4 epochs"
+EARLIER_SCHEDULE_FILES = {
+    "quality-ml-100k-ablation-seed0.json", "quality-ml-100k-ids-seed2.json", "quality-ml-100k-previous-default-seed0.json",
+    "quality-ml-100k-random-seed2.json", "quality-ml-100k-seed1.json", "quality-ml-100k-title-seed1.json",
+    "quality-ml-100k-user-ids-seed0.json",
+}
+
+
+def run_name(path: Path, model: str) -> str:
+    """Display name of a run in ``path``, its label saying which default schedule it trained on."""
+    kind = id_kind(model)
+    if kind is None:
+        return display_name(model)
+    label = model.removeprefix(f"idgenrec-{kind}").strip("- ")
+    if label == CURRENT_SCHEDULE_LABEL:
+        label = ""
+    if path.name in EARLIER_SCHEDULE_FILES:
+        label = ", ".join(part for part in (label, EARLIER_SCHEDULE) if part)
+    return display_name(f"idgenrec-{kind}" + (f"-{label}" if label else ""))
+
+
 def result_files(dataset: str) -> list[Path]:
     return sorted(RESULTS.glob(f"quality-{dataset}*.json"))
 
@@ -60,7 +87,7 @@ def quality_runs(dataset: str, with_pipeline: bool) -> list[tuple[str, int, dict
                 for name, path in PIPELINE_METRICS if Path(path).exists()]
     for path in result_files(dataset):
         for run in json.loads(path.read_text())["runs"]:
-            name = display_name(run["model"])
+            name = run_name(path, run["model"])
             if (name, run["seed"]) not in {(n, s) for n, s, _ in runs}:
                 runs.append((name, run["seed"], run))
     return runs
@@ -99,14 +126,25 @@ def _table_order(name: str) -> tuple[int, str]:
     return (fixed.index(name), "") if name in fixed else (len(fixed), name)
 
 
+def is_default(override: str) -> bool:
+    """Whether a ``--set key=value`` override equals what params.yaml says now (a setting since adopted)."""
+    key, _, value = override.partition("=")
+    node = yaml.safe_load(Path("params.yaml").read_text())
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return node == yaml.safe_load(value)
+
+
 def budget_notes(dataset: str) -> list[str]:
     """What was changed from params.yaml for the runs on ``dataset`` (their --set overrides), files grouped by change."""
     groups: dict[tuple[str, ...], list[tuple[str, set[str]]]] = {}
     for path in result_files(dataset):
         data = json.loads(path.read_text())
-        if data.get("overrides"):
-            models = {display_name(r["model"]) for r in data["runs"]}
-            groups.setdefault(tuple(data["overrides"]), []).append((path.name, models))
+        if overrides := [o for o in data.get("overrides", []) if not is_default(o)]:
+            models = {run_name(path, r["model"]) for r in data["runs"]}
+            groups.setdefault(tuple(overrides), []).append((path.name, models))
     notes = []
     for overrides, files in groups.items():
         models = sorted(set().union(*(m for _, m in files)), key=_table_order)
@@ -174,11 +212,11 @@ def user_id_note(runs: list[tuple[str, int, dict]]) -> str | None:
     best = {(name, seed): run["metrics"].get(key) for name, seed, run in runs if name.startswith("IDGenRec")}
     pairs = []
     for (name, seed), score in best.items():
-        if name.endswith("(user-ids)"):
-            plain = best.get((name.removesuffix(" (user-ids)"), seed))
+        if "(user-ids" in name:
+            plain_name = name.replace("(user-ids)", "").replace("(user-ids, ", "(").strip()
+            plain = best.get((plain_name, seed))
             if plain is not None and score is not None:
-                pairs.append(f"{name.removeprefix('IDGenRec, ').removesuffix(' (user-ids)')} seed {seed}: "
-                             f"{plain:.4f} without -> {score:.4f} with")
+                pairs.append(f"{plain_name.removeprefix('IDGenRec, ')} seed {seed}: {plain:.4f} without -> {score:.4f} with")
     if not pairs:
         return None
     return (f"User IDs (`training.user_id_words`), `{key}` of the selected checkpoint: " + "; ".join(pairs) + ".\n")
