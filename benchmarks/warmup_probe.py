@@ -1,0 +1,37 @@
+"""Does a profile's ID generator warm up into distinct IDs? One warm-up, then top-1 IDs for the first 256 items.
+
+Prints one JSON line: warm-up loss at start / end, and how many of 256 items got distinct top-1
+candidates from diverse beam search (10 groups). Run once per variant of the profile:
+
+    python benchmarks/warmup_probe.py profiles/paper-offline.yaml asis '{}'
+    python benchmarks/warmup_probe.py profiles/paper-offline.yaml nodropout '{"backbone": {"dropout": 0.0}}'
+    python benchmarks/warmup_probe.py profiles/paper-offline.yaml lr3e-4 '{"warmup": {"learning_rate": 0.0003}}'
+
+Reads artifacts/prepared. Session 6's lines, in benchmarks/results/warmup_probe_paper-offline.jsonl,
+were measured on 1 thread while the profile still warmed up at lr 1e-3 ("asis"); it now uses 3e-4.
+"""
+import sys, time, json
+import torch
+import idgenrec  # noqa
+from idgenrec.config import load_params
+from idgenrec.data.dataset import SequenceDataset
+from idgenrec.ids import warm_up_generator
+from idgenrec.backbone import load_seq2seq
+from idgenrec.ids.diverse import diverse_beam_candidates
+from idgenrec.ids.unique import _pad
+
+dataset = SequenceDataset.load("artifacts/prepared")
+base = load_params(sys.argv[1])
+label = sys.argv[2]
+updates = json.loads(sys.argv[3])  # {"warmup": {...}, "backbone": {...}}
+params = base.model_copy(update={k: getattr(base, k).model_copy(update=v) for k, v in updates.items()})
+start = time.perf_counter()
+metrics = warm_up_generator(dataset, params, f"/tmp/pw-{label}", progress=False)
+seconds = time.perf_counter() - start
+generator, tokenizer = load_seq2seq(f"/tmp/pw-{label}")
+texts = [tokenizer(t, truncation=True, max_length=256)["input_ids"] for t in dataset.item_texts[:256]]
+ids, mask = _pad(texts, tokenizer.pad_token_id)
+ranked = diverse_beam_candidates(generator, tokenizer, ids, mask, groups=10, penalty=1.0, min_tokens=1, max_tokens=11)
+top = [tokenizer.decode(r[0].tokens) if r else "" for r in ranked]
+print(json.dumps({"label": label, "updates": updates, "warmup_s": round(seconds), "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+                  "distinct_top1_of_256": len(set(top)), "examples": top[:5]}), flush=True)
