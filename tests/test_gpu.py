@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from idgenrec.config import PhaseConfig
-from test_recommender import WORDS, _tiny_params, planted_dataset
+from test_recommender import THREE_PHASES, WORDS, _tiny_params, planted_dataset, warm_generator_and_ids
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -29,22 +29,13 @@ def test_textual_ids_on_the_gpu_equal_those_on_the_cpu(tmp_path):
 
 
 def test_alternating_training_and_constrained_decoding_run_on_the_gpu(tmp_path):
-    from idgenrec.backbone import load_seq2seq
-    from idgenrec.ids import make_id_table, warm_up_generator
     from idgenrec.recommender import alternating
     from idgenrec.recommender.model import IDGenRecModel
 
     dataset = planted_dataset()
-    params = _tiny_params([
-        PhaseConfig(phase="recommender", epochs=2, learning_rate=3e-3),
-        PhaseConfig(phase="ids", epochs=0.5, learning_rate=1e-3),
-        PhaseConfig(phase="recommender", epochs=1, learning_rate=1e-3),
-    ])
+    params = _tiny_params(THREE_PHASES)
     params = params.model_copy(update={"training": params.training.model_copy(update={"bf16": True})})
-    warm_up_generator(dataset, params, tmp_path / "generator")
-    generator, tokenizer = load_seq2seq(tmp_path / "generator")
-    table, _ = make_id_table("learned", dataset, generator.cuda(), tokenizer, params.ids)
-    table.save(tmp_path / "ids.tsv")
+    warm_generator_and_ids(tmp_path, dataset, params, device="cuda")
     state = alternating.train(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "run")
     assert state.completed_phases == 3 and state.best_score is not None
     model = IDGenRecModel.load(tmp_path / "run" / alternating.BEST, device="cuda")

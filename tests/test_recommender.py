@@ -180,21 +180,30 @@ def _tiny_params(schedule) -> Params:
     )
 
 
-def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
-    from idgenrec.ids import make_id_table, warm_up_generator
+THREE_PHASES = [  # recommender, ID phase, recommender on the new IDs
+    PhaseConfig(phase="recommender", epochs=2, learning_rate=3e-3),
+    PhaseConfig(phase="ids", epochs=0.5, learning_rate=1e-3),
+    PhaseConfig(phase="recommender", epochs=1, learning_rate=1e-3),
+]
+
+
+def warm_generator_and_ids(tmp_path, dataset, params, device: str = "cpu") -> None:
+    """Write ``generator/`` and ``ids.tsv`` under ``tmp_path``: the inputs of ``alternating.train``."""
     from idgenrec.backbone import load_seq2seq
+    from idgenrec.ids import make_id_table, warm_up_generator
+
+    warm_up_generator(dataset, params, tmp_path / "generator")
+    generator, tokenizer = load_seq2seq(tmp_path / "generator")
+    table, _ = make_id_table("learned", dataset, generator.to(device), tokenizer, params.ids)
+    table.save(tmp_path / "ids.tsv")
+
+
+def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     from idgenrec.recommender import alternating
 
     dataset = planted_dataset()
-    params = _tiny_params([
-        PhaseConfig(phase="recommender", epochs=2, learning_rate=3e-3),
-        PhaseConfig(phase="ids", epochs=0.5, learning_rate=1e-3),
-        PhaseConfig(phase="recommender", epochs=1, learning_rate=1e-3),
-    ])
-    warm_up_generator(dataset, params, tmp_path / "generator")
-    generator, tokenizer = load_seq2seq(tmp_path / "generator")
-    table, _ = make_id_table("learned", dataset, generator, tokenizer, params.ids)
-    table.save(tmp_path / "ids.tsv")
+    params = _tiny_params(THREE_PHASES)
+    warm_generator_and_ids(tmp_path, dataset, params)
 
     full = alternating.train(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "full")
 
