@@ -28,6 +28,8 @@ SECTIONS = [
     ("precision.md", "python benchmarks/precision.py --prepared artifacts/prepared --epochs 0.1 --out benchmarks/results/precision"),
     ("ids_benchmark_ml-100k.md", "python benchmarks/ids_benchmark.py --datasets ml-100k"),
     ("ids_benchmark_beauty.md", "python benchmarks/ids_benchmark.py --datasets beauty"),
+    ("gpu-h200.md", "python benchmarks/gpu_check.py --params profiles/paper-offline.yaml --prepared artifacts/prepared "
+                    "--out benchmarks/results/gpu-h200  (on a CUDA machine; the command that ran is in gpu-h200.json)"),
     ("seen_items_ml-100k.md", "python benchmarks/seen_items.py --out benchmarks/results/seen_items_ml-100k --model ...  "
                               "(the exact command, with every model folder, is in seen_items_ml-100k.json)"),
 ]
