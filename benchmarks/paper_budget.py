@@ -53,7 +53,12 @@ def run_quality(prepared: Path, params: Path, overrides: list[str], workdir: Pat
     for override in overrides:
         command += ["--set", override]
     print("$ " + " ".join(command), flush=True)
-    subprocess.run(command, check=True, timeout=timeout_s)
+    try:
+        subprocess.run(command, check=True, timeout=timeout_s)
+    except subprocess.CalledProcessError as err:
+        sys.exit(f"quality.py on {prepared} failed (exit status {err.returncode}); its output is above")
+    except subprocess.TimeoutExpired:
+        sys.exit(f"quality.py on {prepared} ran past the budget ({timeout_s:.0f} s left when it started)")
     return json.loads(out.with_suffix(".json").read_text())["runs"][0]
 
 
