@@ -158,9 +158,9 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
 
     On CUDA, bf16 attention would go to cuDNN's kernel, which builds an execution plan for
     every new shape: ~5 ms of CPU per call on an H200, and length-grouped batches and
-    decoding steps change shape every call. A paper-offline training step took 477 ms that
-    way against 58 ms in fp32 (benchmarks/results/gpu-h200.md); flash / memory-efficient
-    attention have no per-shape plan.
+    decoding steps change shape every call. A paper-offline training step took 347 ms that
+    way against 36.7 ms with flash / memory-efficient attention, which have no per-shape plan
+    (benchmarks/results/gpu-h200.md).
     """
     if not enabled:
         return contextlib.nullcontext()
