@@ -31,10 +31,13 @@ import yaml
 import idgenrec  # noqa: F401  (offline defaults before transformers is imported)
 from idgenrec.atomic import write_json
 from idgenrec.data.dataset import SequenceDataset
+from idgenrec.recommender.samples import training_samples
 
 QUALITY = Path(__file__).with_name("quality.py")
 # Probe schedule: enough steps to time each phase past its start-up, short enough to leave the budget.
-PROBE_SCHEDULE = "[{phase: recommender, epochs: 0.1, learning_rate: 0.001}, {phase: ids, epochs: 0.005, learning_rate: 0.0001}]"
+PROBE_RECOMMENDER_EPOCHS, PROBE_ID_EPOCHS = 0.1, 0.005
+PROBE_SCHEDULE = json.dumps([{"phase": "recommender", "epochs": PROBE_RECOMMENDER_EPOCHS, "learning_rate": 0.001},
+                             {"phase": "ids", "epochs": PROBE_ID_EPOCHS, "learning_rate": 0.0001}])
 PROBE_SELECTION_USERS, PROBE_EVAL_USERS = 50, 100
 # Margin on costs carried from the probe dataset to the target (longer IDs in prompts and texts).
 # The probe's warm-up time includes building the model, which already overstates the per-item rate.
@@ -42,8 +45,8 @@ STEP_MARGIN, FIXED_SETUP_S = 1.5, 45.0
 
 
 def training_samples_per_epoch(dataset: SequenceDataset) -> int:
-    """Samples in one recommender epoch: every prefix of every training sequence."""
-    return sum(max(len(dataset.train_sequence(u)) - 1, 0) for u in range(dataset.num_users))
+    """Samples in one recommender epoch, as training builds them (the history length does not change the count)."""
+    return len(training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], history_length=1))
 
 
 def run_quality(prepared: Path, params: Path, overrides: list[str], workdir: Path, out: Path, kind: str, seed: int,
@@ -68,18 +71,20 @@ def probe_costs(run: dict, dataset: SequenceDataset, warmup_epochs: float) -> di
     recommender, ids_phase = run["records"][0], run["records"][-1]
     items = run["id_quality"]["items"]
     return {
-        "recommender_s_per_sample": recommender["seconds"] / (0.1 * samples),
-        "id_phase_s_per_sample": (ids_phase["seconds"] - ids_phase["ids_seconds"]) / (0.005 * samples),
+        "recommender_s_per_sample": recommender["seconds"] / (PROBE_RECOMMENDER_EPOCHS * samples),
+        "id_phase_s_per_sample": (ids_phase["seconds"] - ids_phase["ids_seconds"]) / (PROBE_ID_EPOCHS * samples),
         "ids_s_per_item": run["timings"]["ids_s"] / items,
         "warmup_s_per_item_epoch": run["timings"]["warmup_s"] / (items * warmup_epochs),
         "decode_s_per_user": run["timings"]["evaluate_s"] / (4 * PROBE_EVAL_USERS),  # 2 splits x 2 settings
     }
 
 
-def scale_schedule(schedule: list[dict], costs: dict, dataset: SequenceDataset, seconds: float,
+def scale_schedule(schedule: list[dict], costs: dict, samples: int, items: int, seconds: float,
                    warmup_epochs: float, selection_users: int, eval_users: int) -> tuple[float, float]:
-    """The largest factor (at most 1, 2 significant digits) on every phase's epochs that fits ``seconds``; and its estimate."""
-    samples, items = training_samples_per_epoch(dataset), dataset.num_items
+    """The largest factor (at most 1, 2 significant digits) on every phase's epochs that fits ``seconds``; and its estimate.
+
+    ``samples`` and ``items``: the target dataset's training samples per epoch and catalogue size.
+    """
     id_phases = sum(p["phase"] == "ids" for p in schedule)
     fixed = (FIXED_SETUP_S
              + warmup_epochs * items * costs["warmup_s_per_item_epoch"]
@@ -134,12 +139,14 @@ def main() -> None:
     costs = probe_costs(probe, SequenceDataset.load(args.probe_prepared), warmup_epochs)
 
     target = SequenceDataset.load(args.prepared)
+    samples, items = training_samples_per_epoch(target), target.num_items
     schedule = raw["training"]["schedule"]
     left = deadline - time.monotonic()
-    factor, estimate = scale_schedule(schedule, costs, target, left, warmup_epochs, args.selection_users, args.eval_users)
+    factor, estimate = scale_schedule(schedule, costs, samples, items, left, warmup_epochs, args.selection_users,
+                                      args.eval_users)
     plan = {"budget_s": args.budget_s, "left_after_probe_s": round(left, 1), "factor": factor,
             "estimate_s": round(estimate, 1), "costs": costs, "profile_schedule": schedule,
-            "training_samples_per_epoch": training_samples_per_epoch(target), "items": target.num_items}
+            "training_samples_per_epoch": samples, "items": items}
     print(json.dumps(plan, indent=1), flush=True)
     write_json(args.out.with_name(args.out.name + "-plan.json"), plan)
     if factor < 0.01:

@@ -128,10 +128,10 @@ def _table_order(name: str) -> tuple[int, str]:
     return (fixed.index(name), "") if name in fixed else (len(fixed), name)
 
 
-def is_default(override: str) -> bool:
-    """Whether a ``--set key=value`` override equals what params.yaml says now (a setting since adopted)."""
+def is_default(override: str, params: dict) -> bool:
+    """Whether a ``--set key=value`` override equals what ``params`` (params.yaml now) says: a setting since adopted."""
     key, _, value = override.partition("=")
-    node = yaml.safe_load(Path("params.yaml").read_text())
+    node = params
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             return False
@@ -142,9 +142,10 @@ def is_default(override: str) -> bool:
 def budget_notes(dataset: str) -> list[str]:
     """What was changed from params.yaml for the runs on ``dataset`` (their --set overrides), files grouped by change."""
     groups: dict[tuple[str, ...], list[tuple[str, set[str]]]] = {}
+    params = yaml.safe_load(Path("params.yaml").read_text())
     for path in result_files(dataset):
         data = json.loads(path.read_text())
-        if overrides := [o for o in data.get("overrides", []) if not is_default(o)]:
+        if overrides := [o for o in data.get("overrides", []) if not is_default(o, params)]:
             models = {run_name(path, r["model"]) for r in data["runs"]}
             groups.setdefault(tuple(overrides), []).append((path.name, models))
     notes = []

@@ -10,9 +10,12 @@ candidates from diverse beam search (10 groups). Run once per variant of the pro
 Reads artifacts/prepared. Session 6's lines, in benchmarks/results/warmup_probe_paper-offline.jsonl,
 were measured on 1 thread while the profile still warmed up at lr 1e-3 ("asis"); it now uses 3e-4.
 """
-import sys, time, json
-import torch
-import idgenrec  # noqa
+
+import json
+import sys
+import time
+
+import idgenrec  # noqa: F401  (offline defaults before transformers is imported)
 from idgenrec.config import load_params
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.ids import warm_up_generator
@@ -29,9 +32,13 @@ start = time.perf_counter()
 metrics = warm_up_generator(dataset, params, f"/tmp/pw-{label}", progress=False)
 seconds = time.perf_counter() - start
 generator, tokenizer = load_seq2seq(f"/tmp/pw-{label}")
-texts = [tokenizer(t, truncation=True, max_length=256)["input_ids"] for t in dataset.item_texts[:256]]
+ids_config = params.ids  # the first decoding pass of ID generation (ids/unique.py), for 256 items
+texts = tokenizer(dataset.item_texts[:256], truncation=True, max_length=ids_config.max_input_tokens)["input_ids"]
 ids, mask = _pad(texts, tokenizer.pad_token_id)
-ranked = diverse_beam_candidates(generator, tokenizer, ids, mask, groups=10, penalty=1.0, min_tokens=1, max_tokens=11)
+ranked = diverse_beam_candidates(
+    generator, tokenizer, ids, mask, groups=ids_config.beam_groups, penalty=ids_config.diversity_penalty,
+    min_tokens=ids_config.min_length, max_tokens=ids_config.min_length + ids_config.length_span,
+)
 top = [tokenizer.decode(r[0].tokens) if r else "" for r in ranked]
 print(json.dumps({"label": label, "updates": updates, "warmup_s": round(seconds), "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
                   "distinct_top1_of_256": len(set(top)), "examples": top[:5]}), flush=True)
