@@ -164,6 +164,13 @@ class TrainingConfig(_Section):
         description="User IDs in prompts: the N most frequent words of the IDs of every item the user had before "
         "the one to predict (0: no user IDs, prompts say 'the user'). Never built from the target or later items.",
     )
+    later_targets: int = Field(
+        0,
+        ge=0,
+        description="Recommender phase: also train each prompt on up to N items that follow its target in the "
+        "user's training sequence, decoded from the same encoder pass (0: the next item only, as in the paper). "
+        "Each extra target costs a decoder pass, about a quarter of a step on the default backbone.",
+    )
     selection_users: int | None = Field(
         None, ge=1, description="Validate on this fixed random subset of users after each epoch (None: all users)."
     )

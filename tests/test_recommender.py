@@ -13,7 +13,7 @@ from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.decoding import beam_search
 from idgenrec.recommender.samples import PromptEncoder, UserIdWriter, pad_batch, training_samples
 from idgenrec.recommender.soft_ids import ItemTextInputs, anchor_loss, differentiable_greedy_decode, id_phase_loss
-from idgenrec.recommender.training import train_recommender_phase
+from idgenrec.recommender.training import iterate_batches, recommender_loss, train_recommender_phase
 
 WORDS = ["apple pie", "banana split", "cherry tart", "date cake", "fig roll", "grape jam", "kiwi tea", "lemon curd"]
 TINY = BackboneConfig(profile="tiny", hidden_size=32, encoder_layers=1, decoder_layers=1)
@@ -238,6 +238,38 @@ def test_user_ids_are_written_from_the_items_before_the_target_only():
     changed = training_samples([[0, 1, 3, 3, 3]], history_length=2, user_ids=writer)
     assert [s.user_id for s in changed][:2] == [s.user_id for s in samples][:2]
     assert all(s.user_id == "" for s in training_samples([sequence], history_length=2))
+
+
+def test_later_targets_come_from_the_training_sequence_after_the_target():
+    samples = training_samples([[5, 6, 7, 8, 9]], history_length=2, later_targets=2)
+    assert [(s.history, s.target, s.later) for s in samples] == [
+        ((5,), 6, (7, 8)), ((5, 6), 7, (8, 9)), ((6, 7), 8, (9,)), ((7, 8), 9, ()),
+    ]
+    assert all(s.later == () for s in training_samples([[5, 6, 7, 8, 9]], history_length=2))
+
+
+def test_later_targets_share_their_prompts_encoder_pass(backbone):
+    """A batch whose prompts carry later targets has the loss of the same targets with each prompt
+    repeated once per target: the shared encoder pass changes the cost, not the objective."""
+    dataset, tokenizer, recommender, _, item_tokens = backbone
+    encoder = PromptEncoder(tokenizer, item_tokens, history_length=3)
+    samples = training_samples([dataset.train_sequence(u) for u in range(4)], 3, later_targets=2)
+    config = TrainingConfig(batch_size=8, bf16=False)
+    start = recommender.config.decoder_start_token_id
+    indices = list(range(len(samples)))
+    batch = next(iterate_batches(encoder, samples, indices, config, random.Random(0), tokenizer.pad_token_id, start))
+    targets_per_prompt = torch.bincount(batch.target_rows, minlength=len(batch.prompts))
+    assert batch.labels.size(0) > len(batch.prompts) and targets_per_prompt.min() >= 1
+    repeated = pad_batch([batch.prompts[r].input_ids for r in batch.target_rows.tolist()], tokenizer.pad_token_id)
+    with torch.no_grad():
+        shared = recommender_loss(recommender, batch, torch.device("cpu"))
+        logits = recommender(
+            input_ids=repeated,
+            attention_mask=(repeated != tokenizer.pad_token_id).long(),
+            decoder_input_ids=batch.decoder_input_ids,
+        ).logits
+        expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch.labels.flatten(), ignore_index=-100)
+    assert shared.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_a_user_id_goes_into_the_prompt_and_leaves_the_item_spans_intact(backbone):

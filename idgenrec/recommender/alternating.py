@@ -146,7 +146,10 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
     seed = params.training.seed * 1000 + index
     user_ids = user_id_writer(table.textual_ids, params.training.user_id_words)
     samples = training_samples(
-        [dataset.train_sequence(u) for u in range(dataset.num_users)], params.training.history_length, user_ids
+        [dataset.train_sequence(u) for u in range(dataset.num_users)],
+        params.training.history_length,
+        user_ids,
+        params.training.later_targets,
     )
     encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), params.training.history_length)
     records: list[dict] = []

@@ -132,18 +132,28 @@ class TrainingSample:
     history: tuple[int, ...]
     target: int
     user_id: str = ""  # written from the items before the target only ("" when user IDs are off)
+    later: tuple[int, ...] = ()  # the training items after the target, extra targets of the same prompt
 
 
 def training_samples(
-    train_sequences: Sequence[Sequence[int]], history_length: int, user_ids: UserIdWriter | None = None
+    train_sequences: Sequence[Sequence[int]],
+    history_length: int,
+    user_ids: UserIdWriter | None = None,
+    later_targets: int = 0,
 ) -> list[TrainingSample]:
-    """Every prefix of every training sequence: predict items[i] from items[:i][-history_length:]."""
+    """Every prefix of every training sequence: predict items[i] from items[:i][-history_length:].
+
+    ``later_targets`` > 0 also keeps up to that many items after items[i] as extra targets of the
+    same prompt (see ``TrainingConfig.later_targets``); they come from the training sequence only.
+    """
     samples = []
     for user, sequence in enumerate(train_sequences):
         written = user_ids.along(sequence) if user_ids else None
         for i in range(1, len(sequence)):
             user_id = next(written) if written else ""
-            samples.append(TrainingSample(user, tuple(sequence[max(0, i - history_length) : i]), sequence[i], user_id))
+            history = tuple(sequence[max(0, i - history_length) : i])
+            later = tuple(sequence[i + 1 : i + 1 + later_targets])
+            samples.append(TrainingSample(user, history, sequence[i], user_id, later))
     return samples
 
 
@@ -159,9 +169,11 @@ def pad_batch(rows: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
 class Batch:
     input_ids: torch.Tensor  # (B, S) padded with pad id
     attention_mask: torch.Tensor  # (B, S)
-    decoder_input_ids: torch.Tensor  # (B, T) decoder start + target[:-1]
-    labels: torch.Tensor  # (B, T) target tokens + eos, padding = -100
+    decoder_input_ids: torch.Tensor  # (R, T) decoder start + target[:-1]
+    labels: torch.Tensor  # (R, T) target tokens + eos, padding = -100
     prompts: list[EncodedPrompt]
+    # (R,) the prompt each target row belongs to: R == B unless prompts carry later targets
+    target_rows: torch.Tensor
 
 
 def target_tensors(
@@ -173,11 +185,19 @@ def target_tensors(
 
 
 def collate(
-    prompts: Sequence[EncodedPrompt], targets: Sequence[Sequence[int]], pad_id: int, decoder_start_id: int
+    prompts: Sequence[EncodedPrompt],
+    targets: Sequence[Sequence[int]],
+    pad_id: int,
+    decoder_start_id: int,
+    target_rows: Sequence[int] | None = None,
 ) -> Batch:
+    """Pad prompts and targets; ``target_rows[r]`` names the prompt of target ``r`` (default: one each)."""
     input_ids = pad_batch([p.input_ids for p in prompts], pad_id)
     decoder_inputs, labels = target_tensors(targets, pad_id, decoder_start_id)
-    return Batch(input_ids, (input_ids != pad_id).long(), decoder_inputs, labels, list(prompts))
+    rows = torch.arange(len(prompts)) if target_rows is None else torch.tensor(list(target_rows), dtype=torch.long)
+    if len(rows) != len(targets):
+        raise ValueError(f"{len(targets)} targets but {len(rows)} target rows")
+    return Batch(input_ids, (input_ids != pad_id).long(), decoder_inputs, labels, list(prompts), rows)
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:

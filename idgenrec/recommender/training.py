@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import get_linear_schedule_with_warmup
+from transformers.modeling_outputs import BaseModelOutput
 
 from idgenrec.backbone import autocast, training_kernels
 from idgenrec.config import PhaseConfig, TrainingConfig
@@ -29,11 +30,15 @@ def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def recommender_loss(model, batch: Batch, device: torch.device) -> torch.Tensor:
+    """Token cross-entropy of every target row; each prompt is encoded once, however many targets it has."""
+    attention_mask = batch.attention_mask.to(device)
+    encoded = model.get_encoder()(input_ids=batch.input_ids.to(device), attention_mask=attention_mask)
+    rows = batch.target_rows.to(device)
     logits = model(
-        input_ids=batch.input_ids.to(device),
-        attention_mask=batch.attention_mask.to(device),
+        encoder_outputs=BaseModelOutput(last_hidden_state=encoded.last_hidden_state.index_select(0, rows)),
+        attention_mask=attention_mask.index_select(0, rows),
         decoder_input_ids=batch.decoder_input_ids.to(device),
-    ).logits  # (B, T, V)
+    ).logits  # (R, T, V)
     return sequence_loss(logits, batch.labels.to(device))
 
 
@@ -103,9 +108,13 @@ def iterate_batches(
 ) -> Iterator[Batch]:
     chosen = [samples[i] for i in indices]
     prompts = encode_samples(encoder, chosen, rng, config.train_templates)
-    targets = [encoder.target(s.target) for s in chosen]
     for batch_indices in length_grouped_batches([len(p.input_ids) for p in prompts], config.batch_size, rng):
-        yield collate([prompts[i] for i in batch_indices], [targets[i] for i in batch_indices], pad_id, decoder_start_id)
+        targets, rows = [], []
+        for row, i in enumerate(batch_indices):
+            for item in (chosen[i].target, *chosen[i].later):
+                targets.append(encoder.target(item))
+                rows.append(row)
+        yield collate([prompts[i] for i in batch_indices], targets, pad_id, decoder_start_id, rows)
 
 
 def train_recommender_phase(
@@ -137,8 +146,8 @@ def train_recommender_phase(
         with Progress(steps, f"recommender epoch {epoch + 1}/{plan.num_epochs}") as progress:
             for batch in batches:
                 loss = optimisation_step(model, batch, optimizer, schedule, device, config)
-                total += loss * batch.labels.size(0)
-                count += batch.labels.size(0)
+                total += loss * len(batch.prompts)
+                count += len(batch.prompts)
                 progress.update(1, loss=f"{total / count:.4f}")
         losses.append(total / max(count, 1))
         if on_epoch_end is not None:
