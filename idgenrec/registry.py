@@ -1,8 +1,9 @@
 """Model registry: versions of ``idgenrec-<dataset>``, aliases ``challenger`` and ``champion``.
 
 Every registered version gets alias ``challenger`` (the latest candidate) and tags with the
-validation score it was selected on. :func:`promote` moves ``champion`` to it only when
-that score beats the champion's by more than ``registry.margin`` (or when forced), and
+validation score it was selected on and the popularity baseline's score on the same users.
+:func:`promote` moves ``champion`` to it only when that score beats popularity's and the
+champion's by more than ``registry.margin`` (or when forced), and
 records the decision and its reason on the version either way; the version that loses
 the alias is remembered (tag ``previous_champion``) so :func:`rollback` can restore it.
 Stages are deprecated in MLflow; aliases are the mechanism.
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 CHAMPION, CHALLENGER = "champion", "challenger"
 # version tags
 METRIC_TAG, SCORE_TAG, DIGEST_TAG = "selection_metric", "selection_score", "dataset_digest"
+POPULARITY_TAG = "popularity_score"  # the popularity baseline on the same metric and users: the floor
 DECISION_TAG, REASON_TAG, PREVIOUS_TAG = "promotion_decision", "promotion_reason", "previous_champion"
 
 
@@ -55,6 +57,7 @@ class VersionSummary:
     aliases: list[str]
     selection_metric: str | None
     selection_score: float | None
+    popularity_score: float | None  # the floor it had to beat (None for versions registered before it)
     decision: str | None
     reason: str | None
     run_id: str | None
@@ -65,8 +68,8 @@ def registered_model_name(dataset_name: str) -> str:
     return f"idgenrec-{dataset_name}"
 
 
-def _score(version: ModelVersion) -> float | None:
-    value = version.tags.get(SCORE_TAG)
+def _score(version: ModelVersion, tag: str = SCORE_TAG) -> float | None:
+    value = version.tags.get(tag)
     try:
         return float(value) if value is not None else None
     except ValueError:
@@ -95,11 +98,13 @@ def register_version(
     selection_metric: str,
     selection_score: float | None,
     dataset_digest: str,
+    popularity_score: float | None = None,
 ) -> str:
     """Register ``model_uri`` as a new version of ``name``, alias it ``challenger``; returns the version."""
     tags = {METRIC_TAG: selection_metric, DIGEST_TAG: dataset_digest, "run_id": run_id}
-    if selection_score is not None:
-        tags[SCORE_TAG] = repr(float(selection_score))
+    for tag, value in ((SCORE_TAG, selection_score), (POPULARITY_TAG, popularity_score)):
+        if value is not None:
+            tags[tag] = repr(float(value))
     version = mlflow.register_model(model_uri, name, tags=tags).version
     MlflowClient().set_registered_model_alias(name, CHALLENGER, str(version))
     return str(version)
@@ -113,10 +118,15 @@ def _record(client: MlflowClient, name: str, version: str, decision: str, reason
 
 
 def _judge(candidate: ModelVersion, champion: ModelVersion | None, margin: float) -> tuple[bool, str]:
-    """The promotion rule: strictly better than champion + margin, on the same metric."""
+    """The promotion rule: strictly better than popularity, and than champion + margin, on the same metric."""
+    metric, score, floor = candidate.tags.get(METRIC_TAG), _score(candidate), _score(candidate, POPULARITY_TAG)
+    if score is not None and floor is not None and score <= floor:
+        return False, (
+            f"{metric} {score:.4f} does not beat the popularity baseline's {floor:.4f} on the same users "
+            "(promote with --force)"
+        )
     if champion is None:
         return True, "no champion yet"
-    metric, score = candidate.tags.get(METRIC_TAG), _score(candidate)
     champion_metric, champion_score = champion.tags.get(METRIC_TAG), _score(champion)
     if score is None:
         return False, f"version {candidate.version} has no {SCORE_TAG} tag to compare (promote with --force)"
@@ -199,6 +209,7 @@ def list_versions(name: str) -> list[VersionSummary]:
             aliases=sorted(aliases.get(str(v.version), [])),
             selection_metric=v.tags.get(METRIC_TAG),
             selection_score=_score(v),
+            popularity_score=_score(v, POPULARITY_TAG),
             decision=v.tags.get(DECISION_TAG),
             reason=v.tags.get(REASON_TAG),
             run_id=v.run_id,
@@ -222,6 +233,7 @@ def register_logged_run(logged: "LoggedRun", dataset_name: str) -> str:
         selection_metric=logged.selection_metric,
         selection_score=logged.selection_score,
         dataset_digest=logged.dataset_digest,
+        popularity_score=logged.popularity_score,
     )
 
 

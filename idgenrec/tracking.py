@@ -27,7 +27,7 @@ import pandas as pd
 
 from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
-from idgenrec.evaluation import selection_key
+from idgenrec.evaluation import evaluate_protocol, selection_key
 
 STORE_DIR = "mlruns"
 STORE_FILE = "mlflow.db"
@@ -77,6 +77,7 @@ class LoggedRun:
     selection_metric: str  # its key in metrics/model.json, e.g. "valid/seen_included/ndcg@10"
     selection_score: float | None
     dataset_digest: str
+    popularity_score: float | None = None  # the popularity baseline on the selection metric, same users
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -265,6 +266,14 @@ def _log_phase_runs(params: Params, records: Sequence[Mapping], rounds: Path) ->
             mlflow.log_metrics({f"round/{k}": v for k, v in summary.items()}, step=index, run_id=parent_id)
 
 
+def popularity_score(dataset: SequenceDataset, params: Params, key: str) -> float:
+    """The popularity baseline's ``key`` metric on the users the model was scored on: the registry's floor."""
+    from idgenrec.models.popularity import PopularityRecommender
+
+    model = PopularityRecommender.fit(dataset)
+    return evaluate_protocol(model, dataset, params.evaluation.ks, params.evaluation.sample_users)[key]
+
+
 def log_pipeline_run(
     params: Params,
     files: PipelineFiles,
@@ -315,6 +324,8 @@ def log_pipeline_run(
             "best/epoch": float(state.best_epoch or 0), "phases_completed": float(state.completed_phases),
         })
         mlflow.log_metrics({metric_key(k): float(v) for k, v in model_metrics.items()})
+        popularity = popularity_score(dataset, params, selection)
+        mlflow.log_metric(f"popularity/{metric_key(selection)}", popularity)
         for path, prefix in ((files.warmup_metrics, "warmup"), (files.ids_metrics, "ids")):
             if path.exists():
                 mlflow.log_metrics({f"{prefix}/{k}": v for k, v in numeric_metrics(_read_json(path, prefix)).items()})
@@ -350,4 +361,5 @@ def log_pipeline_run(
             selection_metric=selection,
             selection_score=model_metrics.get(selection),
             dataset_digest=digest,
+            popularity_score=popularity,
         )

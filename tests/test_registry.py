@@ -31,13 +31,18 @@ def store(tmp_path_factory):
     mlflow.set_tracking_uri(None)
 
 
-def add_version(score: float | None, digest: str = "d1", metric: str = "valid/ndcg@10") -> str:
+def add_version(
+    score: float | None, digest: str = "d1", metric: str = "valid/ndcg@10", popularity: float | None = None,
+    name: str = NAME,
+) -> str:
     """A registered version as `register_version` leaves it (the source need not exist for these tests)."""
     tags = {registry.METRIC_TAG: metric, registry.DIGEST_TAG: digest}
     if score is not None:
         tags[registry.SCORE_TAG] = repr(score)
-    version = MlflowClient().create_model_version(NAME, source="file:///nowhere/model", tags=tags).version
-    MlflowClient().set_registered_model_alias(NAME, registry.CHALLENGER, version)
+    if popularity is not None:
+        tags[registry.POPULARITY_TAG] = repr(popularity)
+    version = MlflowClient().create_model_version(name, source="file:///nowhere/model", tags=tags).version
+    MlflowClient().set_registered_model_alias(name, registry.CHALLENGER, version)
     return str(version)
 
 
@@ -88,6 +93,22 @@ def test_promotion_rule_margin_force_and_rollback(store):
     assert not registry.promote(NAME, margin=0.0, version=first).promoted
 
 
+def test_a_version_that_does_not_beat_popularity_is_never_champion(store):
+    name = "idgenrec-floor"
+    MlflowClient().create_registered_model(name)
+    below = add_version(0.03, popularity=0.034, name=name)
+    decision = registry.promote(name, margin=0.0)
+    assert not decision.promoted and decision.champion is None  # not even the first version
+    assert "popularity baseline's 0.0340" in decision.reason
+    assert MlflowClient().get_model_version(name, below).tags[registry.DECISION_TAG] == "rejected"
+    level = add_version(0.034, popularity=0.034, name=name)
+    assert not registry.promote(name, margin=0.0).promoted  # a tie does not beat it either
+    above = add_version(0.05, popularity=0.034, name=name)
+    decision = registry.promote(name, margin=0.0)
+    assert decision.promoted and decision.reason == "no champion yet" and decision.champion == above
+    assert registry.promote(name, margin=0.0, version=level, force=True).promoted  # --force still overrides
+
+
 def test_incomparable_versions_need_force(store):
     registry.promote(NAME, margin=0.0, version=add_version(0.3), force=True)
     unscored = add_version(None)
@@ -110,14 +131,15 @@ def test_cli_list_promote_rollback(store):
     from idgenrec.cli.registry import app
 
     runner = CliRunner()
-    version = add_version(10.0)
+    version = add_version(10.0, popularity=0.25)
     result = runner.invoke(app, ["promote"])  # the challenger, margin 0.01 from params.yaml
     assert result.exit_code == 0, result.output
     assert f"v{version} promoted to champion" in result.output
     rejected = runner.invoke(app, ["promote", "--version", "1"])
     assert rejected.exit_code == 2 and "NOT promoted" in rejected.output
     listing = runner.invoke(app, ["list"])
-    assert listing.exit_code == 0 and "champion" in listing.output and "10.0000" in listing.output
+    assert listing.exit_code == 0 and "champion" in listing.output
+    assert f"{version:>7}  challenger,champion" in listing.output and "10.0000   0.2500" in listing.output
     result = runner.invoke(app, ["rollback"])
     assert result.exit_code == 0 and f"champion v{version} -> v" in result.output
     missing = runner.invoke(app, ["promote", "--version", "999"])
@@ -142,3 +164,14 @@ def test_record_pipeline_run_logs_registers_and_promotes(tmp_path, monkeypatch):
     assert record["promotion"]["promoted"] and record["promotion"]["reason"] == "no champion yet"
     assert record["tracking_uri"] == f"sqlite:///{root.resolve()}/mlruns/mlflow.db"
     assert record["selection_metric"] == "valid/seen_included/ndcg@10" and record["selection_score"] is not None
+    # the floor the rule checked is on the version: popularity's score on the same metric and users
+    from idgenrec.evaluation import evaluate_protocol
+    from idgenrec.data.dataset import SequenceDataset
+    from idgenrec.models.popularity import PopularityRecommender
+
+    dataset = SequenceDataset.load(root / "artifacts/prepared")
+    expected = evaluate_protocol(PopularityRecommender.fit(dataset), dataset, (5, 10))[record["selection_metric"]]
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    floor = float(MlflowClient().get_model_version(NAME, "1").tags[registry.POPULARITY_TAG])
+    mlflow.set_tracking_uri(None)
+    assert floor == pytest.approx(expected) and record["selection_score"] > floor

@@ -109,7 +109,7 @@ def rollback(model_name: ModelNameOption = None, params: ParamsOption = DEFAULT_
 
 @app.command("list")
 def list_versions(model_name: ModelNameOption = None, params: ParamsOption = DEFAULT_PARAMS) -> None:
-    """Versions, newest first: aliases, validation score, last promotion decision."""
+    """Versions, newest first: aliases, validation score, popularity's on the same users, last decision."""
     from idgenrec.registry import RegistryError, list_versions as versions
 
     name = _model_name(model_name, params)
@@ -118,8 +118,8 @@ def list_versions(model_name: ModelNameOption = None, params: ParamsOption = DEF
     except RegistryError as err:
         fail(str(err))
     typer.echo(f"{name}:")
-    typer.echo(f"{'version':>7}  {'aliases':22}  {'score':>7}  {'created':16}  decision")
+    typer.echo(f"{'version':>7}  {'aliases':22}  {'score':>7}  {'pop':>7}  {'created':16}  decision")
     for row in rows:
-        score = f"{row.selection_score:.4f}" if row.selection_score is not None else "-"
+        score, pop = (f"{value:.4f}" if value is not None else "-" for value in (row.selection_score, row.popularity_score))
         decision = f"{row.decision}: {row.reason}" if row.decision else "-"
-        typer.echo(f"{row.version:>7}  {','.join(row.aliases) or '-':22}  {score:>7}  {row.created:16}  {decision}")
+        typer.echo(f"{row.version:>7}  {','.join(row.aliases) or '-':22}  {score:>7}  {pop:>7}  {row.created:16}  {decision}")
