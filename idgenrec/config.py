@@ -169,7 +169,8 @@ class TrainingConfig(_Section):
         ge=0,
         description="Recommender phase: also train each prompt on up to N items that follow its target in the "
         "user's training sequence, decoded from the same encoder pass (0: the next item only, as in the paper). "
-        "Each extra target costs a decoder pass, about a quarter of a step on the default backbone.",
+        "Each extra target costs a decoder pass, about a quarter of a step on the default backbone. Experimental: "
+        "README, 'Later targets', has its measured effect and memory cost.",
     )
     selection_users: int | None = Field(
         None, ge=1, description="Validate on this fixed random subset of users after each epoch (None: all users)."
