@@ -27,7 +27,7 @@ import pandas as pd
 
 from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
-from idgenrec.evaluation import evaluate_protocol, selection_key
+from idgenrec.evaluation import selection_key
 
 STORE_DIR = "mlruns"
 STORE_FILE = "mlflow.db"
@@ -266,14 +266,6 @@ def _log_phase_runs(params: Params, records: Sequence[Mapping], rounds: Path) ->
             mlflow.log_metrics({f"round/{k}": v for k, v in summary.items()}, step=index, run_id=parent_id)
 
 
-def popularity_score(dataset: SequenceDataset, params: Params, key: str) -> float:
-    """The popularity baseline's ``key`` metric on the users the model was scored on: the registry's floor."""
-    from idgenrec.models.popularity import PopularityRecommender
-
-    model = PopularityRecommender.fit(dataset)
-    return evaluate_protocol(model, dataset, params.evaluation.ks, params.evaluation.sample_users)[key]
-
-
 def log_pipeline_run(
     params: Params,
     files: PipelineFiles,
@@ -291,6 +283,7 @@ def log_pipeline_run(
     validation report, every round's ID table, metrics JSONs, training state, a curve
     plot); and, with ``log_model``, the selected model as a pyfunc.
     """
+    from idgenrec.models.popularity import popularity_metrics
     from idgenrec.recommender.alternating import TrainingState, params_fingerprint
 
     root = Path(root).resolve()
@@ -324,7 +317,7 @@ def log_pipeline_run(
             "best/epoch": float(state.best_epoch or 0), "phases_completed": float(state.completed_phases),
         })
         mlflow.log_metrics({metric_key(k): float(v) for k, v in model_metrics.items()})
-        popularity = popularity_score(dataset, params, selection)
+        popularity = popularity_metrics(dataset, params.evaluation)[selection]  # the registry's floor
         mlflow.log_metric(f"popularity/{metric_key(selection)}", popularity)
         for path, prefix in ((files.warmup_metrics, "warmup"), (files.ids_metrics, "ids")):
             if path.exists():

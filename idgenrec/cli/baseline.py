@@ -21,14 +21,10 @@ def popularity(
     """Most-popular items: test and validation Recall/NDCG@k, seen items included and excluded."""
     from idgenrec.atomic import write_json
     from idgenrec.data.dataset import SequenceDataset
-    from idgenrec.evaluation import evaluate_protocol
-    from idgenrec.models.popularity import PopularityRecommender
+    from idgenrec.models.popularity import popularity_metrics
 
     config = read_params(params)
-    dataset = SequenceDataset.load(prepared)
-    results = evaluate_protocol(
-        PopularityRecommender.fit(dataset), dataset, config.evaluation.ks, config.evaluation.sample_users
-    )
+    results = popularity_metrics(SequenceDataset.load(prepared), config.evaluation)
     write_json(output, results)
     for key in sorted(results):
         typer.echo(f"{key:40s} {results[key]:.4f}")

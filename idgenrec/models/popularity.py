@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from idgenrec.config import EvaluationConfig
 from idgenrec.data.dataset import SequenceDataset
+from idgenrec.evaluation import evaluate_protocol
 
 
 class PopularityRecommender:
@@ -38,3 +40,8 @@ class PopularityRecommender:
             seen = set(history)
             results.append([int(i) for i in top if i not in seen][:k])
         return results
+
+
+def popularity_metrics(dataset: SequenceDataset, evaluation: EvaluationConfig) -> dict[str, float]:
+    """The popularity baseline under the protocol: the `popularity` stage's metrics and the registry's floor."""
+    return evaluate_protocol(PopularityRecommender.fit(dataset), dataset, evaluation.ks, evaluation.sample_users)
