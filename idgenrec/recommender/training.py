@@ -13,6 +13,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from idgenrec.backbone import autocast, training_kernels
 from idgenrec.config import PhaseConfig, TrainingConfig
+from idgenrec.memory import TRIM_EVERY_STEPS, release_free_heap
 from idgenrec.progress import Progress
 from idgenrec.recommender.samples import (
     Batch,
@@ -144,8 +145,10 @@ def train_recommender_phase(
         batches = iterate_batches(encoder, samples, indices, config, rng, pad_id, start_id)
         steps = math.ceil(len(indices) / config.batch_size)
         with Progress(steps, f"recommender epoch {epoch + 1}/{plan.num_epochs}") as progress:
-            for batch in batches:
+            for step, batch in enumerate(batches, 1):
                 loss = optimisation_step(model, batch, optimizer, schedule, device, config)
+                if step % TRIM_EVERY_STEPS == 0:
+                    release_free_heap()
                 total += loss * len(batch.prompts)
                 count += len(batch.prompts)
                 progress.update(1, loss=f"{total / count:.4f}")
