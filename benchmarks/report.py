@@ -53,9 +53,10 @@ def display_name(model: str) -> str:
 
 
 # params.yaml's schedule changed in session 6: recommender 1.4, ID 0.02, recommender 0.4 epochs became
-# 1.3, 0.01, 0.2. Runs made on the new schedule before it was the default carry the label "resized";
-# the IDGenRec runs in these files trained on the earlier default and are labelled so in the tables.
-CURRENT_SCHEDULE_LABEL = "resized"
+# 1.3, 0.01, 0.2. Runs made on the new schedule before it was the default carry the label "resized",
+# later seeds of the default the label "default"; the IDGenRec runs in these files trained on the
+# earlier default and are labelled so in the tables.
+CURRENT_SCHEDULE_LABELS = ("resized", "default")
 EARLIER_SCHEDULE = "earlier schedule: 1.4, 0.02, 0.4 epochs"
 EARLIER_SCHEDULE_FILES = {
     "quality-ml-100k-ablation-seed0.json", "quality-ml-100k-ids-seed2.json", "quality-ml-100k-previous-default-seed0.json",
@@ -70,7 +71,7 @@ def run_name(path: Path, model: str) -> str:
     if kind is None:
         return display_name(model)
     label = model.removeprefix(f"idgenrec-{kind}").strip("- ")
-    if label == CURRENT_SCHEDULE_LABEL:
+    if label in CURRENT_SCHEDULE_LABELS:
         label = ""
     if path.name in EARLIER_SCHEDULE_FILES:
         label = ", ".join(part for part in (label, EARLIER_SCHEDULE) if part)

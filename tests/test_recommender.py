@@ -272,6 +272,37 @@ def test_later_targets_share_their_prompts_encoder_pass(backbone):
     assert shared.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_later_target_batches_have_one_decoder_shape_and_the_same_loss(backbone):
+    """With later targets every batch pads its decoder side to one shape (a fixed shape keeps
+    glibc's heap from fragmenting); the padding rows and tokens are masked, so the loss is unchanged."""
+    dataset, tokenizer, recommender, _, item_tokens = backbone
+    encoder = PromptEncoder(tokenizer, item_tokens, history_length=3)
+    samples = training_samples([dataset.train_sequence(u) for u in range(6)], 3, later_targets=2)
+    assert any(len(s.later) < 2 for s in samples)  # sequence ends: fewer later items than asked for
+    start, pad = recommender.config.decoder_start_token_id, tokenizer.pad_token_id
+    indices = list(range(len(samples)))
+    width = max(len(encoder.target(item)) for item in range(len(item_tokens)))
+
+    def batches(later_targets):
+        config = TrainingConfig(batch_size=4, bf16=False, later_targets=later_targets)
+        return list(iterate_batches(encoder, samples, indices, config, random.Random(0), pad, start))
+
+    fixed, ragged = batches(2), batches(0)
+    assert len(fixed) == len(ragged) > 1
+    padding_rows = 0
+    for padded, plain in zip(fixed, ragged):
+        assert padded.labels.shape == (3 * len(padded.prompts), width)
+        assert torch.equal(padded.target_rows, torch.arange(len(padded.prompts)).repeat_interleave(3))
+        real = (padded.labels != -100).any(dim=1)
+        assert real.sum() == plain.labels.size(0)
+        padding_rows += int((~real).sum())
+        with torch.no_grad():
+            assert recommender_loss(recommender, padded, torch.device("cpu")).item() == pytest.approx(
+                recommender_loss(recommender, plain, torch.device("cpu")).item(), rel=1e-5
+            )
+    assert padding_rows > 0
+
+
 def test_a_user_id_goes_into_the_prompt_and_leaves_the_item_spans_intact(backbone):
     dataset, tokenizer, _, _, item_tokens = backbone
     encoder = PromptEncoder(tokenizer, item_tokens, history_length=3)

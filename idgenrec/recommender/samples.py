@@ -157,8 +157,12 @@ def training_samples(
     return samples
 
 
-def pad_batch(rows: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
+def pad_batch(rows: Sequence[Sequence[int]], pad_value: int, width: int | None = None) -> torch.Tensor:
+    """Rows padded to ``width`` (default: the longest row) with ``pad_value``."""
+    longest = max(len(r) for r in rows)
+    if width is not None and width < longest:
+        raise ValueError(f"a row of {longest} tokens does not fit width {width}")
+    width = longest if width is None else width
     out = torch.full((len(rows), width), pad_value, dtype=torch.long)
     for i, row in enumerate(rows):
         out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
@@ -177,11 +181,14 @@ class Batch:
 
 
 def target_tensors(
-    targets: Sequence[Sequence[int]], pad_id: int, decoder_start_id: int
+    targets: Sequence[Sequence[int]], pad_id: int, decoder_start_id: int, width: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher forcing: (decoder_input_ids, labels), each (B, T); label padding is -100."""
-    decoder_inputs = pad_batch([[decoder_start_id, *t[:-1]] for t in targets], pad_id)
-    return decoder_inputs, pad_batch(targets, -100)
+    """Teacher forcing: (decoder_input_ids, labels), each (B, T); label padding is -100.
+
+    ``width`` fixes T (default: the longest target); an empty target is a row that only pads.
+    """
+    decoder_inputs = pad_batch([[decoder_start_id, *t[:-1]] for t in targets], pad_id, width)
+    return decoder_inputs, pad_batch(targets, -100, width)
 
 
 def collate(
@@ -190,10 +197,14 @@ def collate(
     pad_id: int,
     decoder_start_id: int,
     target_rows: Sequence[int] | None = None,
+    target_width: int | None = None,
 ) -> Batch:
-    """Pad prompts and targets; ``target_rows[r]`` names the prompt of target ``r`` (default: one each)."""
+    """Pad prompts and targets; ``target_rows[r]`` names the prompt of target ``r`` (default: one each).
+
+    ``target_width`` pads every target to that many tokens (see :func:`target_tensors`).
+    """
     input_ids = pad_batch([p.input_ids for p in prompts], pad_id)
-    decoder_inputs, labels = target_tensors(targets, pad_id, decoder_start_id)
+    decoder_inputs, labels = target_tensors(targets, pad_id, decoder_start_id, target_width)
     rows = torch.arange(len(prompts)) if target_rows is None else torch.tensor(list(target_rows), dtype=torch.long)
     if len(rows) != len(targets):
         raise ValueError(f"{len(targets)} targets but {len(rows)} target rows")
