@@ -1,13 +1,14 @@
 """Keep a long CPU training run's resident memory bounded.
 
-Training with later targets changes the decoder batch's shape every step (64 to 320 target
-rows, 2 to 12 tokens), and glibc's allocator cannot reuse the freed blocks of one step for the
-differently sized tensors of the next: resident memory grew from 2.5 to 12.3 GB over an ML-100k
-run while the live tensors stayed near 1.5 GB. ``malloc_trim`` hands the free pages inside the
-heap back to the kernel. Measured on that run's batches (1 thread, batch 64, 4 later targets,
-120 steps): peak RSS 6.0 GB untrimmed, 4.6 GB trimming every 10 steps at the same speed, 2.8 GB
-trimming every step at 15% slower; a fixed ``MALLOC_MMAP_THRESHOLD_`` bounds it too but costs
-1.4-1.8x in speed.
+glibc's allocator cannot reuse one step's freed blocks for the next step's tensors when their
+sizes differ, and a training step's sizes change with its batch (prompt lengths; with later
+targets, rows and ID lengths too): an ML-100k run with 4 later targets grew to 12.3 GB resident
+while its live tensors stayed near 1.5 GB. Later-target batches now keep one decoder shape
+(``training.iterate_batches``), which removes most of it; ``malloc_trim`` every few steps hands
+what is left, free pages inside the heap, back to the kernel. Measured on that run's batches
+(1 thread, batch 64, 4 later targets, 140 steps, before the fixed shapes): peak RSS 6.2 GB
+untrimmed, 5.0 GB trimming every 10 steps at the same speed, 2.9 GB trimming every step at 15%
+slower; a fixed ``MALLOC_MMAP_THRESHOLD_`` bounds it too, at 1.4-1.8x the time per step.
 """
 
 from __future__ import annotations
