@@ -23,18 +23,16 @@ much of the training targets a model has fitted.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 from pathlib import Path
 
-from idgenrec.atomic import atomic_write, write_json
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import ranking_metrics, target_ranks
 from idgenrec.models.popularity import PopularityRecommender
 
 sys.path.insert(0, str(Path(__file__).parent))
-from seen_items import load_model, parse_model  # noqa: E402
+from seen_items import load_model, parse_model, saved_models_parser, write_report  # noqa: E402
 
 K = 10
 SHUFFLED_WINDOW = 10
@@ -85,23 +83,15 @@ def markdown(rows: list[dict], dataset: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
-    parser.add_argument("--model", dest="models", action="append", default=[], metavar="LABEL:SEED=FOLDER")
-    parser.add_argument("--out", type=Path, required=True, help="Output path without extension (.json and .md are written).")
-    args = parser.parse_args(argv)
-
+    args = saved_models_parser(__doc__).parse_args(argv)
     dataset = SequenceDataset.load(args.prepared)
     rows = [{"label": "Pop", "seed": 0, "folder": None, "metrics": score(PopularityRecommender.fit(dataset), dataset)}]
     for label, seed, folder in map(parse_model, args.models):
         model, _ = load_model(folder)
         rows.append({"label": label, "seed": seed, "folder": str(folder), "metrics": score(model, dataset)})
         print(label, seed, {k: round(v[f"ndcg@{K}"], 4) for k, v in rows[-1]["metrics"].items()}, flush=True)
-    write_json(args.out.with_suffix(".json"), {"command": " ".join(["benchmarks/held_out_position.py", *sys.argv[1:]]),
-                                               "dataset": dataset.name, "k": K, "rows": rows})
-    with atomic_write(args.out.with_suffix(".md")) as handle:
-        handle.write(markdown(rows, dataset.name))
-    print(markdown(rows, dataset.name))
+    payload = {"dataset": dataset.name, "k": K, "rows": rows}
+    write_report(args.out, "benchmarks/held_out_position.py", payload, markdown(rows, dataset.name))
 
 
 if __name__ == "__main__":

@@ -82,12 +82,25 @@ def markdown(rows: list[dict], dataset: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def saved_models_parser(description: str) -> argparse.ArgumentParser:
+    """The command line of a benchmark that scores saved models: --prepared, --model ..., --out."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
     parser.add_argument("--model", dest="models", action="append", default=[], metavar="LABEL:SEED=FOLDER")
     parser.add_argument("--out", type=Path, required=True, help="Output path without extension (.json and .md are written).")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def write_report(out: Path, script: str, payload: dict, text: str) -> None:
+    """``out``.json (the command that made it, then ``payload``) and ``out``.md (``text``), each atomically."""
+    write_json(out.with_suffix(".json"), {"command": " ".join([script, *sys.argv[1:]]), **payload})
+    with atomic_write(out.with_suffix(".md")) as handle:
+        handle.write(text)
+    print(text)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = saved_models_parser(__doc__).parse_args(argv)
 
     dataset = SequenceDataset.load(args.prepared)
     rows = [{"label": "Pop", "seed": 0, "window": None, "folder": None,
@@ -97,11 +110,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"label": label, "seed": seed, "window": window, "folder": str(folder),
                      "metrics": score(model, window, dataset)})
         print(label, seed, {k: round(v, 4) for k, v in rows[-1]["metrics"].items()}, flush=True)
-    write_json(args.out.with_suffix(".json"), {"command": " ".join(["benchmarks/seen_items.py", *sys.argv[1:]]),
-                                               "dataset": dataset.name, "k": K, "rows": rows})
-    with atomic_write(args.out.with_suffix(".md")) as handle:
-        handle.write(markdown(rows, dataset.name))
-    print(markdown(rows, dataset.name))
+    write_report(args.out, "benchmarks/seen_items.py", {"dataset": dataset.name, "k": K, "rows": rows}, markdown(rows, dataset.name))
 
 
 if __name__ == "__main__":
