@@ -4,8 +4,9 @@ glibc's allocator cannot reuse one step's freed blocks for the next step's tenso
 sizes differ, and a training step's sizes change with its batch (prompt lengths; with later
 targets, rows and ID lengths too): an ML-100k run with 4 later targets grew to 12.3 GB resident
 while its live tensors stayed near 1.5 GB. Later-target batches now keep one decoder shape
-(``training.iterate_batches``), which removes most of it; ``malloc_trim`` every few steps hands
-what is left, free pages inside the heap, back to the kernel. Measured on that run's batches
+(``training.iterate_batches``), which removes most of it; ``malloc_trim`` every few optimiser
+steps of either phase (``training.apply_gradients``) hands what is left, free pages inside the
+heap, back to the kernel. Measured on that run's batches
 (1 thread, batch 64, 4 later targets, 140 steps, before the fixed shapes): peak RSS 6.2 GB
 untrimmed, 5.0 GB trimming every 10 steps at the same speed, 2.9 GB trimming every step at 15%
 slower; a fixed ``MALLOC_MMAP_THRESHOLD_`` bounds it too, at 1.4-1.8x the time per step.

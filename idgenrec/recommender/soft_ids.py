@@ -16,7 +16,6 @@ import torch
 
 from idgenrec.backbone import training_kernels
 from idgenrec.config import PhaseConfig, TrainingConfig
-from idgenrec.memory import TRIM_EVERY_STEPS, release_free_heap
 from idgenrec.progress import Progress
 from idgenrec.recommender.decoding import decoder_step
 from idgenrec.recommender.samples import (
@@ -187,7 +186,7 @@ def train_id_phase(
             total, count = 0.0, 0
             batches = [indices[i : i + batch_size] for i in range(0, len(indices), batch_size)]
             with Progress(len(batches), f"ID phase epoch {epoch + 1}/{plan.num_epochs}") as progress:
-                for step, batch in enumerate(batches, 1):
+                for batch in batches:
                     chosen = [samples[i] for i in batch]
                     prompts = encode_samples(encoder, chosen, rng, config.train_templates)
                     targets = [encoder.target(s.target) for s in chosen]
@@ -199,8 +198,6 @@ def train_id_phase(
                         )
                     total += apply_gradients(loss, generator.parameters(), optimizer, schedule, config.grad_clip) * len(batch)
                     count += len(batch)
-                    if step % TRIM_EVERY_STEPS == 0:  # a batch decodes 16 to 160 items: ragged shapes (memory.py)
-                        release_free_heap()
                     progress.update(1, loss=f"{total / count:.4f}")
             losses.append(total / max(count, 1))
     finally:

@@ -51,12 +51,17 @@ def optimisation_step(model, batch: Batch, optimizer, schedule, device: torch.de
 
 
 def apply_gradients(loss: torch.Tensor, parameters, optimizer, schedule, grad_clip: float) -> float:
-    """Backward, clip, update, advance the schedule: the update both phases share; returns the loss."""
+    """Backward, clip, update, advance the schedule: the update both phases share; returns the loss.
+
+    Every ``TRIM_EVERY_STEPS`` steps it also returns the C heap's free pages to the OS (memory.py).
+    """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     optimizer.step()
     schedule.step()
+    if schedule.last_epoch % TRIM_EVERY_STEPS == 0:  # steps' changing tensor sizes fragment the C heap (memory.py)
+        release_free_heap()
     return loss.item()
 
 
@@ -157,10 +162,8 @@ def train_recommender_phase(
         batches = iterate_batches(encoder, samples, indices, config, rng, pad_id, start_id)
         steps = math.ceil(len(indices) / config.batch_size)
         with Progress(steps, f"recommender epoch {epoch + 1}/{plan.num_epochs}") as progress:
-            for step, batch in enumerate(batches, 1):
+            for batch in batches:
                 loss = optimisation_step(model, batch, optimizer, schedule, device, config)
-                if step % TRIM_EVERY_STEPS == 0:
-                    release_free_heap()
                 total += loss * len(batch.prompts)
                 count += len(batch.prompts)
                 progress.update(1, loss=f"{total / count:.4f}")
