@@ -3,7 +3,10 @@
     python benchmarks/pipeline_times.py --out benchmarks/results/pipeline-ml-100k
 
 Runs `dvc repro --force --single-item STAGE` for every stage of dvc.yaml in order, so the
-total is what a fresh `dvc repro` costs on this machine once the data is fetched.
+total is what a fresh `dvc repro` costs on this machine once the data is fetched. The
+machine's dense matmul peaks are measured first and written beside the times: lent 2-core
+hosts differ (the same code's pipeline has taken 1.5x longer on one than on another), so a
+time means little without them.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from idgenrec.atomic import atomic_write, write_json
+
+sys.path.insert(0, str(Path(__file__).parent))
+from speed import matmul_peak  # noqa: E402
 
 
 def stage_order(dvc_yaml: Path) -> list[str]:
@@ -32,6 +39,10 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], help="Stages not to time (e.g. register).")
     args = parser.parse_args()
     dvc = str(Path(sys.executable).with_name("dvc"))
+    machine = {"threads": torch.get_num_threads(),
+               "matmul_peak_gflops": {"bf16": round(matmul_peak(torch.bfloat16) / 1e9),
+                                      "fp32": round(matmul_peak(torch.float32) / 1e9)}}
+    print(f"machine: {machine}", flush=True)
     rows = []
     for stage in stage_order(Path("dvc.yaml")):
         if stage in args.skip:
@@ -45,11 +56,14 @@ def main() -> None:
         print(f"{stage:12s} {seconds:7.1f} s", flush=True)
     total = sum(r["seconds"] for r in rows)
     load = os.getloadavg()
-    write_json(args.out.with_suffix(".json"), {"stages": rows, "total_seconds": round(total, 1), "load_average_at_end": load})
+    write_json(args.out.with_suffix(".json"),
+               {"stages": rows, "total_seconds": round(total, 1), "load_average_at_end": load, "machine": machine})
     lines = ["## Default pipeline wall time by stage (ML-100k, 2-core CPU)", "",
              "| stage | seconds |", "|---|---|", *[f"| {r['stage']} | {r['seconds']:.0f} |" for r in rows],
              f"| **total** | **{total:.0f}** ({total / 60:.1f} min) |", "",
-             f"Load average at the end: {', '.join(f'{x:.1f}' for x in load)} (other work on the machine inflates these).", ""]
+             f"Load average at the end: {', '.join(f'{x:.1f}' for x in load)} (other work on the machine inflates these).", "",
+             f"Measured matmul peak at {machine['threads']} threads: bf16 {machine['matmul_peak_gflops']['bf16']} GFLOP/s, "
+             f"fp32 {machine['matmul_peak_gflops']['fp32']} GFLOP/s (`benchmarks/speed.py`'s `matmul_peak`).", ""]
     with atomic_write(args.out.with_suffix(".md")) as handle:
         handle.write("\n".join(lines))
     print(json.dumps({"total_seconds": total}))

@@ -35,6 +35,7 @@ from idgenrec.atomic import atomic_directory
 from idgenrec.config import SASRecConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate
+from idgenrec.optim import adamw
 from idgenrec.progress import LOGGER, Progress
 
 PAD = 0
@@ -265,9 +266,7 @@ class SASRecRecommender:
             torch.manual_seed(config.seed)
             rng = np.random.default_rng(config.seed)
             model = cls(SASRecNetwork(dataset.num_items, config), config, dataset.num_items, device)
-            optimizer = torch.optim.AdamW(
-                model.network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-            )
+            optimizer = adamw(model.network.parameters(), config.learning_rate, config.weight_decay)
             best_score, best_state, stale = -math.inf, None, 0
             for epoch in range(1, config.max_epochs + 1):
                 epoch_started = time.perf_counter()
