@@ -28,7 +28,6 @@ from idgenrec.backbone import (
 from idgenrec.config import Params, WarmupConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.ids.text import keyword_phrase
-from idgenrec.optim import adamw
 from idgenrec.progress import Progress
 
 IGNORE = -100  # label positions the loss skips (padding)
@@ -72,7 +71,7 @@ def train_keyword_phrases(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     steps = max(1, math.ceil(config.epochs * len(pairs) / config.batch_size))
-    optimizer = adamw(model.parameters(), config.learning_rate, weight_decay=0.01, eps=1e-6)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01, eps=1e-6)
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, int(0.05 * steps)), steps)
     device = next(model.parameters()).device
     model.train()

@@ -35,7 +35,6 @@ from idgenrec.atomic import atomic_directory
 from idgenrec.config import SASRecConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate
-from idgenrec.optim import adamw
 from idgenrec.progress import LOGGER, Progress
 
 PAD = 0
@@ -266,7 +265,9 @@ class SASRecRecommender:
             torch.manual_seed(config.seed)
             rng = np.random.default_rng(config.seed)
             model = cls(SASRecNetwork(dataset.num_items, config), config, dataset.num_items, device)
-            optimizer = adamw(model.network.parameters(), config.learning_rate, config.weight_decay)
+            optimizer = torch.optim.AdamW(
+                model.network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+            )
             best_score, best_state, stale = -math.inf, None, 0
             for epoch in range(1, config.max_epochs + 1):
                 epoch_started = time.perf_counter()

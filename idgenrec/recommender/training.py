@@ -14,7 +14,6 @@ from transformers.modeling_outputs import BaseModelOutput
 from idgenrec.backbone import autocast, training_kernels
 from idgenrec.config import PhaseConfig, TrainingConfig
 from idgenrec.memory import TRIM_EVERY_STEPS, release_free_heap
-from idgenrec.optim import adamw
 from idgenrec.progress import Progress
 from idgenrec.recommender.samples import (
     Batch,
@@ -99,7 +98,7 @@ class PhasePlan:
 
 
 def make_optimizer(parameters, learning_rate: float, config: TrainingConfig, total_steps: int):
-    optimizer = adamw(parameters, learning_rate, config.weight_decay, config.adam_eps)
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=config.weight_decay, eps=config.adam_eps)
     warmup = int(config.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
 
