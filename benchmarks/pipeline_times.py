@@ -25,7 +25,7 @@ import yaml
 from idgenrec.atomic import atomic_write, write_json
 
 sys.path.insert(0, str(Path(__file__).parent))
-from speed import matmul_peak  # noqa: E402
+from speed import matmul_peaks, render_peaks  # noqa: E402
 
 
 def stage_order(dvc_yaml: Path) -> list[str]:
@@ -39,10 +39,8 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], help="Stages not to time (e.g. register).")
     args = parser.parse_args()
     dvc = str(Path(sys.executable).with_name("dvc"))
-    machine = {"threads": torch.get_num_threads(),
-               "matmul_peak_gflops": {"bf16": round(matmul_peak(torch.bfloat16) / 1e9),
-                                      "fp32": round(matmul_peak(torch.float32) / 1e9)}}
-    print(f"machine: {machine}", flush=True)
+    machine = {"threads": torch.get_num_threads(), "peak_flops": matmul_peaks()}
+    print(f"matmul peak at {machine['threads']} threads: {render_peaks(machine['peak_flops'])}", flush=True)
     rows = []
     for stage in stage_order(Path("dvc.yaml")):
         if stage in args.skip:
@@ -62,8 +60,8 @@ def main() -> None:
              "| stage | seconds |", "|---|---|", *[f"| {r['stage']} | {r['seconds']:.0f} |" for r in rows],
              f"| **total** | **{total:.0f}** ({total / 60:.1f} min) |", "",
              f"Load average at the end: {', '.join(f'{x:.1f}' for x in load)} (other work on the machine inflates these).", "",
-             f"Measured matmul peak at {machine['threads']} threads: bf16 {machine['matmul_peak_gflops']['bf16']} GFLOP/s, "
-             f"fp32 {machine['matmul_peak_gflops']['fp32']} GFLOP/s (`benchmarks/speed.py`'s `matmul_peak`).", ""]
+             f"Measured matmul peak at {machine['threads']} threads: {render_peaks(machine['peak_flops'])} "
+             "(`benchmarks/speed.py`'s `matmul_peaks`).", ""]
     with atomic_write(args.out.with_suffix(".md")) as handle:
         handle.write("\n".join(lines))
     print(json.dumps({"total_seconds": total}))

@@ -52,6 +52,16 @@ def matmul_peak(dtype: torch.dtype, size: int = 1024, seconds: float = 3.0) -> f
     return best
 
 
+def matmul_peaks() -> dict[str, float]:
+    """FLOP/s of both precisions the model may train in: what MFU and host comparisons are held to."""
+    return {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
+
+
+def render_peaks(peak_flops: dict[str, float]) -> str:
+    """'bf16 1410 GFLOP/s, fp32 179 GFLOP/s'."""
+    return ", ".join(f"{precision} {flops / 1e9:.0f} GFLOP/s" for precision, flops in peak_flops.items())
+
+
 def training_throughput(model, batches, bf16: bool, config: TrainingConfig) -> dict:
     """Time optimisation steps over ``batches`` (after two warm-up steps); count FLOPs of one."""
     device = torch.device("cpu")
@@ -146,7 +156,7 @@ def main() -> None:
         "model": {"layers": [backbone.encoder_layers, backbone.decoder_layers], "vocabulary": len(tokenizer),
                   "parameters": sum(p.numel() for p in recommender.parameters()), "id_tokens_mean": quality.get("mean_tokens")},
     }
-    results["peak_flops"] = {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
+    results["peak_flops"] = matmul_peaks()
 
     # -- training throughput and MFU, by history length and precision ------------------
     config = TrainingConfig(batch_size=params.training.batch_size, history_length=params.training.history_length)
@@ -204,7 +214,7 @@ def render_markdown(results: dict) -> str:
         f"Recommender: {results['model']['layers'][0]}+{results['model']['layers'][1]} layers, "
         f"{results['model']['parameters'] / 1e6:.1f}M parameters, vocabulary {results['model']['vocabulary']}; "
         f"torch {results['machine']['torch']}, {results['machine']['threads']} threads. "
-        f"Measured matmul peak: bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s, fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s. "
+        f"Measured matmul peak: {render_peaks(peak)}. "
         f"Peak RSS {results['peak_rss_mb']:.0f} MB.", "",
         "MFU is the model's FLOPs per second over a measured matmul peak: over the peak of the precision "
         "the step runs in, and over the fp32 peak (what the same model trained without autocast is held to).", "",
