@@ -100,7 +100,7 @@ class WarmupConfig(_Section):
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
     keyword_words: int = Field(4, ge=1, description="Words in the target keyword phrase built from the item text.")
-    bf16: bool = Field(True, description="bf16 autocast on CPU (measured faster here); off gives plain fp32.")
+    bf16: bool = Field(True, description="bf16 autocast where the CPU or GPU has bf16 kernels (1.9x faster on an AMX CPU); fp32 elsewhere or when off.")
 
 
 class IdConfig(_Section):
@@ -142,7 +142,7 @@ class TrainingConfig(_Section):
     adam_eps: float = Field(1e-6, gt=0)
     warmup_ratio: float = Field(0.05, ge=0, le=1)
     grad_clip: float = Field(1.0, gt=0)
-    bf16: bool = Field(True, description="bf16 autocast where the device supports it.")
+    bf16: bool = Field(True, description="bf16 autocast where the CPU or GPU has bf16 kernels; fp32 elsewhere or when off.")
     soft_id_max_tokens: int = Field(9, ge=1, description="Greedy decode length of the differentiable soft ID.")
     id_phase_batch_size: int = Field(
         16, ge=1, description="Samples per step in an `ids` phase: each decodes every history item with gradients "

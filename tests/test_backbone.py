@@ -162,3 +162,19 @@ def test_tiny_model_trains_quickly(tokenizer):
     )
     assert result["steps"] == 10
     assert result["final_loss"] < result["first_loss"]
+
+
+@pytest.mark.parametrize("has_kernels", [True, False])
+def test_cpu_bf16_autocast_only_where_the_cpu_has_bf16_kernels(monkeypatch, caplog, has_kernels):
+    """Emulated bf16 ran a matmul ~90x slower than fp32 on an AVX2-only CPU: fall back to fp32 there."""
+    from idgenrec.backbone import seq2seq
+
+    monkeypatch.setattr(seq2seq, "cpu_has_bf16_kernels", lambda: has_kernels)
+    seq2seq._warn_bf16_unavailable.cache_clear()
+    with caplog.at_level("WARNING", logger="idgenrec"), seq2seq.autocast(torch.device("cpu"), True):
+        assert torch.is_autocast_enabled("cpu") == has_kernels
+        product = torch.ones(4, 4) @ torch.ones(4, 4)
+    assert product.dtype == (torch.bfloat16 if has_kernels else torch.float32)
+    assert ("no bf16 kernels" in caplog.text) == (not has_kernels)
+    with seq2seq.autocast(torch.device("cpu"), False):
+        assert not torch.is_autocast_enabled("cpu")
