@@ -59,10 +59,12 @@ def test_the_gpus_bf16_attention_keeps_padding_out_like_the_cpu():
     """The GPU's bf16 attention kernels (flash / memory-efficient) must mask padding as the CPU does.
 
     A batch of prompts of different lengths through pretrained MiniLM layers (where attention,
-    unlike a random tiny model's, is not near uniform): the GPU's bf16 logits must stay within
-    rounding of the CPU's fp32 ones. On the CPU, dropping the padding mask moves the logits
-    well past those bounds (checked first, so the comparison can fail).
+    unlike a random tiny model's, is not near uniform): the GPU's bf16 logits must stay as close
+    to the CPU's fp32 ones as the CPU's own bf16 logits are (2x in mean, 4x at most). On the CPU,
+    dropping the padding mask moves the logits past those bounds (checked first, so the
+    comparison can fail).
     """
+    import contextlib
     import dataclasses
     import random
 
@@ -82,18 +84,20 @@ def test_the_gpus_bf16_attention_keeps_padding_out_like_the_cpu():
     assert len({len(p.input_ids) for p in prompts}) > 1, "the batch must carry padding"
     scored = batch.labels != -100
 
-    def logits(batch, device: str, bf16: bool) -> torch.Tensor:
+    def logits(batch, device: str, precision) -> torch.Tensor:
         model = recommender.to(device)
-        with torch.no_grad(), autocast(torch.device(device), bf16):
+        with torch.no_grad(), precision:
             out = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                         decoder_input_ids=batch.decoder_input_ids.to(device)).logits
         return out.float().cpu()[scored]
 
-    reference = logits(batch, "cpu", False)
-    unmasked = logits(dataclasses.replace(batch, attention_mask=torch.ones_like(batch.attention_mask)), "cpu", False)
-    on_gpu = logits(batch, "cuda", True)
-    mean_bound, max_bound = 0.01, 0.1  # CPU bf16 against CPU fp32 here: 0.0047 mean, 0.025 max
-    lost_mask = (unmasked - reference).abs()
+    fp32 = contextlib.nullcontext()
+    reference = logits(batch, "cpu", fp32)
+    # bf16's own error, from torch's CPU autocast whether or not this CPU has bf16 kernels: 0.0047 mean, 0.025 max
+    rounding = (logits(batch, "cpu", torch.autocast("cpu", dtype=torch.bfloat16)) - reference).abs()
+    mean_bound, max_bound = 2 * rounding.mean(), 4 * rounding.max()
+    unmasked = logits(dataclasses.replace(batch, attention_mask=torch.ones_like(batch.attention_mask)), "cpu", fp32)
+    lost_mask = (unmasked - reference).abs()  # 0.0176 mean, 0.25 max
     assert lost_mask.mean() > mean_bound or lost_mask.max() > max_bound
-    gap = (on_gpu - reference).abs()
+    gap = (logits(batch, "cuda", autocast(torch.device("cuda"), True)) - reference).abs()
     assert gap.mean() < mean_bound and gap.max() < max_bound, (gap.mean().item(), gap.max().item())
