@@ -283,6 +283,7 @@ def log_pipeline_run(
     validation report, every round's ID table, metrics JSONs, training state, a curve
     plot); and, with ``log_model``, the selected model as a pyfunc.
     """
+    from idgenrec.backbone.seq2seq import pick_device, training_precision
     from idgenrec.models.popularity import popularity_metrics
     from idgenrec.recommender.alternating import TrainingState, params_fingerprint
 
@@ -300,6 +301,9 @@ def log_pipeline_run(
         "idgenrec.params_fingerprint": params_fingerprint(params),
         "idgenrec.ids_kind": params.ids.kind,
         "idgenrec.backbone": params.backbone.profile,
+        # training.bf16 is a request: hosts without bf16 kernels train in fp32. This is the logging
+        # host's answer, which in `dvc repro` is the host that trained (the stages run together).
+        "idgenrec.precision": training_precision(pick_device(), params.training.bf16),
         **({"git_commit": commit} if (commit := _git_commit(root)) else {}),
         **dict(tags or {}),
     }

@@ -178,3 +178,5 @@ def test_cpu_bf16_autocast_only_where_the_cpu_has_bf16_kernels(monkeypatch, capl
     assert ("no bf16 kernels" in caplog.text) == (not has_kernels)
     with seq2seq.autocast(torch.device("cpu"), False):
         assert not torch.is_autocast_enabled("cpu")
+    assert seq2seq.training_precision(torch.device("cpu"), True) == ("bf16" if has_kernels else "fp32")
+    assert seq2seq.training_precision(torch.device("cpu"), False) == "fp32"

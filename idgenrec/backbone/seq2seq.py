@@ -178,6 +178,18 @@ def _warn_bf16_unavailable(device_type: str) -> None:
                 "and not bit-identical to its results", device_type.upper())
 
 
+def bf16_available(device: torch.device) -> bool:
+    """Whether bf16 runs on hardware kernels on ``device``; where not, :func:`autocast` keeps fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type != "cpu" or cpu_has_bf16_kernels()
+
+
+def training_precision(device: torch.device, bf16: bool) -> str:
+    """The precision a run with ``bf16`` requested actually computes in on ``device``: "bf16" or "fp32"."""
+    return "bf16" if bf16 and bf16_available(device) else "fp32"
+
+
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
     """bf16 autocast where the hardware has bf16 kernels (CPUs with AVX-512 / AMX, GPUs from Ampere); else fp32.
 
@@ -189,11 +201,7 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     """
     if not enabled:
         return contextlib.nullcontext()
-    if device.type == "cuda":
-        supported = torch.cuda.is_bf16_supported()
-    else:
-        supported = device.type != "cpu" or cpu_has_bf16_kernels()
-    if not supported:
+    if not bf16_available(device):
         _warn_bf16_unavailable(device.type)
         return contextlib.nullcontext()
     if device.type != "cuda":
