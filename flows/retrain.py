@@ -222,15 +222,27 @@ def write_registry_record(logged: LoggedRun, params: Params, version: str | None
     return record
 
 
-def library_logs_to_run() -> None:
-    """Send the library's progress and summary lines (logger ``idgenrec``) to the run's logs in the
-    Prefect UI: what ``PREFECT_LOGGING_EXTRA_LOGGERS=idgenrec`` does, but independent of whether that
-    was set before Prefect was first imported. Idempotent."""
+@contextlib.contextmanager
+def library_logs_to_run():
+    """While the flow runs, send the library's progress and summary lines (logger ``idgenrec``) to the
+    run's logs in the Prefect UI: what ``PREFECT_LOGGING_EXTRA_LOGGERS=idgenrec`` does, but independent
+    of whether that was set before Prefect was first imported.
+
+    The handlers come off again at the end: left on, every library log line outside a flow run in
+    the same process (a notebook, a served deployment between runs) raised a Prefect UserWarning.
+    """
     library = logging.getLogger("idgenrec")
+    level = library.level
+    added = [h for h in logging.getLogger("prefect.extra").handlers if h not in library.handlers]  # Prefect's API handler
     library.setLevel(logging.INFO)
-    for handler in logging.getLogger("prefect.extra").handlers:  # Prefect's API handler for extra loggers
-        if handler not in library.handlers:
-            library.addHandler(handler)
+    for handler in added:
+        library.addHandler(handler)
+    try:
+        yield
+    finally:
+        for handler in added:
+            library.removeHandler(handler)
+        library.setLevel(level)
 
 
 # -- the story -----------------------------------------------------------------------------
@@ -274,7 +286,6 @@ def retrain(
         promote_model: apply the promotion rule to the new version (else it stays challenger).
         run_name: MLflow run name (default: generated).
     """
-    library_logs_to_run()
     root_dir = Path(root).resolve() if root else PROJECT_ROOT
     if use_dvc and not (root_dir / ".dvc").is_dir():
         raise ValueError(f"{root_dir} is not a DVC repository; run `dvc init` there or pass use_dvc=False")
@@ -282,7 +293,7 @@ def retrain(
     files = PipelineFiles(params=Path(params_path)).under(root_dir)
     gate = StageGate(root_dir, force, use_dvc)
     # Paths inside params.yaml (data.path) are relative to the project root, as under `dvc repro`.
-    with contextlib.chdir(root_dir):
+    with library_logs_to_run(), contextlib.chdir(root_dir):
         if gate.needed("prepare"):
             prepare(params, files)
             gate.done("prepare")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -93,8 +94,11 @@ def test_retrain_flow_runs_registers_and_versions_like_dvc_repro(prefect_server,
     assert any((root / "dvc-remote").rglob("*"))
     assert (root / "artifacts/model/rounds/ids-02.tsv").exists()
 
-    # Prefect: the library's progress lines are in the run's logs (what the UI shows), not only on a terminal
+    # Prefect: the library's progress lines are in the run's logs (what the UI shows), not only on a terminal,
+    # and only while the flow runs (after it, a library line would make Prefect warn of a missing flow run)
     assert any("phase 1/" in line for line in library_log_lines("phase"))
+    prefect_handlers = logging.getLogger("prefect.extra").handlers
+    assert prefect_handlers and not set(prefect_handlers) & set(logging.getLogger("idgenrec").handlers)
 
     # MLflow: the run, its rounds, the champion
     mlflow.set_tracking_uri(record["tracking_uri"])
