@@ -100,7 +100,7 @@ class WarmupConfig(_Section):
     learning_rate: float = Field(1e-3, gt=0)
     batch_size: int = Field(64, ge=1)
     keyword_words: int = Field(4, ge=1, description="Words in the target keyword phrase built from the item text.")
-    bf16: bool = Field(True, description="bf16 autocast where the CPU or GPU has bf16 kernels (1.9x faster on an AMX CPU); fp32 elsewhere or when off.")
+    bf16: bool = Field(True, description="bf16 autocast where the CPU or GPU has bf16 kernels; fp32 elsewhere or when off.")
 
 
 class IdConfig(_Section):
