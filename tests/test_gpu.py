@@ -54,7 +54,6 @@ def test_bf16_on_the_gpu_keeps_attention_off_cudnn():
         assert torch.backends.cuda.flash_sdp_enabled()
 
 
-
 def test_the_gpus_bf16_attention_keeps_padding_out_like_the_cpu():
     """The GPU's bf16 attention kernels (flash / memory-efficient) must mask padding as the CPU does.
 

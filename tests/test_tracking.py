@@ -21,6 +21,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from idgenrec.backbone.seq2seq import pick_device, training_precision
 from idgenrec.config import Params, load_params
 from idgenrec.tracking import (
     PipelineFiles,
@@ -185,8 +186,6 @@ def test_pipeline_run_logs_parent_nested_rounds_metrics_artifacts_dataset_and_mo
     # params, tags, final metrics (keys sanitised), dataset input
     assert run.data.params["training.schedule.1.phase"] == "ids"
     assert run.data.tags["idgenrec.trigger"] == "test"
-    from idgenrec.backbone.seq2seq import pick_device, training_precision
-
     assert run.data.tags["idgenrec.precision"] == training_precision(pick_device(), params.training.bf16)
     assert logged.selection_metric == "valid/seen_included/ndcg@10"  # evaluation.exclude_seen is false
     model_metrics = json.loads((tiny_project / "metrics/model.json").read_text())
