@@ -148,7 +148,7 @@ def test_untrained_model_still_gives_valid_ids(dataset):
 
 def test_title_ids_are_unique_with_counters(dataset, generator):
     _, tokenizer = generator
-    ids, stats = title_ids(dataset, tokenizer)
+    ids, stats = title_ids(dataset.item_titles, dataset.item_texts, tokenizer)
     assert_guarantees(ids, dataset.num_items, tokenizer)
     assert ids[0] == "toy story 1995" and ids[1] == "amelie 2001"
     assert ids[6:9] == ["same movie", "same movie 2", "same movie 3"]
@@ -179,7 +179,7 @@ def test_make_id_table_feeds_the_trie(kind, dataset, generator):
 
 def test_table_round_trip_and_quality(dataset, generator, tmp_path):
     _, tokenizer = generator
-    ids, _ = title_ids(dataset, tokenizer)
+    ids, _ = title_ids(dataset.item_titles, dataset.item_texts, tokenizer)
     table = ItemIdTable(item_ids=dataset.item_ids, textual_ids=ids)
     table.save(tmp_path / "ids.tsv", tokenizer)
     header = (tmp_path / "ids.tsv").read_text(encoding="utf-8").splitlines()[0].split("\t")

@@ -130,6 +130,56 @@ def _load_minilm_weights(model: EncoderDecoderModel, tokenizer: PreTrainedTokeni
     _share_word_embeddings(model)  # load_state_dict copied into the shared tensor; re-assert the tie anyway
 
 
+def grow_embeddings(model: PreTrainedModel, known: list[str], tokens: list[str]) -> None:
+    """Append embedding rows (and LM-head biases) for ``tokens``, new at the end of the vocabulary.
+
+    ``known`` is the token of each existing row (the model's tokenizer, before it grew).
+
+    A token's row is its MiniLM row mapped into this model's embedding space: training moved
+    the model's rows away from MiniLM's, so a ridge-regularised linear map from MiniLM's rows
+    to the model's is fitted on the tokens the model has, and applied to the new ones (it
+    also bridges a different width, e.g. a tiny test model). A new token's LM-head bias is
+    the mean of the existing ones. Only for the offline / tiny encoder-decoder.
+    """
+    if not tokens:
+        return
+    if not isinstance(model, EncoderDecoderModel) or not getattr(model.config, SHARED_FLAG, False):
+        raise ValueError(f"growing the vocabulary needs the offline/tiny encoder-decoder, not {type(model).__name__}")
+    from safetensors import safe_open
+
+    folder = minilm_folder()
+    full_vocab = _minilm_vocab(folder)
+    with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as weights:
+        pretrained = weights.get_tensor("embeddings.word_embeddings.weight").float()  # (30522, 384)
+    unknown = [t for t in [*known, *tokens] if t not in full_vocab]
+    if unknown:
+        raise ValueError(f"tokens outside MiniLM's vocabulary: {unknown[:5]}")
+    embedding = model.get_input_embeddings()
+    current = embedding.weight.detach().float()  # (V, H)
+    if (size := model.config.encoder.vocab_size) != current.size(0):
+        raise ValueError(f"config vocab_size {size} does not match the embedding's {current.size(0)} rows")
+    if len(known) != current.size(0):
+        raise ValueError(f"{len(known)} known tokens for an embedding of {current.size(0)} rows")
+    source = torch.cat([pretrained[[full_vocab[t] for t in known]], torch.ones(len(known), 1)], dim=1)
+    gram = source.T @ source
+    ridge = 1e-3 * gram.diagonal().mean() * torch.eye(gram.size(0))
+    mapping = torch.linalg.solve(gram + ridge, source.T @ current)  # (385, H)
+    added = torch.cat([pretrained[[full_vocab[t] for t in tokens]], torch.ones(len(tokens), 1)], dim=1) @ mapping
+    head = model.decoder.cls.predictions
+    with torch.no_grad():
+        rows = torch.nn.Embedding(current.size(0) + len(tokens), current.size(1), padding_idx=embedding.padding_idx)
+        rows.weight.copy_(torch.cat([embedding.weight.detach(), added.to(embedding.weight.dtype)]))
+        bias = torch.cat([head.bias.detach(), head.bias.detach().mean().expand(len(tokens))])
+    rows.to(embedding.weight.device)
+    model.encoder.embeddings.word_embeddings = rows
+    head.decoder = torch.nn.Linear(current.size(1), rows.num_embeddings, bias=True, device=rows.weight.device)
+    head.bias = torch.nn.Parameter(bias.to(rows.weight.device))
+    head.decoder.bias = head.bias
+    _share_word_embeddings(model)
+    for config in (model.config, model.config.encoder, model.config.decoder):
+        config.vocab_size = rows.num_embeddings
+
+
 def _minilm_vocab(folder: Path) -> dict[str, int]:
     lines = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
     return {token: index for index, token in enumerate(lines)}

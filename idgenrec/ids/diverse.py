@@ -35,6 +35,7 @@ def diverse_beam_candidates(
     min_tokens: int,
     max_tokens: int,
     length_penalty: float = 1.0,
+    allowed: torch.Tensor | None = None,  # (B, V) bool: the tokens each item's ID may use (eos always)
 ) -> list[list[Candidate]]:
     """Up to ``groups`` candidates per item, best first, each ``min_tokens..max_tokens`` long."""
     batch = input_ids.size(0)
@@ -46,6 +47,9 @@ def diverse_beam_candidates(
     hidden = hidden.repeat_interleave(groups, dim=0)  # (N, S, H)
     mask = attention_mask.repeat_interleave(groups, dim=0)  # (N, S)
     banned = torch.tensor(sorted(set(tokenizer.all_special_ids) - {eos}), dtype=torch.long, device=device)
+    if allowed is not None:
+        allowed = allowed.to(device).repeat_interleave(groups, dim=0)  # (N, V)
+        allowed[:, eos] = True
 
     generated = torch.full((beams, max_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)  # (N, T)
     last = torch.full((beams, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
@@ -59,6 +63,8 @@ def diverse_beam_candidates(
         cache = out.cache
         logp = out.logits[:, -1].float().log_softmax(-1)  # (N, V)
         logp[:, banned] = float("-inf")
+        if allowed is not None:
+            logp = logp.masked_fill(~allowed, float("-inf"))
         if step < min_tokens:
             logp[:, eos] = float("-inf")
         logp = logp.view(batch, groups, -1)  # (B, G, V)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Collection, Sequence
 from typing import Literal
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -25,30 +26,51 @@ def make_id_table(
     progress: bool = True,
 ) -> tuple[ItemIdTable, dict]:
     """The ID table of ``kind`` and its quality metrics (plus the kind's own generation stats)."""
-    if kind == "learned":
-        if model is None:
-            raise ValueError("learned IDs need the ID generator model")
-        ids, stats = generate_unique_ids(model, tokenizer, dataset.item_texts, config, progress=progress)
-    elif kind == "title":
-        ids, stats = title_ids(dataset, tokenizer)
-    elif kind == "random":
-        ids, stats = random_ids(dataset.num_items, config.seed)
-    else:
-        raise ValueError(f"unknown ID kind {kind!r}; expected learned, title or random")
+    ids, stats = ids_of_kind(kind, dataset.item_titles, dataset.item_texts, model, tokenizer, config, progress)
     table = ItemIdTable(item_ids=list(dataset.item_ids), textual_ids=ids)
     return table, {"kind": kind, **id_quality(table, dataset, tokenizer), **stats}
 
 
-def title_ids(dataset: SequenceDataset, tokenizer: PreTrainedTokenizerBase) -> tuple[list[str], dict]:
+def ids_of_kind(
+    kind: IdKind,
+    titles: Sequence[str],
+    texts: Sequence[str],
+    model: PreTrainedModel | None,
+    tokenizer: PreTrainedTokenizerBase,
+    config: IdConfig,
+    progress: bool = True,
+    taken: Collection[str] = (),
+    own_tokens: bool = False,
+) -> tuple[list[str], dict]:
+    """IDs of ``kind`` for items with these titles and texts, none of them in ``taken``.
+
+    ``taken`` holds the IDs of a trained model's items when new items join it: learned IDs
+    come from its generator (with ``own_tokens``, from tokens of each item's own text only),
+    title IDs from the titles, random IDs are the next unused numbers.
+    """
+    if kind == "learned":
+        if model is None:
+            raise ValueError("learned IDs need the ID generator model")
+        return generate_unique_ids(model, tokenizer, list(texts), config, progress=progress, taken=taken, own_tokens=own_tokens)
+    if kind == "title":
+        return title_ids(titles, texts, tokenizer, taken)
+    if kind == "random":
+        return random_ids(len(texts), config.seed, taken)
+    raise ValueError(f"unknown ID kind {kind!r}; expected learned, title or random")
+
+
+def title_ids(
+    titles: Sequence[str], texts: Sequence[str], tokenizer: PreTrainedTokenizerBase, taken: Collection[str] = ()
+) -> tuple[list[str], dict]:
     """Normalised titles; a repeated title gets a counter word (``"hamlet 2"``).
 
     Words the tokenizer cannot round-trip (e.g. characters outside the vocabulary) are
     dropped; an item left with no words uses its text, then ``item``.
     """
-    taken: set[str] = set()
+    taken = set(taken)
     ids = []
     stats = {"collisions": 0, "fallbacks": 0}
-    for title, text in zip(dataset.item_titles, dataset.item_texts):
+    for title, text in zip(titles, texts):
         base = _encodable(title, tokenizer) or _encodable(text, tokenizer)
         if not base:
             base = FALLBACK_BASE
@@ -67,8 +89,14 @@ def _encodable(text: str, tokenizer: PreTrainedTokenizerBase, max_words: int = 3
     return " ".join(kept[:max_words])
 
 
-def random_ids(num_items: int, seed: int) -> tuple[list[str], dict]:
-    """P5-style random indexing: a seeded permutation of 1..n, unique by construction."""
-    numbers = list(range(1, num_items + 1))
+def random_ids(count: int, seed: int, taken: Collection[str] = ()) -> tuple[list[str], dict]:
+    """P5-style random indexing: a seeded permutation of the ``count`` smallest numbers not in ``taken``."""
+    taken = set(taken)
+    numbers = []
+    candidate = 1
+    while len(numbers) < count:
+        if str(candidate) not in taken:
+            numbers.append(candidate)
+        candidate += 1
     random.Random(seed).shuffle(numbers)
     return [str(n) for n in numbers], {"collisions": 0, "fallbacks": 0}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -48,14 +49,20 @@ def generate_unique_ids(
     texts: list[str],
     config: IdConfig,
     progress: bool = True,
+    taken: Iterable[str] = (),
+    own_tokens: bool = False,
 ) -> tuple[list[str], dict]:
-    """One unique, non-empty, round-tripping textual ID per text, deterministic for ``config.seed``."""
+    """One unique, non-empty, round-tripping textual ID per text, deterministic for ``config.seed``.
+
+    ``taken``: IDs already held by other items (a trained model's table, when new items join it).
+    ``own_tokens``: an ID may only use tokens of its own item's text (see ``add_items``).
+    """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     was_training = model.training
     model.eval()
     encoded = tokenizer(texts, truncation=True, max_length=config.max_input_tokens, add_special_tokens=True)["input_ids"]
-    state = _Progress(ids=[None] * len(texts), best=[None] * len(texts))
+    state = _Progress(ids=[None] * len(texts), best=[None] * len(texts), taken=set(taken))
     attempt = _Try(penalty=config.diversity_penalty, min_tokens=config.min_length)
     pending = list(range(len(texts)))
     try:
@@ -65,7 +72,7 @@ def generate_unique_ids(
                     _fallback(pending, state, tokenizer)
                     bar.update(len(pending))
                     break
-                candidates = _decode_pass(model, tokenizer, encoded, pending, attempt, config)
+                candidates = _decode_pass(model, tokenizer, encoded, pending, attempt, config, own_tokens)
                 state.stats["passes"] += 1
                 unresolved = [item for item in pending if not _assign(item, candidates[item], attempt, config, state, tokenizer)]
                 bar.update(len(pending) - len(unresolved))
@@ -99,6 +106,7 @@ def _decode_pass(
     pending: list[int],
     attempt: _Try,
     config: IdConfig,
+    own_tokens: bool = False,
 ) -> dict[int, list[str]]:
     """Normalised candidate strings (best first, duplicates kept) for every pending item."""
     order = sorted(pending, key=lambda i: (len(encoded[i]), i))  # similar lengths share a batch: little padding
@@ -106,9 +114,13 @@ def _decode_pass(
     for start in range(0, len(order), config.batch_size):
         items = order[start : start + config.batch_size]
         input_ids, attention_mask = _pad([encoded[i] for i in items], tokenizer.pad_token_id)
+        allowed = None
+        if own_tokens:
+            allowed = torch.zeros(len(items), len(tokenizer), dtype=torch.bool)
+            allowed.scatter_(1, input_ids, True)
         ranked = diverse_beam_candidates(
             model, tokenizer, input_ids, attention_mask, groups=config.beam_groups, penalty=attempt.penalty,
-            min_tokens=attempt.min_tokens, max_tokens=attempt.min_tokens + config.length_span,
+            min_tokens=attempt.min_tokens, max_tokens=attempt.min_tokens + config.length_span, allowed=allowed,
         )
         for item, candidates in zip(items, ranked):
             result[item] = [normalise(tokenizer.decode(c.tokens), tokenizer) for c in candidates]

@@ -88,6 +88,26 @@ class IDGenRecModel:
     def recommend(self, histories: Sequence[Sequence[int]], k: int, exclude_seen: bool = False) -> list[list[int]]:
         return self.recommend_with_scores(histories, k, exclude_seen)[0]
 
+    def for_catalogue(self, item_ids: Sequence[str]) -> "IDGenRecModel":
+        """This model with its items numbered as ``item_ids`` (a dataset's items, in its order).
+
+        Item indices in histories and recommendations then refer to ``item_ids``; an item the
+        model knows but ``item_ids`` lacks is not recommended. Every item of ``item_ids`` must
+        be known (new ones: :func:`idgenrec.recommender.new_items.add_items`).
+        """
+        item_ids = list(item_ids)
+        if item_ids == self.id_table.item_ids:
+            return self
+        position = {item: index for index, item in enumerate(self.id_table.item_ids)}
+        missing = [item for item in item_ids if item not in position]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} of {len(item_ids)} items are not in the model's ID table (e.g. {missing[:5]}); "
+                "add them with `idgenrec add-items`"
+            )
+        table = type(self.id_table)(item_ids, [self.id_table.textual_ids[position[item]] for item in item_ids])
+        return IDGenRecModel(self.recommender, self.tokenizer, table, self.settings, self.generator)
+
     # -- persistence ---------------------------------------------------------------
 
     def save(self, folder: str | Path) -> None:
