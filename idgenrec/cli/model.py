@@ -108,6 +108,9 @@ def add_items(
     model: ModelOption = DEFAULT_MODEL,
     params: ParamsOption = DEFAULT_PARAMS,
     kind: Annotated[str | None, typer.Option(help="ID kind the model was trained with (default: ids.kind of --params).")] = None,
+    own_tokens: Annotated[
+        bool, typer.Option("--own-tokens/--any-tokens", help="Learned IDs only from tokens of the item's own text.")
+    ] = True,
 ) -> None:
     """Give new items textual IDs and make the model recommend them, without training (zero-shot)."""
     from idgenrec.data.textfile import DataFormatError
@@ -124,7 +127,7 @@ def add_items(
         fail(str(err))
     recommender = IDGenRecModel.load(model)
     try:
-        grown, stats = extend(recommender, new_items, kind, config.ids)
+        grown, stats = extend(recommender, new_items, kind, config.ids, own_tokens=own_tokens)
     except ValueError as err:
         fail(str(err))
     if stats["items_added"]:

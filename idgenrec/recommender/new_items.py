@@ -1,8 +1,8 @@
 """New items for a trained model without training (zero-shot): IDs, vocabulary and trie grow.
 
 IDs are words, so an item the model never saw can join it: the bundled ID generator
-writes the new item's ID from its text (or the title / a fresh number for the other ID
-kinds), unique against the IDs the model knows. A pruned vocabulary would split the new
+writes the new item's ID from its text, by default from that text's own tokens only (or
+the title / a fresh number for the other ID kinds), unique against the IDs the model knows. A pruned vocabulary would split the new
 words into letters, so the tokenizer first takes back the MiniLM tokens they need, and
 both models get embedding rows for them (see ``grow_embeddings``). The recommender can
 then read the new items in histories and recommend them; nothing is trained.
