@@ -218,3 +218,15 @@ def test_own_token_ids_use_only_the_items_own_tokens(model):
         own = set(tokenizer(text, add_special_tokens=False)["input_ids"])
         assert set(tokenizer(own_id, add_special_tokens=False)["input_ids"]) <= own
         assert not set(tokenizer(free_id, add_special_tokens=False)["input_ids"]) <= own  # the rule is what made the difference
+
+
+def test_candidates_restrict_recommendations_to_those_items(model):
+    grown, _ = add_items(model, NEW, "title", IdConfig(), progress=False)
+    new_items = [len(WORDS), len(WORDS) + 1]
+    histories = [[0, 1], [len(WORDS), 2]]
+    items, scores = grown.recommend_with_scores(histories, k=3, candidates=new_items)
+    assert [sorted(row) for row in items] == [new_items, new_items]  # both candidates, nothing else
+    everything = grown.recommend(histories, k=len(grown.id_table))
+    assert all(row == [i for i in full if i in new_items] for row, full in zip(items, everything))  # same order as unrestricted
+    seen_out = grown.recommend(histories, k=3, exclude_seen=True, candidates=new_items)
+    assert seen_out[1] == [len(WORDS) + 1]  # the history's new item is excluded as well

@@ -8,7 +8,7 @@ the trie is rebuilt), the generator (for new items, zero-shot) and the decoding 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,8 +56,14 @@ class IDGenRecModel:
         k: int,
         exclude_seen: bool = False,
         constrained: bool = True,
+        candidates: Collection[int] | None = None,
     ) -> tuple[list[list[int]], list[list[float]]]:
-        """Top-``k`` items (indices) and their beam log-probabilities, per history."""
+        """Top-``k`` items (indices) and their beam log-probabilities, per history.
+
+        ``candidates`` restricts the recommendations to those items (e.g. new arrivals);
+        the trie is pruned per prompt, so every beam ends on a candidate.
+        """
+        outside = set(range(len(self.id_table))) - set(candidates) if candidates is not None else set()
         beams = max(k, self.settings.num_beams)
         items: list[list[int]] = []
         scores: list[list[float]] = []
@@ -72,7 +78,7 @@ class IDGenRecModel:
             ]
             input_ids = pad_batch([p.input_ids for p in prompts], self.tokenizer.pad_token_id).to(self.device)
             mask = (input_ids != self.tokenizer.pad_token_id).long()
-            exclude = [set(histories[i]) for i in chunk] if exclude_seen else None
+            exclude = [(set(histories[i]) if exclude_seen else set()) | outside for i in chunk] if exclude_seen or outside else None
             with autocast(self.device, self.settings.bf16):
                 result = beam_search(
                     self.recommender, input_ids, mask, beams, self.prompts.eos,
@@ -85,8 +91,14 @@ class IDGenRecModel:
             scores.append(results[i][1])
         return items, scores
 
-    def recommend(self, histories: Sequence[Sequence[int]], k: int, exclude_seen: bool = False) -> list[list[int]]:
-        return self.recommend_with_scores(histories, k, exclude_seen)[0]
+    def recommend(
+        self,
+        histories: Sequence[Sequence[int]],
+        k: int,
+        exclude_seen: bool = False,
+        candidates: Collection[int] | None = None,
+    ) -> list[list[int]]:
+        return self.recommend_with_scores(histories, k, exclude_seen, candidates=candidates)[0]
 
     def for_catalogue(self, item_ids: Sequence[str]) -> "IDGenRecModel":
         """This model with its items numbered as ``item_ids`` (a dataset's items, in its order).
