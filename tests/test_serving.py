@@ -100,6 +100,10 @@ def test_champion_pyfunc_loads_and_recommends(champion):
     assert not {"1", "2", "3"} & set(seen_excluded["item_ids"][0])
     with pytest.raises(MlflowException, match="unknown item id"):
         model.predict(pd.DataFrame({"history": [["nope"]]}))
+    shelf = model.predict(pd.DataFrame({"history": [["1", "2"], ["5"]], "k": [3, 3]}), params={"candidates": ["4", "6", "7"]})
+    assert [sorted(items) for items in shelf["item_ids"]] == [["4", "6", "7"]] * 2  # only the candidates, all of them
+    with pytest.raises(MlflowException, match=r"`candidates`: unknown item id\(s\) \['99'\]"):
+        model.predict(pd.DataFrame({"history": [["1"]]}), params={"candidates": ["4", "99"]})
 
 
 def _free_port() -> int:
@@ -143,6 +147,11 @@ def test_rest_server_answers_and_rejects_bad_requests(champion, tmp_path):
         assert status == 200, body
         [prediction] = body["predictions"]
         assert len(prediction["item_ids"]) == 3 and len(prediction["textual_ids"]) == 3 and len(prediction["scores"]) == 3
+
+        request = {"dataframe_records": [{"history": ["1", "2"], "k": 2}], "params": {"candidates": ["5", "8"]}}
+        status, body = _post(f"{url}/invocations", request)
+        assert status == 200, body
+        assert sorted(body["predictions"][0]["item_ids"]) == ["5", "8"]
 
         status, body = _post(f"{url}/invocations", {"dataframe_records": [{"history": ["1", "4242"]}]})
         assert status == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"

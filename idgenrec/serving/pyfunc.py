@@ -3,15 +3,17 @@
 Request (one row per user)::
 
     {"dataframe_records": [{"history": ["50", "172", "133"], "k": 5}],
-     "params": {"exclude_seen": true}}
+     "params": {"exclude_seen": true, "candidates": ["1682", "1681"]}}
 
 ``history`` lists original item ids (strings, as in the raw data), oldest first; ``k`` is
-optional (default 10, at most 100). Response, one row per request row::
+optional (default 10, at most 100). ``candidates`` (optional, for every row) restricts the
+recommendations to those items, e.g. the new arrivals added with ``idgenrec add-items``;
+empty or absent means the whole catalogue. Response, one row per request row::
 
     {"predictions": [{"item_ids": [...], "textual_ids": [...], "scores": [...]}]}
 
 ``scores`` are the beam log-probabilities of each item's textual ID, best first. A bad
-request (unknown item id, empty history, k out of range) raises ``MlflowException`` with
+request (unknown item id in a history or in ``candidates``, empty history, k out of range) raises ``MlflowException`` with
 ``INVALID_PARAMETER_VALUE``, which MLflow's scoring server answers with HTTP 400 and the
 message; schema violations (missing ``history``, wrong types) are rejected by MLflow
 itself, also with 400.
@@ -103,6 +105,20 @@ def parse_requests(frame: pd.DataFrame, index: Mapping[str, int]) -> list[Reques
     return requests
 
 
+def parse_candidates(value, index: Mapping[str, int]) -> list[int] | None:
+    """The ``candidates`` param as item indices; None (whole catalogue) when empty or absent."""
+    if value is None or len(value) == 0:
+        return None
+    items = [str(item) for item in (value if isinstance(value, (list, tuple, np.ndarray)) else [value])]
+    unknown = [item for item in items if item not in index]
+    if unknown:
+        raise invalid(
+            f"`candidates`: unknown item id(s) {unknown[:MAX_UNKNOWN_SHOWN]}{' and more' if len(unknown) > MAX_UNKNOWN_SHOWN else ''}; "
+            f"the model knows {len(index)} items (add new ones with `idgenrec add-items`)"
+        )
+    return sorted({index[item] for item in items})
+
+
 class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
     """Loads the bundled IDGenRecModel folder; answers requests in the format above."""
 
@@ -116,11 +132,12 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         requests = parse_requests(model_input, self.index)
         exclude_seen = bool((params or {}).get("exclude_seen", False))
+        candidates = parse_candidates((params or {}).get("candidates"), self.index)
         item_ids, textual_ids = self.model.id_table.item_ids, self.model.id_table.textual_ids
         rows: dict[int, dict] = {}
         for k in sorted({r.k for r in requests}):  # one beam width per k, as in evaluation
             group = [r for r in requests if r.k == k]
-            items, scores = self.model.recommend_with_scores([r.history for r in group], k, exclude_seen)
+            items, scores = self.model.recommend_with_scores([r.history for r in group], k, exclude_seen, candidates=candidates)
             for request, row_items, row_scores in zip(group, items, scores):
                 rows[request.row] = {
                     "item_ids": [item_ids[i] for i in row_items],
@@ -138,7 +155,10 @@ def model_signature() -> ModelSignature:
             ColSpec(Array(DataType.string), "textual_ids"),
             ColSpec(Array(DataType.double), "scores"),
         ]),
-        params=ParamSchema([ParamSpec("exclude_seen", DataType.boolean, False)]),
+        params=ParamSchema([
+            ParamSpec("exclude_seen", DataType.boolean, False),
+            ParamSpec("candidates", DataType.string, [], shape=(-1,)),
+        ]),
     )
 
 
