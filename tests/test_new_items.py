@@ -230,3 +230,23 @@ def test_candidates_restrict_recommendations_to_those_items(model):
     assert all(row == [i for i in full if i in new_items] for row, full in zip(items, everything))  # same order as unrestricted
     seen_out = grown.recommend(histories, k=3, exclude_seen=True, candidates=new_items)
     assert seen_out[1] == [len(WORDS) + 1]  # the history's new item is excluded as well
+
+
+def test_recommend_command_reads_a_grown_model_and_limits_it_to_the_new_items(tmp_path, model):
+    dataset = planted_dataset()
+    dataset.save(tmp_path / "prepared")
+    grown, _ = add_items(model, NEW, "title", IdConfig(), progress=False)
+    grown.save(tmp_path / "grown")
+    shelf = tmp_path / "shelf.tsv"
+    shelf.write_text("item_id\ttext\n100\tvacation house\n101\tzebra tea\n")
+    common = ["recommend", "--user", "u0", "--prepared", str(tmp_path / "prepared"), "--model", str(tmp_path / "grown"), "--k", "2"]
+    result = CliRunner().invoke(app, [*common, "--among", str(shelf)])
+    assert result.exit_code == 0, result.output
+    assert "top-2 among the 2 items of" in result.output
+    listed = result.output.split("top-2")[1]
+    assert "vacation house" in listed and "zebra tea" in listed
+    result = CliRunner().invoke(app, common)  # the whole catalogue: the history's items are matched by id
+    assert result.exit_code == 0, result.output
+    shelf.write_text("item_id\ttext\n999\tunknown\n")
+    result = CliRunner().invoke(app, [*common, "--among", str(shelf)])
+    assert result.exit_code == 1 and "['999']" in result.output and "add-items" in result.output

@@ -69,10 +69,15 @@ def recommend(
     exclude_seen: Annotated[bool, typer.Option(help="Never recommend items already in the history.")] = False,
     prepared: PreparedOption = DEFAULT_PREPARED,
     model: ModelOption = DEFAULT_MODEL,
+    among: Annotated[
+        Path | None, typer.Option(help="Recommend only items of this TSV (an item_id column), e.g. the new items of add-items.")
+    ] = None,
 ) -> None:
     """Print a user's recent history and the top-k next items, with their textual IDs."""
     from idgenrec.data.dataset import SequenceDataset
+    from idgenrec.data.textfile import DataFormatError
     from idgenrec.recommender.model import IDGenRecModel
+    from idgenrec.recommender.new_items import read_new_items
 
     dataset = SequenceDataset.load(prepared)
     try:
@@ -88,6 +93,15 @@ def recommend(
         fail(f"user {user!r}'s history has items the model at {model} does not know ({unknown[:5]}); "
              "add them with `idgenrec add-items`")
     history = [position[item] for item in history_ids]
+    candidates = None
+    if among is not None:
+        try:
+            wanted = read_new_items(among).item_ids
+        except DataFormatError as err:
+            fail(str(err))
+        if unknown := [item for item in wanted if item not in position]:
+            fail(f"{among}: items the model at {model} does not know ({unknown[:5]}); add them with `idgenrec add-items`")
+        candidates = [position[item] for item in wanted]
     shown = history[-recommender.settings.history_length :]
     table = recommender.id_table
     typer.echo(f"user {user}: {len(history)} interactions, last {len(shown)} (oldest first):")
@@ -95,8 +109,8 @@ def recommend(
         typer.echo(f"  textual user ID in the prompt: {recommender.user_ids(history)!r}")
     for item in shown:
         typer.echo(f"  {table.item_ids[item]:>10}  {table.textual_ids[item]:40s}  {titles.get(table.item_ids[item], '')}")
-    items, scores = recommender.recommend_with_scores([history], k, exclude_seen)
-    typer.echo(f"top-{k}:")
+    items, scores = recommender.recommend_with_scores([history], k, exclude_seen, candidates=candidates)
+    typer.echo(f"top-{k}" + (f" among the {len(candidates)} items of {among}:" if candidates is not None else ":"))
     for rank, (item, score) in enumerate(zip(items[0], scores[0]), start=1):
         typer.echo(f"  {rank:2d}. {table.item_ids[item]:>10}  {table.textual_ids[item]:40s}  "
                    f"{titles.get(table.item_ids[item], '')}  (log-p {score:.2f})")
