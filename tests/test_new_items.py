@@ -250,3 +250,15 @@ def test_recommend_command_reads_a_grown_model_and_limits_it_to_the_new_items(tm
     shelf.write_text("item_id\ttext\n999\tunknown\n")
     result = CliRunner().invoke(app, [*common, "--among", str(shelf)])
     assert result.exit_code == 1 and "['999']" in result.output and "add-items" in result.output
+
+
+def test_a_new_item_inherits_what_was_learned_about_its_words(model):
+    """Zero-shot through words: the model learned apple pie -> banana split and banana split -> cherry tart.
+    Among new items only, "banana bread" follows apple pie and "cherry cola" follows banana split."""
+    shelf = NewItems(["a", "b", "c"], ["banana bread", "cherry cola", "zebra tea"],
+                     ["title: banana bread", "title: cherry cola", "title: zebra tea"])
+    grown, _ = add_items(model, shelf, "title", IdConfig(), progress=False)
+    n = len(WORDS)
+    new = [n, n + 1, n + 2]
+    first = [items[0] for items in grown.recommend([[0], [7, 0], [1], [0, 1]], k=3, candidates=new)]
+    assert first == [n, n, n + 1, n + 1]

@@ -79,8 +79,8 @@ def add_items(
     ``kind`` is the ID kind the model was trained with (``ids.kind``); ``config`` the ID
     generation settings. The given model is left unchanged. ``own_tokens`` (learned IDs):
     the generator may only write tokens of the item's own text. Unconstrained, a generator
-    warmed up on the old catalogue writes old titles for new ones (ML-100k: "Shawshank
-    Redemption" -> "bushwhacked 1995 drama"; 64% of the new IDs' words were the item's own).
+    warmed up on the old catalogue writes old titles for new ones (ML-100k: "Clockers" ->
+    "clockwork orange 1995 drama"; 64% of the new IDs' words were the item's own).
     """
     known = set(model.id_table.item_ids)
     fresh = [i for i, item in enumerate(items.item_ids) if item not in known]
