@@ -23,7 +23,6 @@ the full dataset under the usual protocol, split into the users whose held-out i
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import sys

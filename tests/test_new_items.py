@@ -6,7 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from idgenrec.backbone import build_seq2seq, build_tokenizer, load_seq2seq, save_seq2seq, vocabulary_corpus
+from idgenrec.backbone import build_seq2seq, build_tokenizer, load_seq2seq, save_seq2seq
 from idgenrec.backbone.seq2seq import grow_embeddings
 from idgenrec.backbone.vocabulary import _with_tokens, grow_tokenizer
 from idgenrec.cli import app
@@ -15,7 +15,7 @@ from idgenrec.data.textfile import DataFormatError
 from idgenrec.ids import ItemIdTable
 from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
 from idgenrec.recommender.new_items import NewItems, add_items, read_new_items
-from test_recommender import TINY, WORDS, _train, planted_dataset
+from test_recommender import TINY, WORDS, backbone, planted_dataset, trained  # noqa: F401 (fixtures)
 
 NEW = NewItems(
     item_ids=["100", "101", "3"],  # "3" is a known item: skipped
@@ -25,15 +25,9 @@ NEW = NewItems(
 
 
 @pytest.fixture(scope="module")
-def model():
-    """A recommender trained on the planted pattern (item i -> i+1), with a generator, as a saved model holds them."""
-    dataset = planted_dataset()
-    tokenizer = build_tokenizer(TINY, vocabulary_corpus(dataset))
-    torch.manual_seed(0)
-    recommender = build_seq2seq(TINY, tokenizer, "recommender", seed=0)
-    generator = build_seq2seq(TINY, tokenizer, "generator", seed=1)
-    item_tokens = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in WORDS]
-    _train(recommender, tokenizer, item_tokens, dataset, epochs=30)
+def model(backbone, trained):
+    """The recommender trained on the planted pattern (item i -> i+1) with its generator, as a saved model holds them."""
+    dataset, tokenizer, recommender, generator, _ = backbone
     table = ItemIdTable(item_ids=dataset.item_ids, textual_ids=WORDS)
     return IDGenRecModel(recommender, tokenizer, table, DecodingSettings(3, 4, bf16=False), generator)
 
