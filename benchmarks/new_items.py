@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import platform
 import random
+import shlex
 import sys
 import time
 from collections import Counter
@@ -178,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append({"model": label, **score(model, split), **among_new, **extra})
     rows.append({"model": "random ranking (expected)", **chance_among_new(split, occurrences)})
     report = {
-        "command": " ".join(sys.argv), "overrides": args.overrides, "fraction": args.fraction, "split_seed": args.split_seed,
+        "command": shlex.join(sys.argv), "overrides": args.overrides, "fraction": args.fraction, "split_seed": args.split_seed,
         "seed": args.seed, "new_items": split.num_new, "items": split.full.num_items, "occurrences": len(occurrences[0]),
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         "rows": rows,

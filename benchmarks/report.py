@@ -32,6 +32,11 @@ SECTIONS = [
                     "--out benchmarks/results/gpu-h200  (on a CUDA machine; the command that ran is in gpu-h200.json)"),
     ("seen_items_ml-100k.md", "python benchmarks/seen_items.py --out benchmarks/results/seen_items_ml-100k --model ...  "
                               "(the exact command, with every model folder, is in seen_items_ml-100k.json)"),
+    ("new-items-ml-100k.md", "python benchmarks/new_items.py --kinds learned title random --retrained learned "
+                             "--set 'training.schedule=[{phase: recommender, epochs: 0.3, learning_rate: 0.001}]' "
+                             "--out benchmarks/results/new-items-ml-100k"),
+    ("new-items-ml-100k-default.md", "python benchmarks/new_items.py --kinds learned --retrained "
+                                     "--out benchmarks/results/new-items-ml-100k-default  (params.yaml's schedule)"),
 ]
 
 
