@@ -116,7 +116,8 @@ def _decode_pass(
         input_ids, attention_mask = _pad([encoded[i] for i in items], tokenizer.pad_token_id)
         allowed = None
         if own_tokens:
-            allowed = torch.zeros(len(items), len(tokenizer), dtype=torch.bool)
+            # sized by the model's rows: a hub model (t5-small) can have more rows than its tokenizer has tokens
+            allowed = torch.zeros(len(items), model.get_input_embeddings().num_embeddings, dtype=torch.bool)
             allowed.scatter_(1, input_ids, True)
         ranked = diverse_beam_candidates(
             model, tokenizer, input_ids, attention_mask, groups=config.beam_groups, penalty=attempt.penalty,
