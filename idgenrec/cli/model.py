@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 
@@ -85,23 +85,22 @@ def recommend(
     except ValueError:
         fail(f"user {user!r} is not in {prepared} ({dataset.num_users} users, e.g. {dataset.user_ids[:3]})")
     recommender = IDGenRecModel.load(model)
-    position = {item: i for i, item in enumerate(recommender.id_table.item_ids)}  # the model's own numbering
     titles = {item: title for item, title in zip(dataset.item_ids, dataset.item_titles)}
     history_ids = [dataset.item_ids[i] for i in dataset.sequences[index]]  # everything known: recommend what comes next
-    unknown = [item for item in history_ids if item not in position]
-    if unknown:
-        fail(f"user {user!r}'s history has items the model at {model} does not know ({unknown[:5]}); "
-             "add them with `idgenrec add-items`")
-    history = [position[item] for item in history_ids]
+    try:
+        history = recommender.indices(history_ids)  # the model's own numbering (a grown model's differs)
+    except ValueError as err:
+        fail(f"user {user!r}'s history, model {model}: {err}")
     candidates = None
     if among is not None:
         try:
             wanted = read_new_items(among).item_ids
         except DataFormatError as err:
             fail(str(err))
-        if unknown := [item for item in wanted if item not in position]:
-            fail(f"{among}: items the model at {model} does not know ({unknown[:5]}); add them with `idgenrec add-items`")
-        candidates = [position[item] for item in wanted]
+        try:
+            candidates = recommender.indices(wanted)
+        except ValueError as err:
+            fail(f"{among}: {err}")
     shown = history[-recommender.settings.history_length :]
     table = recommender.id_table
     typer.echo(f"user {user}: {len(history)} interactions, last {len(shown)} (oldest first):")
@@ -128,13 +127,14 @@ def add_items(
 ) -> None:
     """Give new items textual IDs and make the model recommend them, without training (zero-shot)."""
     from idgenrec.data.textfile import DataFormatError
+    from idgenrec.ids.kinds import IdKind
     from idgenrec.recommender.model import IDGenRecModel
     from idgenrec.recommender.new_items import add_items as extend, read_new_items
 
     config = read_params(params)
     kind = kind or config.ids.kind
-    if kind not in ("learned", "title", "random"):
-        fail(f"--kind must be learned, title or random, got {kind!r}")
+    if kind not in get_args(IdKind):
+        fail(f"--kind must be one of {', '.join(get_args(IdKind))}, got {kind!r}")
     try:
         new_items = read_new_items(items)
     except DataFormatError as err:

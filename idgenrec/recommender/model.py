@@ -110,6 +110,11 @@ class IDGenRecModel:
         item_ids = list(item_ids)
         if item_ids == self.id_table.item_ids:
             return self
+        table = type(self.id_table)(item_ids, [self.id_table.textual_ids[index] for index in self.indices(item_ids)])
+        return IDGenRecModel(self.recommender, self.tokenizer, table, self.settings, self.generator)
+
+    def indices(self, item_ids: Sequence[str]) -> list[int]:
+        """The model's index of each original item id; ValueError naming the ids it does not know."""
         position = {item: index for index, item in enumerate(self.id_table.item_ids)}
         missing = [item for item in item_ids if item not in position]
         if missing:
@@ -117,8 +122,7 @@ class IDGenRecModel:
                 f"{len(missing)} of {len(item_ids)} items are not in the model's ID table (e.g. {missing[:5]}); "
                 "add them with `idgenrec add-items`"
             )
-        table = type(self.id_table)(item_ids, [self.id_table.textual_ids[position[item]] for item in item_ids])
-        return IDGenRecModel(self.recommender, self.tokenizer, table, self.settings, self.generator)
+        return [position[item] for item in item_ids]
 
     # -- persistence ---------------------------------------------------------------
 
