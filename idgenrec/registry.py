@@ -267,6 +267,27 @@ def record_pipeline_run(
     from idgenrec.tracking import log_pipeline_run
 
     logged = log_pipeline_run(params, files, root=root, run_name=run_name, tags=tags, log_model=register_model)
+    return _register_and_promote(logged, params, register_model, promote_model)
+
+
+def record_model_folder(
+    params: "Params",
+    model_folder,
+    prepared,
+    *,
+    root,
+    run_name: str | None = None,
+    tags: dict[str, str] | None = None,
+    promote_model: bool = True,
+) -> dict:
+    """Score and log a saved model folder (e.g. from ``idgenrec add-items``), register it, apply the rule."""
+    from idgenrec.tracking import log_model_folder
+
+    logged = log_model_folder(params, model_folder, prepared, root=root, run_name=run_name, tags=tags)
+    return _register_and_promote(logged, params, True, promote_model)
+
+
+def _register_and_promote(logged: "LoggedRun", params: "Params", register_model: bool, promote_model: bool) -> dict:
     name = registered_model_name(params.data.name)
     version = register_logged_run(logged, params.data.name) if register_model else None
     decision = promote(name, params.registry.margin, version) if version and promote_model else None

@@ -360,3 +360,71 @@ def log_pipeline_run(
             dataset_digest=digest,
             popularity_score=popularity,
         )
+
+
+def log_model_folder(
+    params: Params,
+    model_folder: str | Path,
+    prepared: str | Path,
+    *,
+    root: str | Path,
+    run_name: str | None = None,
+    tags: Mapping[str, str] | None = None,
+) -> LoggedRun:
+    """Score a saved model folder on a prepared dataset and log it, with its pyfunc, as one run.
+
+    For models the pipeline did not train itself, above all one grown by ``idgenrec
+    add-items``: its validation/test metrics come from the same :func:`evaluate_protocol` as
+    the ``evaluate`` stage, on the same users, so its selection score is comparable with a
+    pipeline version's and the registry's promotion rule applies unchanged. Items the model
+    knows beyond the dataset's (new items, no interactions yet) are counted in a tag; they
+    can be recommended, not scored.
+    """
+    from idgenrec.evaluation import evaluate_protocol
+    from idgenrec.models.popularity import popularity_metrics
+    from idgenrec.backbone import pick_device
+    from idgenrec.recommender.model import ID_TABLE, IDGenRecModel
+
+    root, model_folder, prepared = Path(root).resolve(), Path(model_folder).resolve(), Path(prepared).resolve()
+    dataset = SequenceDataset.load(prepared)
+    model = IDGenRecModel.load(model_folder, device=pick_device())
+    try:
+        scored = model.for_catalogue(dataset.item_ids)
+    except ValueError as err:
+        raise ValueError(f"{model_folder} cannot be scored on {prepared}: {err}") from None
+    selection = selection_key("valid", params.evaluation.exclude_seen, params.evaluation.selection_metric)
+    metrics = evaluate_protocol(scored, dataset, params.evaluation.ks, params.evaluation.sample_users)
+    popularity = popularity_metrics(dataset, params.evaluation)[selection]
+    experiment_id = ensure_experiment(params.data.name, root)
+    run_tags = {
+        "idgenrec.dataset": params.data.name,
+        "idgenrec.source": "model folder",
+        "idgenrec.model_folder": str(model_folder),
+        "idgenrec.items": str(len(model.id_table)),
+        "idgenrec.items_without_interactions": str(len(model.id_table) - dataset.num_items),
+        **({"git_commit": commit} if (commit := _git_commit(root)) else {}),
+        **dict(tags or {}),
+    }
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=run_tags) as run:
+        # Only the settings that produced these numbers: params.yaml need not describe how the folder was trained.
+        mlflow.log_params({k: v for k, v in flatten_params(params).items() if k.startswith(("evaluation.", "data."))})
+        digest = log_dataset(dataset, source=str(prepared))
+        mlflow.set_tag("idgenrec.dataset_digest", digest)
+        mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
+        mlflow.log_metric(f"popularity/{metric_key(selection)}", popularity)
+        mlflow.log_artifact(str(model_folder / ID_TABLE), "ids")
+        histories = [h for h in (dataset.train_sequence(u)[-5:] for u in range(dataset.num_users)) if h]
+        examples = [[dataset.item_ids[i] for i in h] for h in histories[:EXAMPLE_USERS]]
+        from idgenrec.serving import log_recommender_model
+
+        info = log_recommender_model(model_folder, examples, len(model.id_table))
+        mlflow.set_tag("idgenrec.model_uri", info.model_uri)
+        return LoggedRun(
+            run_id=run.info.run_id,
+            experiment_id=experiment_id,
+            model_uri=info.model_uri,
+            selection_metric=selection,
+            selection_score=metrics[selection],
+            dataset_digest=digest,
+            popularity_score=popularity,
+        )

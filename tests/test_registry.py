@@ -175,3 +175,51 @@ def test_record_pipeline_run_logs_registers_and_promotes(tmp_path, monkeypatch):
     floor = float(MlflowClient().get_model_version(NAME, "1").tags[registry.POPULARITY_TAG])
     mlflow.set_tracking_uri(None)
     assert floor == pytest.approx(expected) and record["selection_score"] > floor
+
+
+def test_a_model_grown_by_add_items_is_scored_registered_and_served_with_its_new_items(tmp_path, monkeypatch):
+    """add-items -> registry log-model -> promote --force -> the champion's pyfunc recommends the new item."""
+    import pandas as pd
+
+    from idgenrec.cli import app as cli
+    from idgenrec.data.dataset import SequenceDataset
+    from idgenrec.evaluation import evaluate_protocol
+    from idgenrec.recommender.model import IDGenRecModel
+    from test_tracking import run_tiny_pipeline, write_tiny_project
+
+    monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
+    root = write_tiny_project(tmp_path)
+    new_store(root)
+    monkeypatch.chdir(root)
+    run_tiny_pipeline(root)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["registry", "log-run"]).exit_code == 0  # v1, champion
+    (root / "new.tsv").write_text("item_id\ttitle\ttext\n100\tbanana bread\ttitle: banana bread\n", encoding="utf-8")
+    grown = root / "artifacts" / "grown"
+    result = runner.invoke(cli, ["add-items", "--items", "new.tsv", "--output", str(grown)])
+    assert result.exit_code == 0, result.output
+
+    result = runner.invoke(cli, ["registry", "log-model", "--model", str(grown), "--output", "grown.json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((root / "grown.json").read_text())
+    assert record["model_version"] == "2" and "v2 registered as challenger" in result.output
+    dataset = SequenceDataset.load(root / "artifacts/prepared")
+    expected = evaluate_protocol(IDGenRecModel.load(grown).for_catalogue(dataset.item_ids), dataset, (5, 10))
+    assert record["selection_score"] == pytest.approx(expected[record["selection_metric"]])
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    run = MlflowClient().get_run(record["run_id"])
+    assert run.data.tags["idgenrec.items_without_interactions"] == "1"
+    assert run.data.metrics["test/seen_included/ndcg_at_10"] == pytest.approx(expected["test/seen_included/ndcg@10"])
+    decision = record["promotion"]
+    assert decision["reason"] and decision["champion"] == ("2" if decision["promoted"] else "1")
+
+    assert runner.invoke(cli, ["registry", "promote", "--version", "2", "--force"]).exit_code == 0
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    answer = served.predict(pd.DataFrame({"history": [["1", "2"]], "k": [1]}), params={"candidates": ["100"]})
+    assert answer.iloc[0]["item_ids"] == ["100"]
+    assert answer.iloc[0]["textual_ids"] == [IDGenRecModel.load(grown).id_table.textual_ids[-1]]
+
+    missing = runner.invoke(cli, ["registry", "log-model", "--model", str(root / "nowhere")])
+    assert missing.exit_code == 1 and "nowhere" in missing.output
+    mlflow.set_tracking_uri(None)

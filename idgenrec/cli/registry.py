@@ -48,7 +48,6 @@ def log_run(
     run_name: Annotated[str | None, typer.Option(help="MLflow run name (default: generated).")] = None,
 ) -> None:
     """Log the finished pipeline (files at the dvc.yaml paths) as one MLflow run with a nested run per round."""
-    from idgenrec.atomic import write_json
     from idgenrec.registry import record_pipeline_run
     from idgenrec.tracking import PipelineFiles
 
@@ -61,10 +60,44 @@ def log_run(
         )
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
-    write_json(output, record)
+    _report(record, output)
+
+
+@app.command("log-model")
+def log_model(
+    model: Annotated[Path, typer.Option(help="Model folder, e.g. the output of `idgenrec add-items`.")],
+    prepared: Annotated[Path, typer.Option(help="Prepared dataset it is scored on (validation and test).")] = Path(
+        "artifacts/prepared"
+    ),
+    params: ParamsOption = DEFAULT_PARAMS,
+    output: Annotated[Path | None, typer.Option(help="Also write the record (run id, version, decision) as JSON.")] = None,
+    promote: Annotated[bool, typer.Option(help="Apply the promotion rule (registry.margin) to the new version.")] = True,
+    run_name: Annotated[str | None, typer.Option(help="MLflow run name (default: generated).")] = None,
+) -> None:
+    """Score a model folder the pipeline did not train (e.g. grown by add-items), log and register it."""
+    from idgenrec.registry import record_model_folder
+
+    root, config = _connect(params)
+    try:
+        record = record_model_folder(
+            config, model, prepared, root=root, run_name=run_name, promote_model=promote,
+            tags={"idgenrec.trigger": "cli log-model"},
+        )
+    except (FileNotFoundError, ValueError) as err:
+        fail(str(err))
+    _report(record, output)
+
+
+def _report(record: dict, output: Path | None) -> None:
+    from idgenrec.atomic import write_json
+
+    if output is not None:
+        write_json(output, record)
     typer.echo(f"run {record['run_id']} logged to experiment {record['experiment']}")
     if record["model_version"]:
-        typer.echo(f"{record['model_name']} v{record['model_version']} registered as challenger")
+        score = record["selection_score"]
+        scored = f" ({record['selection_metric']} {score:.4f})" if score is not None else ""
+        typer.echo(f"{record['model_name']} v{record['model_version']} registered as challenger{scored}")
     if record["promotion"]:
         verdict = "promoted to champion" if record["promotion"]["promoted"] else "not promoted"
         typer.echo(f"{verdict}: {record['promotion']['reason']}")
