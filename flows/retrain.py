@@ -39,9 +39,11 @@ PIPELINE_STAGES = ("prepare", "validate", "warmup", "ids", "train", "evaluate", 
 def transient(task, task_run, state) -> bool:
     """Retry hiccups (a busy DVC lock, a locked sqlite store), not mistakes: a missing file or a
     bad value fails at once instead of after every retry delay."""
+    from idgenrec.registry import RegistryError  # no champion, no such version: waiting will not help
+
     try:
         state.result()
-    except (FileNotFoundError, ValueError, TypeError, KeyError):
+    except (FileNotFoundError, ValueError, TypeError, KeyError, RegistryError):
         return False
     except Exception:
         return True

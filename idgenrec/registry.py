@@ -30,6 +30,7 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 METRIC_TAG, SCORE_TAG, DIGEST_TAG = "selection_metric", "selection_score", "dataset_digest"
 POPULARITY_TAG = "popularity_score"  # the popularity baseline on the same metric and users: the floor
 DECISION_TAG, REASON_TAG, PREVIOUS_TAG = "promotion_decision", "promotion_reason", "previous_champion"
+GROWN_FROM_TAG = "grown_from"  # the version a model grown by add-items (new items, no training) started from
 
 
 class RegistryError(RuntimeError):
@@ -99,9 +100,12 @@ def register_version(
     selection_score: float | None,
     dataset_digest: str,
     popularity_score: float | None = None,
+    grown_from: str | None = None,
 ) -> str:
     """Register ``model_uri`` as a new version of ``name``, alias it ``challenger``; returns the version."""
     tags = {METRIC_TAG: selection_metric, DIGEST_TAG: dataset_digest, "run_id": run_id}
+    if grown_from is not None:
+        tags[GROWN_FROM_TAG] = str(grown_from)
     for tag, value in ((SCORE_TAG, selection_score), (POPULARITY_TAG, popularity_score)):
         if value is not None:
             tags[tag] = repr(float(value))
@@ -138,6 +142,18 @@ def _judge(candidate: ModelVersion, champion: ModelVersion | None, margin: float
     note = ""
     if candidate.tags.get(DIGEST_TAG) != champion.tags.get(DIGEST_TAG):
         note = " (note: scored on a different dataset version than the champion)"
+    if candidate.tags.get(GROWN_FROM_TAG) == str(champion.version):
+        # The champion plus new items: nothing was trained, so it cannot beat its parent on the old
+        # items; what must hold is that adding the items did not cost more than the margin there.
+        if score >= champion_score - margin:
+            return True, (
+                f"grown from champion v{champion.version} by add-items: {metric} {score:.4f} keeps its "
+                f"{champion_score:.4f} within margin {margin}{note}"
+            )
+        return False, (
+            f"grown from champion v{champion.version} by add-items, but {metric} {score:.4f} fell below its "
+            f"{champion_score:.4f} by more than margin {margin} (needs >= {champion_score - margin:.4f}){note}"
+        )
     if score > champion_score + margin:
         return True, f"{metric} {score:.4f} beats champion v{champion.version}'s {champion_score:.4f} by more than margin {margin}{note}"
     return False, (
@@ -192,6 +208,15 @@ def rollback(name: str) -> PromotionDecision:
     )
 
 
+def champion_model(name: str):
+    """(version, IDGenRecModel) of the current champion, loaded from the registry."""
+    champion = _alias_version(MlflowClient(), name, CHAMPION)
+    if champion is None:
+        raise RegistryError(f"model {name!r} has no champion (run the pipeline, or `idgenrec registry promote`)")
+    served = mlflow.pyfunc.load_model(f"models:/{name}/{champion.version}")
+    return str(champion.version), served.unwrap_python_model().model
+
+
 def list_versions(name: str) -> list[VersionSummary]:
     """Every version of ``name``, newest first, with aliases, score and the last decision."""
     client = MlflowClient()
@@ -234,6 +259,7 @@ def register_logged_run(logged: "LoggedRun", dataset_name: str) -> str:
         selection_score=logged.selection_score,
         dataset_digest=logged.dataset_digest,
         popularity_score=logged.popularity_score,
+        grown_from=logged.grown_from,
     )
 
 
@@ -250,6 +276,7 @@ def registry_record(
         "selection_metric": logged.selection_metric,
         "selection_score": logged.selection_score,
         "promotion": decision.as_dict() if decision else None,
+        **({"grown_from": logged.grown_from} if logged.grown_from is not None else {}),
     }
 
 
@@ -279,12 +306,48 @@ def record_model_folder(
     run_name: str | None = None,
     tags: dict[str, str] | None = None,
     promote_model: bool = True,
+    grown_from: str | None = None,
 ) -> dict:
-    """Score and log a saved model folder (e.g. from ``idgenrec add-items``), register it, apply the rule."""
+    """Score and log a saved model folder (e.g. from ``idgenrec add-items``), register it, apply the rule.
+
+    ``grown_from``: the registered version the folder was grown from; while that version is the
+    champion, the rule asks the grown one to keep its score within the margin, not to beat it.
+    """
     from idgenrec.tracking import log_model_folder
 
-    logged = log_model_folder(params, model_folder, prepared, root=root, run_name=run_name, tags=tags)
+    logged = log_model_folder(
+        params, model_folder, prepared, root=root, run_name=run_name, tags=tags, grown_from=grown_from
+    )
     return _register_and_promote(logged, params, True, promote_model)
+
+
+def grow_champion(
+    params: "Params",
+    items,
+    output,
+    prepared,
+    *,
+    root,
+    kind: str | None = None,
+    own_tokens: bool = True,
+    promote_model: bool = True,
+    tags: dict[str, str] | None = None,
+) -> tuple[dict, dict]:
+    """New items into the served model without training: the champion plus ``items``
+    (:class:`~idgenrec.recommender.new_items.NewItems`), saved to ``output``, scored, registered
+    (tag ``grown_from``) and judged by the rule for grown models. Returns (record, add_items stats)."""
+    from idgenrec.recommender.new_items import add_items
+
+    name = registered_model_name(params.data.name)
+    version, champion = champion_model(name)
+    grown, stats = add_items(champion, items, kind or params.ids.kind, params.ids, own_tokens=own_tokens)
+    if not stats["items_added"]:
+        raise ValueError(f"every item is already known to champion v{version} of {name}: nothing to add")
+    grown.save(output)
+    record = record_model_folder(
+        params, output, prepared, root=root, tags=tags, promote_model=promote_model, grown_from=version
+    )
+    return record, stats
 
 
 def _register_and_promote(logged: "LoggedRun", params: "Params", register_model: bool, promote_model: bool) -> dict:

@@ -78,6 +78,7 @@ class LoggedRun:
     selection_score: float | None
     dataset_digest: str
     popularity_score: float | None = None  # the popularity baseline on the selection metric, same users
+    grown_from: str | None = None  # the registered version a model grown by add-items started from
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -370,6 +371,7 @@ def log_model_folder(
     root: str | Path,
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
+    grown_from: str | None = None,
 ) -> LoggedRun:
     """Score a saved model folder on a prepared dataset and log it, with its pyfunc, as one run.
 
@@ -402,6 +404,7 @@ def log_model_folder(
         "idgenrec.model_folder": str(model_folder),
         "idgenrec.items": str(len(model.id_table)),
         "idgenrec.items_without_interactions": str(len(model.id_table) - dataset.num_items),
+        **({"idgenrec.grown_from": str(grown_from)} if grown_from is not None else {}),
         **({"git_commit": commit} if (commit := _git_commit(root)) else {}),
         **dict(tags or {}),
     }
@@ -427,4 +430,5 @@ def log_model_folder(
             selection_score=metrics[selection],
             dataset_digest=digest,
             popularity_score=popularity,
+            grown_from=str(grown_from) if grown_from is not None else None,
         )

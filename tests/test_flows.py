@@ -96,7 +96,7 @@ def test_retrain_flow_runs_registers_and_versions_like_dvc_repro(prefect_server,
 
     # Prefect: the library's progress lines are in the run's logs (what the UI shows), not only on a terminal,
     # and only while the flow runs (after it, a library line would make Prefect warn of a missing flow run)
-    assert any("phase 1/" in line for line in library_log_lines("phase"))
+    assert any("phase 1/" in line for line in stored_log_lines("phase", logger="idgenrec"))
     prefect_handlers = logging.getLogger("prefect.extra").handlers
     assert prefect_handlers and not set(prefect_handlers) & set(logging.getLogger("idgenrec").handlers)
 
@@ -124,8 +124,8 @@ def test_retrain_flow_runs_registers_and_versions_like_dvc_repro(prefect_server,
     mlflow.set_tracking_uri(None)
 
 
-def library_log_lines(text: str) -> list[str]:
-    """Messages of the ``idgenrec`` logger stored by the Prefect API that contain ``text``."""
+def stored_log_lines(text: str, logger: str | None = None) -> list[str]:
+    """Messages stored by the Prefect API (what the UI shows) that contain ``text``, of ``logger`` if given."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterTextSearch
     from prefect.logging.handlers import APILogHandler
@@ -135,7 +135,7 @@ def library_log_lines(text: str) -> list[str]:
         async with get_client() as client:
             return await client.read_logs(LogFilter(text=LogFilterTextSearch(query=text)))
 
-    return [log.message for log in asyncio.run(read()) if log.name == "idgenrec"]
+    return [log.message for log in asyncio.run(read()) if logger is None or log.name == logger]
 
 
 def test_cron_deployment_is_scheduled(prefect_server):
@@ -198,3 +198,58 @@ def test_retries_are_for_hiccups_not_mistakes(prefect_server):
 def test_flow_refuses_a_folder_without_dvc_unless_told(tmp_path):
     with pytest.raises(ValueError, match="not a DVC repository"):
         retrain.fn(root=str(tmp_path))
+
+
+def test_add_items_flow_grows_the_champion_registers_and_promotes_it(prefect_server, tmp_path, monkeypatch):
+    """The catalogue refresh: champion v1 + a new item -> v2 (grown_from 1), promoted; a rerun adds nothing."""
+    import pandas as pd
+
+    from flows.add_items import add_new_items
+    from idgenrec.config import load_params
+    from idgenrec.registry import GROWN_FROM_TAG, record_pipeline_run
+    from idgenrec.tracking import configure_tracking
+    from test_tracking import run_tiny_pipeline
+
+    monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
+    root = write_tiny_project(tmp_path / "project")
+    new_store(root)
+    monkeypatch.chdir(root)
+    files = run_tiny_pipeline(root)
+    configure_tracking(root)
+    assert record_pipeline_run(load_params(root / "params.yaml"), files, root=root)["promotion"]["promoted"]
+    # a wide margin: the tiny model's validation order can move when an item joins (the rule itself: test_registry)
+    (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("margin: 0.0", "margin: 1.0"))
+    (root / "new.tsv").write_text("item_id\ttitle\ttext\n100\tbanana bread\ttitle: banana bread\n", encoding="utf-8")
+
+    record = add_new_items(items="new.tsv", root=str(root))
+    assert record["model_version"] == "2" and record["grown_from"] == "1" and record["promotion"]["promoted"]
+    assert any("1 new items added to champion v1" in line for line in stored_log_lines("new items added"))
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    client = MlflowClient()
+    assert client.get_model_version("idgenrec-tiny", "2").tags[GROWN_FROM_TAG] == "1"
+    assert client.get_run(record["run_id"]).data.tags["idgenrec.trigger"] == "prefect add-items"
+    served = mlflow.pyfunc.load_model("models:/idgenrec-tiny@champion")
+    answer = served.predict(pd.DataFrame({"history": [["1", "2"]], "k": [1]}), params={"candidates": ["100"]})
+    assert answer.iloc[0]["item_ids"] == ["100"]
+
+    assert add_new_items(items="new.tsv", root=str(root)) == {}  # the champion knows it now: no new version
+    assert len(client.search_model_versions("name = 'idgenrec-tiny'")) == 2
+    mlflow.set_tracking_uri(None)
+
+
+def test_add_items_deployment_is_scheduled_hourly(prefect_server):
+    from prefect.client.orchestration import get_client
+
+    from flows.serve import ADD_ITEMS_DEPLOYMENT, add_items_deployment
+
+    deployment_id = add_items_deployment("new_items.tsv").apply()
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_deployment(deployment_id)
+
+    stored = asyncio.run(read())
+    assert stored.name == ADD_ITEMS_DEPLOYMENT and stored.entrypoint.endswith("add_items.py:add_new_items")
+    [schedule] = stored.schedules
+    assert schedule.schedule.cron == "0 * * * *"
+    assert stored.parameters == {"items": "new_items.tsv", "params_path": "params.yaml"}

@@ -222,4 +222,40 @@ def test_a_model_grown_by_add_items_is_scored_registered_and_served_with_its_new
 
     missing = runner.invoke(cli, ["registry", "log-model", "--model", str(root / "nowhere")])
     assert missing.exit_code == 1 and "nowhere" in missing.output
+
+    # The same in one step from the registry: the champion (v2) plus another item, judged by the rule for
+    # grown models (keep the champion's score within the margin; a wide margin here, the tiny model's
+    # validation order can move when an item joins).
+    params = (root / "params.yaml").read_text(encoding="utf-8").replace("registry: {margin: 0.0}", "registry: {margin: 1.0}")
+    (root / "params.yaml").write_text(params, encoding="utf-8")
+    (root / "more.tsv").write_text("item_id\ttitle\ttext\n101\tcherry cola\ttitle: cherry cola\n", encoding="utf-8")
+    result = runner.invoke(cli, ["registry", "add-items", "--items", "more.tsv", "--output", "artifacts/plus", "--record", "plus.json"])
+    assert result.exit_code == 0, result.output
+    assert "1 new items (0 already known, skipped) added to champion v2" in result.output
+    record = json.loads((root / "plus.json").read_text())
+    assert record["model_version"] == "3" and record["grown_from"] == "2"
+    assert record["promotion"]["promoted"] and record["promotion"]["reason"].startswith("grown from champion v2 by add-items")
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    assert tags("3")[registry.GROWN_FROM_TAG] == "2"
+    served = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
+    answer = served.predict(pd.DataFrame({"history": [["1", "100"]], "k": [2]}), params={"candidates": ["100", "101"]})
+    assert sorted(answer.iloc[0]["item_ids"]) == ["100", "101"]  # both new items, and a history with a new item
+    again = runner.invoke(cli, ["registry", "add-items", "--items", "more.tsv", "--output", "artifacts/again"])
+    assert again.exit_code == 1 and "already known to champion v3" in again.output and not (root / "artifacts/again").exists()
     mlflow.set_tracking_uri(None)
+
+
+def test_a_model_grown_from_the_champion_must_keep_its_score_within_the_margin(store):
+    parent = add_version(0.50, popularity=0.1)
+    registry.promote(NAME, 0.0, parent, force=True)
+    kept, lost, stranger = add_version(0.495, popularity=0.1), add_version(0.48, popularity=0.1), add_version(0.495, popularity=0.1)
+    client = MlflowClient()
+    for version, source in ((kept, parent), (lost, parent), (stranger, "999")):
+        client.set_model_version_tag(NAME, version, registry.GROWN_FROM_TAG, source)
+    decision = registry.promote(NAME, 0.01, lost)
+    assert not decision.promoted and "fell below its 0.5000 by more than margin 0.01 (needs >= 0.4900)" in decision.reason
+    stranger_decision = registry.promote(NAME, 0.01, stranger)  # grown from another version: the usual rule
+    assert not stranger_decision.promoted and "does not beat champion" in stranger_decision.reason
+    decision = registry.promote(NAME, 0.01, kept)
+    assert decision.promoted and champion() == kept
+    assert decision.reason == f"grown from champion v{parent} by add-items: valid/ndcg@10 0.4950 keeps its 0.5000 within margin 0.01"

@@ -72,6 +72,9 @@ def log_model(
     params: ParamsOption = DEFAULT_PARAMS,
     output: Annotated[Path | None, typer.Option(help="Also write the record (run id, version, decision) as JSON.")] = None,
     promote: Annotated[bool, typer.Option(help="Apply the promotion rule (registry.margin) to the new version.")] = True,
+    grown_from: Annotated[
+        str | None, typer.Option(help="Registered version the folder was grown from by add-items (changes the rule, see README).")
+    ] = None,
     run_name: Annotated[str | None, typer.Option(help="MLflow run name (default: generated).")] = None,
 ) -> None:
     """Score a model folder the pipeline did not train (e.g. grown by add-items), log and register it."""
@@ -80,12 +83,44 @@ def log_model(
     root, config = _connect(params)
     try:
         record = record_model_folder(
-            config, model, prepared, root=root, run_name=run_name, promote_model=promote,
+            config, model, prepared, root=root, run_name=run_name, promote_model=promote, grown_from=grown_from,
             tags={"idgenrec.trigger": "cli log-model"},
         )
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
     _report(record, output)
+
+
+@app.command("add-items")
+def add_items(
+    items: Annotated[Path, typer.Option(help="TSV of new items: item_id, text, optional title (see `idgenrec add-items`).")],
+    output: Annotated[Path, typer.Option(help="Folder for the champion plus the new items.")] = Path("artifacts/model-plus"),
+    prepared: Annotated[Path, typer.Option(help="Prepared dataset the grown model is scored on.")] = Path("artifacts/prepared"),
+    params: ParamsOption = DEFAULT_PARAMS,
+    kind: Annotated[str | None, typer.Option(help="ID kind (default: ids.kind of --params).")] = None,
+    own_tokens: Annotated[
+        bool, typer.Option("--own-tokens/--any-tokens", help="Learned IDs only from tokens of the item's own text.")
+    ] = True,
+    promote: Annotated[bool, typer.Option(help="Apply the rule for grown models (keep the champion's score within the margin).")] = True,
+    record_file: Annotated[Path | None, typer.Option("--record", help="Also write the record as JSON.")] = None,
+) -> None:
+    """The champion plus new items, without training: grown, scored, registered, promoted if it kept its score."""
+    from idgenrec.data.textfile import DataFormatError
+    from idgenrec.recommender.new_items import read_new_items
+    from idgenrec.registry import RegistryError, grow_champion
+
+    root, config = _connect(params)
+    try:
+        new_items = read_new_items(items)
+        record, stats = grow_champion(
+            config, new_items, output, prepared, root=root, kind=kind, own_tokens=own_tokens, promote_model=promote,
+            tags={"idgenrec.trigger": "cli add-items"},
+        )
+    except (DataFormatError, RegistryError, FileNotFoundError, ValueError) as err:
+        fail(str(err))
+    typer.echo(f"{stats['items_added']} new items ({stats['items_already_known']} already known, skipped) "
+               f"added to champion v{record['grown_from']}; model saved to {output}")
+    _report(record, record_file)
 
 
 def _report(record: dict, output: Path | None) -> None:
