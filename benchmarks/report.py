@@ -37,6 +37,8 @@ SECTIONS = [
                              "--out benchmarks/results/new-items-ml-100k"),
     ("new-items-ml-100k-default.md", "python benchmarks/new_items.py --kinds learned --retrained "
                                      "--out benchmarks/results/new-items-ml-100k-default  (params.yaml's schedule)"),
+    ("new-items-ml-100k-split1.md", "python benchmarks/new_items.py --split-seed 1 --kinds learned --retrained "
+                                    "--out benchmarks/results/new-items-ml-100k-split1  (params.yaml's schedule)"),
 ]
 
 
