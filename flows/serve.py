@@ -34,12 +34,8 @@ def scheduled_deployment(
     paused: bool = False,
     root: str | None = None,
 ) -> RunnerDeployment:
-    parameters = {"params_path": params_path, **({"root": root} if root else {})}
-    return retrain.to_deployment(
-        name=DEPLOYMENT,
-        schedule=CronSchedule(cron=cron, timezone=timezone),
-        paused=paused,
-        parameters=parameters,
+    return _on_cron(
+        retrain, DEPLOYMENT, cron, timezone, paused, {"params_path": params_path}, root,
         description="Retrain IDGenRec: validate data, generate IDs, alternating rounds, evaluate, register, promote.",
         tags=["idgenrec", "retraining"],
     )
@@ -53,14 +49,21 @@ def add_items_deployment(
     paused: bool = False,
     root: str | None = None,
 ) -> RunnerDeployment:
-    parameters = {"items": items, "params_path": params_path, **({"root": root} if root else {})}
-    return add_new_items.to_deployment(
-        name=ADD_ITEMS_DEPLOYMENT,
-        schedule=CronSchedule(cron=cron, timezone=timezone),
-        paused=paused,
-        parameters=parameters,
+    return _on_cron(
+        add_new_items, ADD_ITEMS_DEPLOYMENT, cron, timezone, paused, {"items": items, "params_path": params_path}, root,
         description="Add the new items of a file to the champion without training; register and promote if it kept its score.",
         tags=["idgenrec", "new-items"],
+    )
+
+
+def _on_cron(flow, name, cron, timezone, paused, parameters, root, description, tags) -> RunnerDeployment:
+    return flow.to_deployment(
+        name=name,
+        schedule=CronSchedule(cron=cron, timezone=timezone),
+        paused=paused,
+        parameters={**parameters, **({"root": root} if root else {})},
+        description=description,
+        tags=tags,
     )
 
 

@@ -138,19 +138,23 @@ def stored_log_lines(text: str, logger: str | None = None) -> list[str]:
     return [log.message for log in asyncio.run(read()) if logger is None or log.name == logger]
 
 
-def test_cron_deployment_is_scheduled(prefect_server):
+def stored_deployment(deployment):
+    """Apply a deployment to the API and read it back as the server stores it."""
     from prefect.client.orchestration import get_client
 
-    from flows.serve import DEPLOYMENT, scheduled_deployment
-
-    deployment = scheduled_deployment(cron="0 3 * * *", timezone="Europe/Paris")
     deployment_id = deployment.apply()
 
     async def read():
         async with get_client() as client:
             return await client.read_deployment(deployment_id)
 
-    stored = asyncio.run(read())
+    return asyncio.run(read())
+
+
+def test_cron_deployment_is_scheduled(prefect_server):
+    from flows.serve import DEPLOYMENT, scheduled_deployment
+
+    stored = stored_deployment(scheduled_deployment(cron="0 3 * * *", timezone="Europe/Paris"))
     assert stored.name == DEPLOYMENT and stored.entrypoint.endswith("retrain.py:retrain")
     [schedule] = stored.schedules
     assert schedule.active and schedule.schedule.cron == "0 3 * * *" and schedule.schedule.timezone == "Europe/Paris"
@@ -208,15 +212,11 @@ def test_add_items_flow_grows_the_champion_registers_and_promotes_it(prefect_ser
     from idgenrec.config import load_params
     from idgenrec.registry import GROWN_FROM_TAG, record_pipeline_run
     from idgenrec.tracking import configure_tracking
-    from test_tracking import run_tiny_pipeline
+    from test_tracking import trained_tiny_project
 
-    monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
-    root = write_tiny_project(tmp_path / "project")
-    new_store(root)
-    monkeypatch.chdir(root)
-    files = run_tiny_pipeline(root)
+    root = trained_tiny_project(tmp_path, monkeypatch)
     configure_tracking(root)
-    assert record_pipeline_run(load_params(root / "params.yaml"), files, root=root)["promotion"]["promoted"]
+    assert record_pipeline_run(load_params(root / "params.yaml"), PipelineFiles(), root=root)["promotion"]["promoted"]
     # a wide margin: the tiny model's validation order can move when an item joins (the rule itself: test_registry)
     (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("margin: 0.0", "margin: 1.0"))
     (root / "new.tsv").write_text("item_id\ttitle\ttext\n100\tbanana bread\ttitle: banana bread\n", encoding="utf-8")
@@ -238,17 +238,9 @@ def test_add_items_flow_grows_the_champion_registers_and_promotes_it(prefect_ser
 
 
 def test_add_items_deployment_is_scheduled_hourly(prefect_server):
-    from prefect.client.orchestration import get_client
-
     from flows.serve import ADD_ITEMS_DEPLOYMENT, add_items_deployment
 
-    deployment_id = add_items_deployment("new_items.tsv").apply()
-
-    async def read():
-        async with get_client() as client:
-            return await client.read_deployment(deployment_id)
-
-    stored = asyncio.run(read())
+    stored = stored_deployment(add_items_deployment("new_items.tsv"))
     assert stored.name == ADD_ITEMS_DEPLOYMENT and stored.entrypoint.endswith("add_items.py:add_new_items")
     [schedule] = stored.schedules
     assert schedule.schedule.cron == "0 * * * *"

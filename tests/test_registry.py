@@ -149,13 +149,9 @@ def test_cli_list_promote_rollback(store):
 def test_record_pipeline_run_logs_registers_and_promotes(tmp_path, monkeypatch):
     """The DVC `register` stage's command end to end on the tiny project: record written, v1 champion."""
     from idgenrec.cli.registry import app
-    from test_tracking import run_tiny_pipeline, write_tiny_project
+    from test_tracking import trained_tiny_project
 
-    monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
-    root = write_tiny_project(tmp_path)
-    new_store(root)
-    monkeypatch.chdir(root)
-    run_tiny_pipeline(root)
+    root = trained_tiny_project(tmp_path, monkeypatch)
     result = CliRunner().invoke(app, ["log-run", "--output", "metrics/registry.json"])
     mlflow.set_tracking_uri(None)
     assert result.exit_code == 0, result.output
@@ -185,13 +181,9 @@ def test_a_model_grown_by_add_items_is_scored_registered_and_served_with_its_new
     from idgenrec.data.dataset import SequenceDataset
     from idgenrec.evaluation import evaluate_protocol
     from idgenrec.recommender.model import IDGenRecModel
-    from test_tracking import run_tiny_pipeline, write_tiny_project
+    from test_tracking import trained_tiny_project
 
-    monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
-    root = write_tiny_project(tmp_path)
-    new_store(root)
-    monkeypatch.chdir(root)
-    run_tiny_pipeline(root)
+    root = trained_tiny_project(tmp_path, monkeypatch)
     runner = CliRunner()
     assert runner.invoke(cli, ["registry", "log-run"]).exit_code == 0  # v1, champion
     (root / "new.tsv").write_text("item_id\ttitle\ttext\n100\tbanana bread\ttitle: banana bread\n", encoding="utf-8")

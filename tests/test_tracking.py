@@ -101,6 +101,16 @@ def run_tiny_pipeline(root: Path) -> PipelineFiles:
     return files
 
 
+def trained_tiny_project(root: Path, monkeypatch) -> Path:
+    """The tiny project trained up to evaluation, with a fresh store, as the working directory."""
+    monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
+    write_tiny_project(root)
+    new_store(root)
+    monkeypatch.chdir(root)
+    run_tiny_pipeline(root)
+    return root
+
+
 @functools.cache
 def _migrated_store() -> Path:
     """An empty MLflow sqlite store with its schema created (MLflow takes ~5 s to migrate one)."""
