@@ -267,6 +267,17 @@ def _log_phase_runs(params: Params, records: Sequence[Mapping], rounds: Path) ->
             mlflow.log_metrics({f"round/{k}": v for k, v in summary.items()}, step=index, run_id=parent_id)
 
 
+def _log_served_model(model_folder: Path, dataset: SequenceDataset, num_items: int) -> str:
+    """Log the model folder as the run's pyfunc, with real histories as its input example; its URI."""
+    from idgenrec.serving import log_recommender_model
+
+    histories = [h for h in (dataset.train_sequence(u)[-5:] for u in range(dataset.num_users)) if h]
+    examples = [[dataset.item_ids[i] for i in h] for h in histories[:EXAMPLE_USERS]]
+    model_uri = log_recommender_model(model_folder, examples, num_items).model_uri
+    mlflow.set_tag("idgenrec.model_uri", model_uri)
+    return model_uri
+
+
 def log_pipeline_run(
     params: Params,
     files: PipelineFiles,
@@ -343,15 +354,7 @@ def log_pipeline_run(
             mlflow.log_artifacts(str(files.rounds), "ids/rounds")
         log_training_curve_plot(state.records, curve_key, "plots/training_curve.png")
 
-        model_uri = None
-        if log_model:
-            from idgenrec.serving import log_recommender_model
-
-            histories = [h for h in (dataset.train_sequence(u)[-5:] for u in range(dataset.num_users)) if h]
-            examples = [[dataset.item_ids[i] for i in h] for h in histories[:EXAMPLE_USERS]]
-            info = log_recommender_model(files.model, examples, dataset.num_items)
-            model_uri = info.model_uri
-            mlflow.set_tag("idgenrec.model_uri", model_uri)
+        model_uri = _log_served_model(files.model, dataset, dataset.num_items) if log_model else None
         return LoggedRun(
             run_id=run.info.run_id,
             experiment_id=experiment_id,
@@ -416,16 +419,11 @@ def log_model_folder(
         mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
         mlflow.log_metric(f"popularity/{metric_key(selection)}", popularity)
         mlflow.log_artifact(str(model_folder / ID_TABLE), "ids")
-        histories = [h for h in (dataset.train_sequence(u)[-5:] for u in range(dataset.num_users)) if h]
-        examples = [[dataset.item_ids[i] for i in h] for h in histories[:EXAMPLE_USERS]]
-        from idgenrec.serving import log_recommender_model
-
-        info = log_recommender_model(model_folder, examples, len(model.id_table))
-        mlflow.set_tag("idgenrec.model_uri", info.model_uri)
+        model_uri = _log_served_model(model_folder, dataset, len(model.id_table))
         return LoggedRun(
             run_id=run.info.run_id,
             experiment_id=experiment_id,
-            model_uri=info.model_uri,
+            model_uri=model_uri,
             selection_metric=selection,
             selection_score=metrics[selection],
             dataset_digest=digest,
