@@ -6,7 +6,9 @@ the grown model is scored on the prepared dataset like any version, registered w
 ``grown_from``, and promoted if it kept the champion's validation score within
 ``registry.margin`` (adding items cannot raise it: nothing is trained). The same work as
 ``idgenrec registry add-items``, as Prefect tasks; the next retraining learns the items properly.
-Items the champion already knows are skipped; a file with nothing new ends the run with no version.
+Items the champion already knows are skipped; a file with nothing new ends the run with no version,
+and so does one whose new items were already added to this champion (the decision on that version
+stands: a rejected one is not re-registered every hour, a rollback to the parent is not undone).
 
 Run once:  python -m flows.add_items --items new_items.tsv
 Schedule:  python -m flows.serve --add-items new_items.tsv   (hourly by default; see flows/README.md)
@@ -40,26 +42,35 @@ def load_champion(params: Params, root: Path):
     return champion_model(registered_model_name(params.data.name))
 
 
+@registry_step
+def check_growth(params: Params, version: str, champion, items, root: Path) -> tuple[str | None, str | None]:
+    """(digest of the new items, why not to grow): nothing new, or these items already tried on this champion."""
+    from idgenrec.registry import growth_check, registered_model_name
+    from idgenrec.tracking import configure_tracking
+
+    configure_tracking(root)
+    return growth_check(registered_model_name(params.data.name), version, champion, items)
+
+
 @step
 def grow(model, items, params: Params, output: Path) -> dict:
-    """The new items' IDs, vocabulary and trie; saves the grown model unless nothing was new."""
+    """The new items' IDs, vocabulary and trie; saves the grown model."""
     from idgenrec.recommender.new_items import add_items
 
     grown, stats = add_items(model, items, params.ids.kind, params.ids)
-    if stats["items_added"]:
-        grown.save(output)
+    grown.save(output)
     return stats
 
 
 @registry_step
-def log_grown(params: Params, output: Path, prepared: Path, root: Path, grown_from: str) -> LoggedRun:
+def log_grown(params: Params, output: Path, prepared: Path, root: Path, grown_from: str, new_items: str) -> LoggedRun:
     from prefect.runtime import flow_run
 
     from idgenrec.tracking import configure_tracking, log_model_folder
 
     configure_tracking(root)
     tags = {"idgenrec.trigger": "prefect add-items", "prefect.flow_run_id": str(flow_run.get_id() or "")}
-    return log_model_folder(params, output, prepared, root=root, tags=tags, grown_from=grown_from)
+    return log_model_folder(params, output, prepared, root=root, tags=tags, grown_from=grown_from, new_items_digest=new_items)
 
 
 @flow(name="idgenrec-add-items", log_prints=True)
@@ -71,7 +82,7 @@ def add_new_items(
     prepared: str = "artifacts/prepared",
     promote_model: bool = True,
 ) -> dict:
-    """The champion plus the new items of ``items``; returns the registry record ({} when nothing was new).
+    """The champion plus the new items of ``items``; returns the registry record ({} when not grown).
 
     Args:
         items: TSV of new items (item_id, text, optional title), relative to ``root``.
@@ -88,12 +99,13 @@ def add_new_items(
     with library_logs_to_run(), contextlib.chdir(root_dir):
         new_items = read_items(root_dir / items)
         version, champion = load_champion(params, root_dir)
-        stats = grow(champion, new_items, params, root_dir / output)
-        if not stats["items_added"]:
-            get_run_logger().info(f"all {len(new_items)} items of {items} are known to champion v{version}: nothing to add")
+        digest, reason_not_to = check_growth(params, version, champion, new_items, root_dir)
+        if reason_not_to:
+            get_run_logger().info(f"{items}: {reason_not_to}")
             return {}
+        stats = grow(champion, new_items, params, root_dir / output)
         get_run_logger().info(f"{stats['items_added']} new items added to champion v{version}")
-        logged = log_grown(params, root_dir / output, root_dir / prepared, root_dir, version)
+        logged = log_grown(params, root_dir / output, root_dir / prepared, root_dir, version, digest)
         registered = register(logged, params, root_dir)
         decision = promote(params, registered, root_dir) if promote_model else None
         return registry_record(logged, registered_model_name(params.data.name), registered, decision)

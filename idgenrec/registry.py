@@ -12,7 +12,10 @@ Stages are deprecated in MLflow; aliases are the mechanism.
 from __future__ import annotations
 
 import getpass
+import hashlib
+import json
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -23,6 +26,7 @@ from mlflow.exceptions import MlflowException
 
 if TYPE_CHECKING:
     from idgenrec.config import Params
+    from idgenrec.recommender.new_items import NewItems
     from idgenrec.tracking import LoggedRun, PipelineFiles
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -31,6 +35,7 @@ METRIC_TAG, SCORE_TAG, DIGEST_TAG = "selection_metric", "selection_score", "data
 POPULARITY_TAG = "popularity_score"  # the popularity baseline on the same metric and users: the floor
 DECISION_TAG, REASON_TAG, PREVIOUS_TAG = "promotion_decision", "promotion_reason", "previous_champion"
 GROWN_FROM_TAG = "grown_from"  # the version a model grown by add-items (new items, no training) started from
+NEW_ITEMS_TAG = "new_items_digest"  # which items it added: the same items are not tried twice on one champion
 
 
 class RegistryError(RuntimeError):
@@ -101,11 +106,13 @@ def register_version(
     dataset_digest: str,
     popularity_score: float | None = None,
     grown_from: str | None = None,
+    new_items_digest: str | None = None,
 ) -> str:
     """Register ``model_uri`` as a new version of ``name``, alias it ``challenger``; returns the version."""
     tags = {METRIC_TAG: selection_metric, DIGEST_TAG: dataset_digest, "run_id": run_id}
-    if grown_from is not None:
-        tags[GROWN_FROM_TAG] = str(grown_from)
+    for tag, text in ((GROWN_FROM_TAG, grown_from), (NEW_ITEMS_TAG, new_items_digest)):
+        if text is not None:
+            tags[tag] = str(text)
     for tag, value in ((SCORE_TAG, selection_score), (POPULARITY_TAG, popularity_score)):
         if value is not None:
             tags[tag] = repr(float(value))
@@ -260,6 +267,7 @@ def register_logged_run(logged: "LoggedRun", dataset_name: str) -> str:
         dataset_digest=logged.dataset_digest,
         popularity_score=logged.popularity_score,
         grown_from=logged.grown_from,
+        new_items_digest=logged.new_items_digest,
     )
 
 
@@ -307,6 +315,7 @@ def record_model_folder(
     tags: dict[str, str] | None = None,
     promote_model: bool = True,
     grown_from: str | None = None,
+    new_items_digest: str | None = None,
 ) -> dict:
     """Score and log a saved model folder (e.g. from ``idgenrec add-items``), register it, apply the rule.
 
@@ -316,7 +325,8 @@ def record_model_folder(
     from idgenrec.tracking import log_model_folder
 
     logged = log_model_folder(
-        params, model_folder, prepared, root=root, run_name=run_name, tags=tags, grown_from=grown_from
+        params, model_folder, prepared, root=root, run_name=run_name, tags=tags, grown_from=grown_from,
+        new_items_digest=new_items_digest,
     )
     return _register_and_promote(logged, params, True, promote_model)
 
@@ -340,14 +350,47 @@ def grow_champion(
 
     name = registered_model_name(params.data.name)
     version, champion = champion_model(name)
+    digest, reason_not_to = growth_check(name, version, champion, items)
+    if reason_not_to:
+        raise ValueError(reason_not_to)
     grown, stats = add_items(champion, items, kind or params.ids.kind, params.ids, own_tokens=own_tokens)
-    if not stats["items_added"]:
-        raise ValueError(f"every item is already known to champion v{version} of {name}: nothing to add")
     grown.save(output)
     record = record_model_folder(
-        params, output, prepared, root=root, tags=tags, promote_model=promote_model, grown_from=version
+        params, output, prepared, root=root, tags=tags, promote_model=promote_model, grown_from=version,
+        new_items_digest=digest,
     )
     return record, stats
+
+
+def new_items_digest(known: Iterable[str], items: "NewItems") -> str | None:
+    """Names the items a model lacks: SHA-256 over their sorted (id, text) pairs; None when it has them all."""
+    known = set(known)
+    fresh = sorted((item, text) for item, text in zip(items.item_ids, items.texts) if item not in known)
+    return hashlib.sha256(json.dumps(fresh).encode()).hexdigest()[:16] if fresh else None
+
+
+def growth_check(name: str, version: str, champion, items: "NewItems") -> tuple[str | None, str | None]:
+    """(digest of the items champion ``version`` lacks, why not to grow it: None when it should be).
+
+    Not when there is nothing new, nor when a version was already grown from this champion with
+    exactly these items: its decision stands. A rejected one would otherwise be scored and
+    registered again by every scheduled run, and a rollback from a grown champion to its parent
+    would be undone by the next one.
+    """
+    digest = new_items_digest(champion.id_table.item_ids, items)
+    if digest is None:
+        return None, f"every item is already known to champion v{version} of {name}: nothing to add"
+    earlier = MlflowClient().search_model_versions(
+        f"name = '{name}' and tags.{GROWN_FROM_TAG} = '{version}' and tags.{NEW_ITEMS_TAG} = '{digest}'"
+    )
+    if earlier:
+        first = min(earlier, key=lambda v: int(v.version))
+        decision = first.tags.get(DECISION_TAG, "not judged")
+        return digest, (
+            f"these new items were already added to champion v{version} as v{first.version} "
+            f"({decision}: {first.tags.get(REASON_TAG, 'no reason recorded')}); not registered again"
+        )
+    return digest, None
 
 
 def _register_and_promote(logged: "LoggedRun", params: "Params", register_model: bool, promote_model: bool) -> dict:

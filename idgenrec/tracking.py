@@ -79,6 +79,7 @@ class LoggedRun:
     dataset_digest: str
     popularity_score: float | None = None  # the popularity baseline on the selection metric, same users
     grown_from: str | None = None  # the registered version a model grown by add-items started from
+    new_items_digest: str | None = None  # which items add-items gave it (registry.new_items_digest)
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -375,6 +376,7 @@ def log_model_folder(
     run_name: str | None = None,
     tags: Mapping[str, str] | None = None,
     grown_from: str | None = None,
+    new_items_digest: str | None = None,
 ) -> LoggedRun:
     """Score a saved model folder on a prepared dataset and log it, with its pyfunc, as one run.
 
@@ -408,6 +410,7 @@ def log_model_folder(
         "idgenrec.items": str(len(model.id_table)),
         "idgenrec.items_without_interactions": str(len(model.id_table) - dataset.num_items),
         **({"idgenrec.grown_from": str(grown_from)} if grown_from is not None else {}),
+        **({"idgenrec.new_items_digest": new_items_digest} if new_items_digest is not None else {}),
         **({"git_commit": commit} if (commit := _git_commit(root)) else {}),
         **dict(tags or {}),
     }
@@ -429,4 +432,5 @@ def log_model_folder(
             dataset_digest=digest,
             popularity_score=popularity,
             grown_from=str(grown_from) if grown_from is not None else None,
+            new_items_digest=new_items_digest,
         )

@@ -210,7 +210,7 @@ def test_add_items_flow_grows_the_champion_registers_and_promotes_it(prefect_ser
 
     from flows.add_items import add_new_items
     from idgenrec.config import load_params
-    from idgenrec.registry import GROWN_FROM_TAG, record_pipeline_run
+    from idgenrec.registry import GROWN_FROM_TAG, record_pipeline_run, rollback
     from idgenrec.tracking import configure_tracking
     from test_tracking import trained_tiny_project
 
@@ -233,6 +233,11 @@ def test_add_items_flow_grows_the_champion_registers_and_promotes_it(prefect_ser
     assert answer.iloc[0]["item_ids"] == ["100"]
 
     assert add_new_items(items="new.tsv", root=str(root)) == {}  # the champion knows it now: no new version
+    assert len(client.search_model_versions("name = 'idgenrec-tiny'")) == 2
+    # Rolled back to v1, which lacks the item: the next scheduled run must not undo the rollback.
+    rollback("idgenrec-tiny")
+    assert add_new_items(items="new.tsv", root=str(root)) == {}
+    assert any("already added to champion v1 as v2" in line for line in stored_log_lines("already added"))
     assert len(client.search_model_versions("name = 'idgenrec-tiny'")) == 2
     mlflow.set_tracking_uri(None)
 

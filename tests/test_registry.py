@@ -181,6 +181,7 @@ def test_a_model_grown_by_add_items_is_scored_registered_and_served_with_its_new
     from idgenrec.data.dataset import SequenceDataset
     from idgenrec.evaluation import evaluate_protocol
     from idgenrec.recommender.model import IDGenRecModel
+    from idgenrec.recommender.new_items import read_new_items
     from test_tracking import trained_tiny_project
 
     root = trained_tiny_project(tmp_path, monkeypatch)
@@ -234,7 +235,26 @@ def test_a_model_grown_by_add_items_is_scored_registered_and_served_with_its_new
     assert sorted(answer.iloc[0]["item_ids"]) == ["100", "101"]  # both new items, and a history with a new item
     again = runner.invoke(cli, ["registry", "add-items", "--items", "more.tsv", "--output", "artifacts/again"])
     assert again.exit_code == 1 and "already known to champion v3" in again.output and not (root / "artifacts/again").exists()
+    # Back on v2, which lacks the item: the same file was already tried on it (v3), so it is not registered again.
+    assert runner.invoke(cli, ["registry", "rollback"]).exit_code == 0
+    again = runner.invoke(cli, ["registry", "add-items", "--items", "more.tsv", "--output", "artifacts/again"])
+    assert again.exit_code == 1 and "already added to champion v2 as v3 (rolled_back: rolled back by" in again.output
+    assert not (root / "artifacts/again").exists()
+    mlflow.set_tracking_uri(record["tracking_uri"])
+    assert len(MlflowClient().search_model_versions(f"name = '{NAME}'")) == 3
+    assert tags("3")[registry.NEW_ITEMS_TAG] == registry.new_items_digest([], read_new_items(root / "more.tsv"))
     mlflow.set_tracking_uri(None)
+
+
+def test_new_items_digest_names_the_items_a_model_lacks_whatever_their_order():
+    from idgenrec.recommender.new_items import NewItems
+
+    items = NewItems(["7", "8", "9"], ["", "", ""], ["seven", "eight", "nine"])
+    digest = registry.new_items_digest(["9"], items)
+    assert digest == registry.new_items_digest(["9"], NewItems(["8", "7"], ["", ""], ["eight", "seven"]))
+    assert digest != registry.new_items_digest(["9"], NewItems(["8", "7"], ["", ""], ["eight", "seven (1999)"]))
+    assert digest != registry.new_items_digest([], items)
+    assert registry.new_items_digest(["7", "8", "9"], items) is None
 
 
 def test_a_model_grown_from_the_champion_must_keep_its_score_within_the_margin(store):
