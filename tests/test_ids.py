@@ -108,6 +108,26 @@ def test_batched_candidates_equal_one_at_a_time(generator):
         assert [c.tokens for c in alone] == [c.tokens for c in expected]
 
 
+def test_token_budget_caps_each_beams_use_of_a_token(generator):
+    """Every candidate uses each token at most its budget's times, zero-budget tokens never; eos is free."""
+    from collections import Counter
+
+    model, tokenizer = generator
+    batch = tokenizer(["title: Toy Story; genres: Comedy", "title: Story Story Story"], padding=True, return_tensors="pt")
+    budget = torch.zeros(2, model.get_input_embeddings().num_embeddings, dtype=torch.long)
+    budget.scatter_add_(1, batch.input_ids, batch.attention_mask)  # each token as often as the text has it
+    ranked = diverse_beam_candidates(model, tokenizer, batch.input_ids, batch.attention_mask, 4, 1.0, 1, 6, budget=budget)
+    for row, candidates in enumerate(ranked):
+        assert candidates
+        for candidate in candidates:
+            assert all(budget[row, token] >= count for token, count in Counter(candidate.tokens).items()), candidate
+    story = tokenizer.convert_tokens_to_ids("story")
+    only_story = torch.zeros_like(budget[:1])
+    only_story[0, story] = 2  # two uses, then the beam must end: at most two tokens, all "story"
+    ranked = diverse_beam_candidates(model, tokenizer, batch.input_ids[1:], batch.attention_mask[1:], 3, 1.0, 1, 6, budget=only_story)
+    assert ranked[0] and all(set(c.tokens) == {story} and len(c.tokens) <= 2 for c in ranked[0])
+
+
 # -- unique IDs -----------------------------------------------------------------------
 
 

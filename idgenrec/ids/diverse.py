@@ -35,9 +35,13 @@ def diverse_beam_candidates(
     min_tokens: int,
     max_tokens: int,
     length_penalty: float = 1.0,
-    allowed: torch.Tensor | None = None,  # (B, V) bool: the tokens each item's ID may use (eos always)
+    budget: torch.Tensor | None = None,  # (B, V) int: how often each item's ID may use each token (eos: always)
 ) -> list[list[Candidate]]:
-    """Up to ``groups`` candidates per item, best first, each ``min_tokens..max_tokens`` long."""
+    """Up to ``groups`` candidates per item, best first, each ``min_tokens..max_tokens`` long.
+
+    With ``budget``, a beam that has used a token as often as its budget allows cannot pick it
+    again (each beam keeps its own count); a token with budget 0 is never picked.
+    """
     batch = input_ids.size(0)
     beams = batch * groups  # N = B * G; beam n belongs to item n // G, group n % G
     eos = tokenizer.eos_token_id
@@ -47,9 +51,9 @@ def diverse_beam_candidates(
     hidden = hidden.repeat_interleave(groups, dim=0)  # (N, S, H)
     mask = attention_mask.repeat_interleave(groups, dim=0)  # (N, S)
     banned = torch.tensor(sorted(set(tokenizer.all_special_ids) - {eos}), dtype=torch.long, device=device)
-    if allowed is not None:
-        allowed = allowed.to(device).repeat_interleave(groups, dim=0)  # (N, V)
-        allowed[:, eos] = True
+    if budget is not None:
+        budget = budget.to(device).repeat_interleave(groups, dim=0)  # (N, V), counts down per beam
+        budget[:, eos] = max_tokens + 1
 
     generated = torch.full((beams, max_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)  # (N, T)
     last = torch.full((beams, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
@@ -63,8 +67,8 @@ def diverse_beam_candidates(
         cache = out.cache
         logp = out.logits[:, -1].float().log_softmax(-1)  # (N, V)
         logp[:, banned] = float("-inf")
-        if allowed is not None:
-            logp = logp.masked_fill(~allowed, float("-inf"))
+        if budget is not None:
+            logp = logp.masked_fill(budget <= 0, float("-inf"))
         if step < min_tokens:
             logp[:, eos] = float("-inf")
         logp = logp.view(batch, groups, -1)  # (B, G, V)
@@ -87,6 +91,8 @@ def diverse_beam_candidates(
             tokens[:, g] = keep
             done[:, g] |= finished[:, g] >= running[:, g] / (step + 1) ** length_penalty
         generated[:, step] = tokens.view(-1)
+        if budget is not None:
+            budget.scatter_add_(1, tokens.view(-1, 1), -(~done).view(-1, 1).long())  # done beams emit padding
         last = tokens.view(-1, 1)
         if bool(done.all()):
             break

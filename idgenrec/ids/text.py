@@ -54,7 +54,7 @@ def keyword_phrase(title: str, text: str, num_words: int) -> str:
     order, each once; single letters (e.g. the ``s`` of ``children's``) are dropped.
     """
     chosen: list[str] = []
-    for word in [*words(title), *words(_field_values(text))]:
+    for word in [*words(title), *words(field_values(text))]:
         if word in STOPWORDS or word in chosen or (len(word) == 1 and not word.isdigit()):
             continue
         chosen.append(word)
@@ -63,6 +63,6 @@ def keyword_phrase(title: str, text: str, num_words: int) -> str:
     return " ".join(chosen)
 
 
-def _field_values(text: str) -> str:
+def field_values(text: str) -> str:
     """``title: Toy Story; genres: Comedy`` -> ``Toy Story ; Comedy`` (keys removed)."""
     return _FIELD.sub(" ; ", text)

@@ -20,7 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from idgenrec.config import IdConfig
 from idgenrec.ids.diverse import diverse_beam_candidates
-from idgenrec.ids.text import normalise, round_trips
+from idgenrec.ids.text import field_values, normalise, round_trips
 from idgenrec.progress import Progress
 
 FALLBACK_BASE = "item"
@@ -55,13 +55,15 @@ def generate_unique_ids(
     """One unique, non-empty, round-tripping textual ID per text, deterministic for ``config.seed``.
 
     ``taken``: IDs already held by other items (a trained model's table, when new items join it).
-    ``own_tokens``: an ID may only use tokens of its own item's text (see ``add_items``).
+    ``own_tokens``: an ID may only use tokens of its own item's text, each as often as the text has it (see ``add_items``).
     """
     started = time.perf_counter()
     torch.manual_seed(config.seed)
     was_training = model.training
     model.eval()
     encoded = tokenizer(texts, truncation=True, max_length=config.max_input_tokens, add_special_tokens=True)["input_ids"]
+    # The words an ID may use: the text's values, not its field names ("title" is no word of "Just Cause").
+    own = tokenizer([field_values(t) for t in texts], add_special_tokens=False)["input_ids"] if own_tokens else None
     state = _Progress(ids=[None] * len(texts), best=[None] * len(texts), taken=set(taken))
     attempt = _Try(penalty=config.diversity_penalty, min_tokens=config.min_length)
     pending = list(range(len(texts)))
@@ -72,7 +74,7 @@ def generate_unique_ids(
                     _fallback(pending, state, tokenizer)
                     bar.update(len(pending))
                     break
-                candidates = _decode_pass(model, tokenizer, encoded, pending, attempt, config, own_tokens)
+                candidates = _decode_pass(model, tokenizer, encoded, pending, attempt, config, own)
                 state.stats["passes"] += 1
                 unresolved = [item for item in pending if not _assign(item, candidates[item], attempt, config, state, tokenizer)]
                 bar.update(len(pending) - len(unresolved))
@@ -106,22 +108,27 @@ def _decode_pass(
     pending: list[int],
     attempt: _Try,
     config: IdConfig,
-    own_tokens: bool = False,
+    own: list[list[int]] | None = None,
 ) -> dict[int, list[str]]:
-    """Normalised candidate strings (best first, duplicates kept) for every pending item."""
+    """Normalised candidate strings (best first, duplicates kept) for every pending item.
+
+    ``own``: per item, the tokens its ID may use, each as often as listed.
+    """
     order = sorted(pending, key=lambda i: (len(encoded[i]), i))  # similar lengths share a batch: little padding
     result: dict[int, list[str]] = {}
     for start in range(0, len(order), config.batch_size):
         items = order[start : start + config.batch_size]
         input_ids, attention_mask = _pad([encoded[i] for i in items], tokenizer.pad_token_id)
-        allowed = None
-        if own_tokens:
-            # sized by the model's rows: a hub model (t5-small) can have more rows than its tokenizer has tokens
-            allowed = torch.zeros(len(items), model.get_input_embeddings().num_embeddings, dtype=torch.bool)
-            allowed.scatter_(1, input_ids, True)
+        budget = None
+        if own is not None:
+            # Each token as often as the text has it: no "cause cause 1995 mystery" from "Just Cause".
+            # Sized by the model's rows: a hub model (t5-small) can have more rows than its tokenizer has tokens.
+            budget = torch.zeros(len(items), model.get_input_embeddings().num_embeddings, dtype=torch.long)
+            for row, item in enumerate(items):
+                budget[row].index_add_(0, torch.tensor(own[item], dtype=torch.long), torch.ones(len(own[item]), dtype=torch.long))
         ranked = diverse_beam_candidates(
             model, tokenizer, input_ids, attention_mask, groups=config.beam_groups, penalty=attempt.penalty,
-            min_tokens=attempt.min_tokens, max_tokens=attempt.min_tokens + config.length_span, allowed=allowed,
+            min_tokens=attempt.min_tokens, max_tokens=attempt.min_tokens + config.length_span, budget=budget,
         )
         for item, candidates in zip(items, ranked):
             result[item] = [normalise(tokenizer.decode(c.tokens), tokenizer) for c in candidates]
