@@ -238,13 +238,14 @@ def test_recommend_command_reads_a_grown_model_and_limits_it_to_the_new_items(tm
     grown, _ = add_items(model, NEW, "title", IdConfig(), progress=False)
     grown.save(tmp_path / "grown")
     shelf = tmp_path / "shelf.tsv"
-    shelf.write_text("item_id\ttext\n100\tvacation house\n101\tzebra tea\n")
+    shelf.write_text("item_id\ttitle\ttext\n100\tVacation House (2024)\tvacation house\n101\t\tzebra tea\n")
     common = ["recommend", "--user", "u0", "--prepared", str(tmp_path / "prepared"), "--model", str(tmp_path / "grown"), "--k", "2"]
     result = CliRunner().invoke(app, [*common, "--among", str(shelf)])
     assert result.exit_code == 0, result.output
     assert "top-2 among the 2 items of" in result.output
     listed = result.output.split("top-2")[1]
-    assert "vacation house" in listed and "zebra tea" in listed
+    assert "vacation house" in listed and "zebra tea" in listed  # their textual IDs
+    assert "Vacation House (2024)" in listed  # the file's title (no title: its text, the zebra tea line)
     result = CliRunner().invoke(app, common)  # the whole catalogue: the history's items are matched by id
     assert result.exit_code == 0, result.output
     shelf.write_text("item_id\ttext\n999\tunknown\n")

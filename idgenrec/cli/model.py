@@ -94,13 +94,15 @@ def recommend(
     candidates = None
     if among is not None:
         try:
-            wanted = read_new_items(among).item_ids
+            wanted = read_new_items(among)
         except DataFormatError as err:
             fail(str(err))
         try:
-            candidates = recommender.indices(wanted)
+            candidates = recommender.indices(wanted.item_ids)
         except ValueError as err:
             fail(f"{among}: {err}")
+        # new items are not in the prepared dataset: their titles (else texts) come from the file
+        titles.update((item, title or text) for item, title, text in zip(wanted.item_ids, wanted.titles, wanted.texts))
     shown = history[-recommender.settings.history_length :]
     table = recommender.id_table
     typer.echo(f"user {user}: {len(history)} interactions, last {len(shown)} (oldest first):")
