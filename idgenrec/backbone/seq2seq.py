@@ -49,7 +49,16 @@ def build_seq2seq(
     model = _empty_encoder_decoder(_encoder_decoder_config(base, config, tokenizer))
     if config.profile == "offline":
         _load_minilm_weights(model, tokenizer)
+    if role == "recommender" and config.cross_attention_init == "self":
+        _copy_self_attention_to_cross_attention(model)
     return model.eval()
+
+
+def _copy_self_attention_to_cross_attention(model: EncoderDecoderModel) -> None:
+    """Each decoder layer's cross-attention := its self-attention (query/key/value, output dense, LayerNorm)."""
+    with torch.no_grad():
+        for layer in model.decoder.bert.encoder.layer:
+            layer.crossattention.load_state_dict(layer.attention.state_dict())
 
 
 def _tiny_bert_config(hidden: int) -> BertConfig:
