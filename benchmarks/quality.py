@@ -186,6 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         summary = summarise(runs)
         write_json(out_json, {
             "dataset": dataset.name, "prepared": str(args.prepared), "overrides": args.overrides, "command": " ".join(sys.argv),
+            "params": raw,  # what the runs used (params file plus overrides): defaults change, files stay
             "machine": {"python": platform.python_version(), "torch": torch.__version__,
                         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                         "threads": torch.get_num_threads()},

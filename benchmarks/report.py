@@ -72,8 +72,18 @@ EARLIER_SCHEDULE_FILES = {
 }
 
 
+# params.yaml's backbone.cross_attention_init became "self" in session 13 (README, Results: collapsed runs).
+# quality.py records each file's params since then; the IDGenRec runs of older files started it random.
+EARLIER_CROSS_ATTENTION = "random"
+
+
+def cross_attention_init(path: Path) -> str:
+    backbone = (json.loads(path.read_text()).get("params") or {}).get("backbone") or {}
+    return backbone.get("cross_attention_init", EARLIER_CROSS_ATTENTION)
+
+
 def run_name(path: Path, model: str) -> str:
-    """Display name of a run in ``path``, its label saying which default schedule it trained on."""
+    """Display name of a run in ``path``, its labels saying which default schedule and initialisation it had."""
     kind = id_kind(model)
     if kind is None:
         return display_name(model)
@@ -82,6 +92,9 @@ def run_name(path: Path, model: str) -> str:
         label = ""
     if path.name in EARLIER_SCHEDULE_FILES:
         label = ", ".join(part for part in (label, EARLIER_SCHEDULE) if part)
+    init = cross_attention_init(path)
+    if init != yaml.safe_load(Path("params.yaml").read_text())["backbone"].get("cross_attention_init", "random"):
+        label = ", ".join(part for part in (label, f"{init} cross-attention") if part)
     return display_name(f"idgenrec-{kind}" + (f"-{label}" if label else ""))
 
 
@@ -132,7 +145,8 @@ def quality_table(dataset: str, heading: str, with_pipeline: bool) -> str:
 
 def _table_order(name: str) -> tuple[int, str]:
     """Baselines first, then the ID kinds in the paper's order, then variants."""
-    fixed = ["Pop", "SASRec (CE)", *(display_name(f"idgenrec-{kind}") for kind in KINDS)]
+    fixed = ["Pop", "SASRec (CE)", *(display_name(f"idgenrec-{kind}") for kind in KINDS),
+             *(display_name(f"idgenrec-{kind}-{EARLIER_CROSS_ATTENTION} cross-attention") for kind in KINDS)]
     return (fixed.index(name), "") if name in fixed else (len(fixed), name)
 
 
