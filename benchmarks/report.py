@@ -8,6 +8,7 @@ script only stitches them together, with the command that reproduces each one.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import statistics
@@ -77,9 +78,15 @@ EARLIER_SCHEDULE_FILES = {
 EARLIER_CROSS_ATTENTION = "random"
 
 
+@functools.cache
 def cross_attention_init(path: Path) -> str:
     backbone = (json.loads(path.read_text()).get("params") or {}).get("backbone") or {}
     return backbone.get("cross_attention_init", EARLIER_CROSS_ATTENTION)
+
+
+@functools.cache
+def default_cross_attention_init() -> str:
+    return yaml.safe_load(Path("params.yaml").read_text())["backbone"].get("cross_attention_init", "random")
 
 
 def run_name(path: Path, model: str) -> str:
@@ -93,7 +100,7 @@ def run_name(path: Path, model: str) -> str:
     if path.name in EARLIER_SCHEDULE_FILES:
         label = ", ".join(part for part in (label, EARLIER_SCHEDULE) if part)
     init = cross_attention_init(path)
-    if init != yaml.safe_load(Path("params.yaml").read_text())["backbone"].get("cross_attention_init", "random"):
+    if init != default_cross_attention_init():
         label = ", ".join(part for part in (label, f"{init} cross-attention") if part)
     return display_name(f"idgenrec-{kind}" + (f"-{label}" if label else ""))
 
