@@ -4,7 +4,10 @@ One held-out target per user, so Recall@k equals Hit@k and NDCG@k is
 ``1 / log2(rank + 2)`` when the target is at 0-based ``rank < k``, else 0. With nothing
 excluded, ``seen@k`` is the share of the top-k the user already interacted with: on data
 without repeat interactions (ML-100k) every such slot is wasted, and it is what separates
-a model's two seen-item settings.
+a model's two seen-item settings. ``coverage@k`` is the share of the catalogue that appears
+in at least one user's top-k: a model that recommends nearly the same items to everyone (a
+collapsed run, which learned the catalogue's popularity and never read the history) shows it
+there long before its accuracy tells it apart from the popularity baseline.
 Every model is evaluated through :func:`evaluate` via the :class:`Recommender` contract.
 """
 
@@ -68,6 +71,15 @@ def seen_shares(ranked: Sequence[Sequence[int]], histories: Sequence[Sequence[in
     }
 
 
+def catalogue_coverage(ranked: Sequence[Sequence[int]], num_items: int, ks: Sequence[int]) -> dict[str, float]:
+    """``coverage@k``: share of the ``num_items`` catalogue in at least one top-k list."""
+    if num_items <= 0:
+        raise ValueError(f"catalogue of {num_items} items")
+    if not ranked:
+        raise ValueError("no users to evaluate")
+    return {f"coverage@{k}": len({item for items in ranked for item in items[:k]}) / num_items for k in ks}
+
+
 def evaluate(
     model: Recommender,
     dataset: SequenceDataset,
@@ -77,11 +89,13 @@ def evaluate(
 ) -> dict[str, float]:
     """Rank the full catalogue for every user's held-out ``split`` item and score it.
 
-    With nothing excluded the result also carries :func:`seen_shares` (``seen@k``).
+    The result carries :func:`catalogue_coverage` (``coverage@k``), and with nothing excluded
+    also :func:`seen_shares` (``seen@k``).
     """
     histories, targets = dataset.split_examples(split)
     ranked = model.recommend(histories, k=max(ks), exclude_seen=exclude_seen)
     metrics = ranking_metrics(target_ranks(ranked, targets), ks)
+    metrics.update(catalogue_coverage(ranked, dataset.num_items, ks))
     if not exclude_seen:
         metrics.update(seen_shares(ranked, histories, ks))
     return metrics

@@ -3,7 +3,7 @@ import math
 import pytest
 
 from idgenrec.data.dataset import SequenceDataset
-from idgenrec.evaluation import evaluate, ranking_metrics, seen_shares, target_ranks
+from idgenrec.evaluation import catalogue_coverage, evaluate, ranking_metrics, seen_shares, target_ranks
 from idgenrec.models.popularity import PopularityRecommender
 
 
@@ -31,6 +31,14 @@ def test_seen_share_counts_already_seen_items_in_each_top_k():
     assert seen_shares(ranked, histories, [1, 3]) == pytest.approx({"seen@1": 0.0, "seen@3": (2 / 3) / 2})
     with pytest.raises(ValueError, match="2 ranked lists for 1 histories"):
         seen_shares(ranked, [[1]], [1])
+
+
+def test_coverage_counts_distinct_items_over_all_top_k_lists():
+    ranked = [[3, 1, 2], [3, 1, 4], [3, 5]]  # the last list is shorter than k
+    # top-1s: {3}; top-3s: {1, 2, 3, 4, 5}; catalogue of 10 items
+    assert catalogue_coverage(ranked, 10, [1, 3]) == pytest.approx({"coverage@1": 0.1, "coverage@3": 0.5})
+    with pytest.raises(ValueError, match="catalogue of 0 items"):
+        catalogue_coverage(ranked, 0, [1])
 
 
 def test_mismatched_lengths_are_an_error():
@@ -63,7 +71,12 @@ def test_popularity_counts_only_training_items_and_excludes_seen_on_request():
     assert metrics["recall@1"] == pytest.approx(1 / 3)
     # everyone's top-1 is item 0, which every user has seen; excluded, no seen share is reported
     assert metrics["seen@1"] == 1.0
-    assert "seen@1" not in evaluate(model, dataset, "test", ks=[1], exclude_seen=True)
+    # popularity gives everyone the same top-1: one item of four
+    assert metrics["coverage@1"] == 0.25
+    excluded = evaluate(model, dataset, "test", ks=[1], exclude_seen=True)
+    assert "seen@1" not in excluded
+    # excluded, everyone has seen item 0: users 1 and 3 (seen 0, 1, 2) get item 3, user 2 (seen 0, 1, 3) item 2
+    assert excluded["coverage@1"] == 0.5
 
 
 def test_a_user_sample_scores_the_same_fixed_users_for_every_model():

@@ -173,9 +173,11 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
                 model.save(workdir / BEST)
                 record["selected"] = True
             records.append(record)
+            coverage = f"coverage@{max(params.evaluation.ks)}"  # low coverage: a collapsed run (see evaluation)
             LOGGER.info(
                 f"phase {index + 1}/{phases}, epoch {epoch + 1}: train loss {loss:.4f}, valid "
-                f"{params.evaluation.selection_metric} {score:.4f}" + (" (best so far: saved to best/)" if record.get("selected") else "")
+                f"{params.evaluation.selection_metric} {score:.4f}, {coverage} {metrics[coverage]:.3f}"
+                + (" (best so far: saved to best/)" if record.get("selected") else "")
             )
 
         train_recommender_phase(recommender, encoder, samples, params.training, phase, seed, on_epoch_end=select)
