@@ -36,10 +36,15 @@ SECTIONS = [
     ("new-items-ml-100k.md", "python benchmarks/new_items.py --kinds learned title random --retrained learned "
                              "--set 'training.schedule=[{phase: recommender, epochs: 0.3, learning_rate: 0.001}]' "
                              "--out benchmarks/results/new-items-ml-100k"),
+    # Measured before session 13's default (random cross-attention) and own-token budget.
     ("new-items-ml-100k-default.md", "python benchmarks/new_items.py --kinds learned --retrained "
-                                     "--out benchmarks/results/new-items-ml-100k-default  (params.yaml's schedule)"),
+                                     "--set backbone.cross_attention_init=random "
+                                     "--out benchmarks/results/new-items-ml-100k-default  (params.yaml's schedule; new items' IDs before c5c86ee's own-token budget)"),
     ("new-items-ml-100k-split1.md", "python benchmarks/new_items.py --split-seed 1 --kinds learned --retrained "
-                                    "--out benchmarks/results/new-items-ml-100k-split1  (params.yaml's schedule)"),
+                                    "--set backbone.cross_attention_init=random "
+                                    "--out benchmarks/results/new-items-ml-100k-split1  (params.yaml's schedule; new items' IDs before c5c86ee's own-token budget)"),
+    ("new-items-ml-100k-self.md", "python benchmarks/new_items.py --kinds learned --retrained "
+                                  "--out benchmarks/results/new-items-ml-100k-self  (params.yaml: the current default)"),
 ]
 
 
