@@ -7,7 +7,7 @@ without repeat interactions (ML-100k) every such slot is wasted, and it is what 
 a model's two seen-item settings. ``coverage@k`` is the share of the catalogue that appears
 in at least one user's top-k: a model that recommends nearly the same items to everyone (a
 collapsed run, which learned the catalogue's popularity and never read the history) shows it
-there long before its accuracy tells it apart from the popularity baseline.
+there plainly, where its accuracy only looks like the popularity baseline's.
 Every model is evaluated through :func:`evaluate` via the :class:`Recommender` contract.
 """
 
