@@ -214,6 +214,9 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
 
     drop_time = lambda records: [{k: v for k, v in r.items() if "second" not in k} for r in records]
     assert drop_time(resumed.records) == drop_time(full.records)
+    # every validation records its top-k lists' catalogue coverage: a collapsed run shows there
+    validations = [r for r in full.records if r["phase"] == "recommender"]
+    assert validations and all(0 < r[f"valid_coverage@{max(params.evaluation.ks)}"] <= 1 for r in validations)
     assert resumed.best_score == full.best_score
     assert (tmp_path / "full" / "rounds" / "ids-02.tsv").exists()
     a = (tmp_path / "full" / "current" / "item_ids.tsv").read_text()
