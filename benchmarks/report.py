@@ -17,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from idgenrec.atomic import atomic_write
+from idgenrec.config import load_params
 from quality import KINDS, id_kind
 
 RESULTS = Path("benchmarks/results")
@@ -91,7 +92,7 @@ def cross_attention_init(path: Path) -> str:
 
 @functools.cache
 def default_cross_attention_init() -> str:
-    return yaml.safe_load(Path("params.yaml").read_text())["backbone"].get("cross_attention_init", "random")
+    return load_params("params.yaml").backbone.cross_attention_init  # the library's default when the key is absent
 
 
 def run_name(path: Path, model: str) -> str:
