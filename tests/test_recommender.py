@@ -80,25 +80,35 @@ def test_loss_falls_and_the_planted_pattern_is_learned(backbone, trained):
     assert correct >= len(WORDS) - 1
 
 
-def test_constrained_beam_search_is_exact_when_beams_cover_the_catalogue(backbone, trained):
+def test_constrained_beam_search_is_exact_when_beams_cover_the_catalogue(backbone):
     """With as many beams as items the search is exhaustive: every item comes back once,
-    with the log-probability that teacher forcing gives its ID (checks cache reordering)."""
-    dataset, tokenizer, recommender, _, item_tokens = backbone
-    encoder, _ = trained
+    with the log-probability that teacher forcing gives its ID.
+
+    The model is untrained on purpose: a trained one is so sure of each ID's last tokens that
+    a decoder reading another beam's past tokens scores the same. Several prompts of different
+    lengths in one batch check the cache: the self-attention half must follow the re-ranked
+    beams, the cross-attention half must stay with each beam's own prompt.
+    """
+    from idgenrec.backbone import build_seq2seq
+
+    _, tokenizer, _, _, item_tokens = backbone
+    recommender = build_seq2seq(TINY, tokenizer, "recommender", seed=3).eval()
+    encoder = PromptEncoder(tokenizer, item_tokens, history_length=3)
     trie = IdTrie(item_tokens, encoder.eos)
-    prompt = encoder.encode([2, 3, 4])
-    ids = torch.tensor([prompt.input_ids])
-    mask = torch.ones_like(ids)
-    result = beam_search(recommender, ids, mask, len(WORDS), encoder.eos, trie, trie.max_depth)
-    assert sorted(result.items[0]) == list(range(len(WORDS)))
-    assert result.scores[0] == sorted(result.scores[0], reverse=True)
+    prompts = [encoder.encode(history).input_ids for history in ([2, 3, 4], [6], [0, 1], [5, 7, 1])]
+    ids = pad_batch(prompts, tokenizer.pad_token_id)
+    result = beam_search(recommender, ids, (ids != tokenizer.pad_token_id).long(), len(WORDS), encoder.eos, trie, trie.max_depth)
     with torch.no_grad():
-        for item, score in zip(result.items[0], result.scores[0]):
-            target = torch.tensor([encoder.target(item)])
-            decoder_inputs = torch.tensor([[recommender.config.decoder_start_token_id, *encoder.target(item)[:-1]]])
-            logits = recommender(input_ids=ids, attention_mask=mask, decoder_input_ids=decoder_inputs).logits
-            expected = torch.log_softmax(logits.float(), -1).gather(-1, target[..., None]).sum().item()
-            assert score == pytest.approx(expected, abs=1e-4)
+        for row, prompt in enumerate(prompts):
+            assert sorted(result.items[row]) == list(range(len(WORDS)))
+            assert result.scores[row] == sorted(result.scores[row], reverse=True)
+            alone = torch.tensor([prompt])
+            for item, score in zip(result.items[row], result.scores[row]):
+                target = torch.tensor([encoder.target(item)])
+                decoder_inputs = torch.tensor([[recommender.config.decoder_start_token_id, *encoder.target(item)[:-1]]])
+                logits = recommender(input_ids=alone, attention_mask=torch.ones_like(alone), decoder_input_ids=decoder_inputs).logits
+                expected = torch.log_softmax(logits.float(), -1).gather(-1, target[..., None]).sum().item()
+                assert score == pytest.approx(expected, abs=2e-5)
 
 
 def test_excluded_items_are_never_recommended(backbone, trained):
