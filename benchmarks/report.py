@@ -28,6 +28,10 @@ SECTIONS = [
     ("pipeline-ml-100k.md", "make pipeline  (dvc repro; stage times from benchmarks/pipeline_times.py)"),
     ("speed.md", "python benchmarks/speed.py --prepared artifacts/prepared --out benchmarks/results/speed"),
     ("precision.md", "python benchmarks/precision.py --prepared artifacts/prepared --epochs 0.1 --out benchmarks/results/precision"),
+    ("decoding-speed-ml-100k.md", "python benchmarks/decoding_speed.py --model artifacts/model/best --widths 10 20 "
+                                  "--out benchmarks/results/decoding-speed-ml-100k"),
+    ("beam-width-ml-100k.md", "python benchmarks/beam_width.py --widths 10 15 20 --model ... "
+                              "--out benchmarks/results/beam-width-ml-100k  (each model folder is in beam-width-ml-100k.json)"),
     ("ids_benchmark_ml-100k.md", "python benchmarks/ids_benchmark.py --datasets ml-100k"),
     ("ids_benchmark_beauty.md", "python benchmarks/ids_benchmark.py --datasets beauty"),
     ("gpu-h200.md", "python benchmarks/gpu_check.py --params profiles/paper-offline.yaml --prepared artifacts/prepared "
@@ -92,7 +96,7 @@ def cross_attention_init(path: Path) -> str:
 
 @functools.cache
 def default_cross_attention_init() -> str:
-    return load_params("params.yaml").backbone.cross_attention_init  # the library's default when the key is absent
+    return load_params("params.yaml").backbone.cross_attention_init
 
 
 def run_name(path: Path, model: str) -> str:

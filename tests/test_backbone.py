@@ -107,16 +107,16 @@ def test_offline_profile_starts_from_minilm_rows(tokenizer):
     assert model.config.encoder.hidden_size == 384
 
 
-def test_cross_attention_can_start_as_a_copy_of_self_attention_in_the_recommender_only(tokenizer):
-    config = BackboneConfig(profile="offline", encoder_layers=1, decoder_layers=2, cross_attention_init="self")
+def test_cross_attention_starts_as_a_copy_of_self_attention_in_the_recommender_only(tokenizer):
+    config = BackboneConfig(profile="offline", encoder_layers=1, decoder_layers=2)  # the default: "self"
     recommender = build_seq2seq(config, tokenizer, "recommender")
     for layer, minilm in zip(recommender.decoder.bert.encoder.layer, ("0", "1")):
         for name, weight in layer.attention.state_dict().items():
             torch.testing.assert_close(layer.crossattention.state_dict()[name], weight, msg=f"layer {minilm}: {name}")
     query = "self.query.weight"
     generator = build_seq2seq(config, tokenizer, "generator")
-    default = build_seq2seq(BackboneConfig(profile="offline", encoder_layers=1, decoder_layers=2), tokenizer, "recommender")
-    for model in (generator, default):  # random cross-attention, pretrained self-attention
+    random_init = build_seq2seq(config.model_copy(update={"cross_attention_init": "random"}), tokenizer, "recommender")
+    for model in (generator, random_init):  # random cross-attention, pretrained self-attention
         layer = model.decoder.bert.encoder.layer[0]
         assert not torch.equal(layer.crossattention.state_dict()[query], layer.attention.state_dict()[query])
 
