@@ -50,6 +50,8 @@ SECTIONS = [
                                     "--out benchmarks/results/new-items-ml-100k-split1  (params.yaml's schedule; new items' IDs before c5c86ee's own-token budget)"),
     ("new-items-ml-100k-self.md", "python benchmarks/new_items.py --kinds learned --retrained "
                                   "--out benchmarks/results/new-items-ml-100k-self  (params.yaml: the current default)"),
+    ("new-items-ml-100k-self-split1.md", "python benchmarks/new_items.py --split-seed 1 --kinds learned --retrained "
+                                         "--out benchmarks/results/new-items-ml-100k-self-split1  (params.yaml: the current default)"),
 ]
 
 
