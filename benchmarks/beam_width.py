@@ -3,7 +3,7 @@
 Trie-constrained beam search keeps the ``width`` best partial IDs at every step and returns
 the finished ones, best first; the top-10 is the 10 best of them. With ``width`` 10 a prefix
 that starts unlikely is dropped even when its item would end in the true top-10, so a wider
-beam can only bring the returned list closer to the model's own top-10 by probability. This
+beam usually brings the returned list closer to the model's own top-10 by probability. This
 measures what that is worth (Recall/NDCG/coverage@5/10 on validation and test, both seen-item
 settings) and what it costs (seconds per evaluation), on the same models and users.
 
