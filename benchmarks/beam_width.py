@@ -20,7 +20,7 @@ from pathlib import Path
 
 from idgenrec.backbone import pick_device
 from idgenrec.data.dataset import SequenceDataset
-from idgenrec.evaluation import evaluate, exclusion_setting
+from idgenrec.evaluation import evaluate, selection_key
 from idgenrec.recommender.model import IDGenRecModel
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -36,11 +36,10 @@ def score(model: IDGenRecModel, dataset: SequenceDataset, width: int) -> dict[st
     metrics: dict[str, float] = {}
     for split in SPLITS:
         for exclude_seen in (True, False):
-            prefix = f"{split}/{exclusion_setting(exclude_seen)}"
             started = time.perf_counter()
             for name, value in evaluate(model, dataset, split, KS, exclude_seen).items():
-                metrics[f"{prefix}/{name}"] = round(value, 6)
-            metrics[f"{prefix}/seconds"] = round(time.perf_counter() - started, 1)
+                metrics[selection_key(split, exclude_seen, name)] = round(value, 6)
+            metrics[selection_key(split, exclude_seen, "seconds")] = round(time.perf_counter() - started, 1)
     return metrics
 
 
