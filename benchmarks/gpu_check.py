@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import idgenrec  # noqa: F401  (offline defaults before transformers is imported)
 from idgenrec.atomic import atomic_write, write_json
-from idgenrec.backbone import build_seq2seq
+from idgenrec.backbone import build_seq2seq, prompt_token_limit
 from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
 from idgenrec.recommender.samples import PromptEncoder, training_samples
 from idgenrec.recommender.training import iterate_batches, make_optimizer, optimisation_step
@@ -83,7 +83,7 @@ def main() -> None:
 
     # -- training steps
     model = build_seq2seq(params.backbone, tokenizer, "recommender", seed=0).to(device)
-    encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), config.history_length)
+    encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), config.history_length, prompt_token_limit(model))
     samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], config.history_length)
     batches = list(iterate_batches(encoder, samples, list(range(config.batch_size * (args.steps + 3))), config,
                                    random.Random(0), tokenizer.pad_token_id, model.config.decoder_start_token_id))

@@ -326,6 +326,21 @@ def test_a_user_id_goes_into_the_prompt_and_leaves_the_item_spans_intact(backbon
         assert [prompt.input_ids[a:b] for a, b, _ in prompt.item_spans] == [item_tokens[i] for i in (0, 1, 2)]
 
 
+def test_a_prompt_longer_than_the_recommenders_positions_keeps_its_most_recent_items(backbone):
+    from idgenrec.backbone import prompt_token_limit
+
+    dataset, tokenizer, recommender, _, item_tokens = backbone
+    assert prompt_token_limit(recommender) == 512  # MiniLM-style learned positions
+    full = PromptEncoder(tokenizer, item_tokens, history_length=6).encode([0, 1, 2, 3, 4, 5])
+    fits_three = len(full.input_ids) - (full.item_spans[3][0] - full.item_spans[0][0])  # items 3, 4, 5 and the rest
+    limited = PromptEncoder(tokenizer, item_tokens, history_length=6, max_tokens=fits_three).encode([0, 1, 2, 3, 4, 5])
+    assert len(limited.input_ids) <= fits_three
+    assert [item for _, _, item in limited.item_spans] == [3, 4, 5]
+    assert [limited.input_ids[a:b] for a, b, _ in limited.item_spans] == [item_tokens[i] for i in (3, 4, 5)]
+    with pytest.raises(ValueError, match="without any history, more than the recommender's 5 positions"):
+        PromptEncoder(tokenizer, item_tokens, history_length=6, max_tokens=5).encode([0, 1])
+
+
 @pytest.mark.parametrize("user_id_words", [0, 2])
 def test_saved_model_loads_and_recommends_the_same(tmp_path, backbone, trained, user_id_words):
     from idgenrec.ids import ItemIdTable

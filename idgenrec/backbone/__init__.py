@@ -5,6 +5,7 @@ from idgenrec.backbone.seq2seq import (
     build_seq2seq,
     load_seq2seq,
     pick_device,
+    prompt_token_limit,
     save_seq2seq,
     training_kernels,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "build_seq2seq",
     "build_tokenizer",
     "load_seq2seq",
+    "prompt_token_limit",
     "save_seq2seq",
     "training_kernels",
     "vocabulary_corpus",

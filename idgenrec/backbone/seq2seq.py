@@ -216,6 +216,12 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def prompt_token_limit(model: PreTrainedModel) -> int | None:
+    """The most tokens ``model``'s encoder reads: its learned positions (MiniLM: 512); None for T5's relative ones."""
+    encoder_config = getattr(model.config, "encoder", None)
+    return getattr(encoder_config, "max_position_embeddings", None)
+
+
 @functools.cache
 def cpu_has_bf16_kernels() -> bool:
     """Whether oneDNN has bf16 matrix kernels for this CPU (AVX-512 and up; AMX is fastest).

@@ -31,7 +31,7 @@ from idgenrec.progress import LOGGER
 from idgenrec.recommender.model import IDGenRecModel, DecodingSettings
 from idgenrec.recommender.samples import PromptEncoder, training_samples, user_id_writer
 from idgenrec.recommender.soft_ids import ItemTextInputs, train_id_phase
-from idgenrec.backbone import pick_device
+from idgenrec.backbone import pick_device, prompt_token_limit
 from idgenrec.recommender.training import train_recommender_phase
 
 CURRENT, BEST, ROUNDS, STATE = "current", "best", "rounds", "state.json"
@@ -151,7 +151,9 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
         user_ids,
         params.training.later_targets,
     )
-    encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), params.training.history_length)
+    encoder = PromptEncoder(
+        tokenizer, table.token_ids(tokenizer), params.training.history_length, prompt_token_limit(recommender)
+    )
     records: list[dict] = []
     started = time.perf_counter()
     LOGGER.info(f"phase {index + 1}/{phases}: {phase.phase}, {phase.epochs} epochs at lr {phase.learning_rate}")

@@ -29,12 +29,19 @@ class EncodedPrompt:
 
 
 class PromptEncoder:
-    """Builds token-id prompts from item indices using a fixed item -> token-ids table."""
+    """Builds token-id prompts from item indices using a fixed item -> token-ids table.
 
-    def __init__(self, tokenizer, item_tokens: Sequence[Sequence[int]], history_length: int):
+    ``max_tokens`` is the most tokens the recommender's encoder reads (MiniLM's learned positions:
+    512; see ``backbone.prompt_token_limit``). A longer prompt keeps its most recent items that
+    fit: long textual IDs (a Beauty product's title is up to 40 tokens) times a history of 20
+    would otherwise overflow the position table mid-training.
+    """
+
+    def __init__(self, tokenizer, item_tokens: Sequence[Sequence[int]], history_length: int, max_tokens: int | None = None):
         self.tokenizer = tokenizer
         self.item_tokens = [list(t) for t in item_tokens]
         self.history_length = history_length
+        self.max_tokens = max_tokens
         self.eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
         if self.eos is None:
             raise ValueError("the tokenizer defines neither an eos nor a sep token; decoding needs one")
@@ -61,8 +68,23 @@ class PromptEncoder:
         return self.item_tokens[item] + [self.eos]
 
     def encode(self, history: Sequence[int], template: int = 0, user_id: str = "") -> EncodedPrompt:
-        """The prompt for the last ``history_length`` items of ``history``; ``user`` then the user's ID if given."""
+        """The prompt for the last ``history_length`` items of ``history`` (fewer if ``max_tokens`` says so).
+
+        ``user`` then the user's ID if given.
+        """
         history = list(history)[-self.history_length :]
+        prompt = self._encode(history, template, user_id)
+        while self.max_tokens is not None and len(prompt.input_ids) > self.max_tokens:
+            if not history:
+                raise ValueError(
+                    f"template {template} with user ID {user_id!r} is {len(prompt.input_ids)} tokens without any "
+                    f"history, more than the recommender's {self.max_tokens} positions"
+                )
+            history = history[1:]  # the oldest item goes first
+            prompt = self._encode(history, template, user_id)
+        return prompt
+
+    def _encode(self, history: Sequence[int], template: int, user_id: str) -> EncodedPrompt:
         ids = list(self.prefix)
         spans: list[tuple[int, int, int]] = []
         for piece in self.templates[template]:

@@ -196,7 +196,7 @@ def train_id_phase(
                             config.soft_id_max_tokens, eos, encoder.tokenizer.pad_token_id,
                             current_ids, config.id_anchor_weight,
                         )
-                    total += apply_gradients(loss, generator.parameters(), optimizer, schedule, config.grad_clip) * len(batch)
+                    total += apply_gradients(loss, generator.parameters(), optimizer, schedule, config.grad_clip).item() * len(batch)
                     count += len(batch)
                     progress.update(1, loss=f"{total / count:.4f}")
             losses.append(total / max(count, 1))

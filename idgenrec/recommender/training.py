@@ -30,29 +30,47 @@ def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=-100)
 
 
+# How often the training loop reads its running loss back from the device: a read waits for
+# every queued GPU kernel, so reading it after each step would keep the host from queuing the
+# next step while the GPU runs this one.
+LOSS_READ_EVERY_STEPS = 50
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; to a GPU from page-locked memory, so the copy does not wait for queued kernels.
+
+    A copy from ordinary (pageable) host memory blocks the host until the GPU has finished
+    everything queued before it, which would serialise batching with the previous step.
+    """
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def recommender_loss(model, batch: Batch, device: torch.device) -> torch.Tensor:
     """Token cross-entropy of every target row; each prompt is encoded once, however many targets it has."""
-    attention_mask = batch.attention_mask.to(device)
-    encoded = model.get_encoder()(input_ids=batch.input_ids.to(device), attention_mask=attention_mask)
-    rows = batch.target_rows.to(device)
+    attention_mask = to_device(batch.attention_mask, device)
+    encoded = model.get_encoder()(input_ids=to_device(batch.input_ids, device), attention_mask=attention_mask)
+    rows = to_device(batch.target_rows, device)
     logits = model(
         encoder_outputs=BaseModelOutput(last_hidden_state=encoded.last_hidden_state.index_select(0, rows)),
         attention_mask=attention_mask.index_select(0, rows),
-        decoder_input_ids=batch.decoder_input_ids.to(device),
+        decoder_input_ids=to_device(batch.decoder_input_ids, device),
     ).logits  # (R, T, V)
-    return sequence_loss(logits, batch.labels.to(device))
+    return sequence_loss(logits, to_device(batch.labels, device))
 
 
-def optimisation_step(model, batch: Batch, optimizer, schedule, device: torch.device, config: TrainingConfig) -> float:
-    """One recommender step (forward, backward, clip, update); returns the batch loss."""
+def optimisation_step(model, batch: Batch, optimizer, schedule, device: torch.device, config: TrainingConfig) -> torch.Tensor:
+    """One recommender step (forward, backward, clip, update); returns the batch loss (a 0-d tensor on ``device``)."""
     with autocast(device, config.bf16), training_kernels(device):
         loss = recommender_loss(model, batch, device)
     return apply_gradients(loss, model.parameters(), optimizer, schedule, config.grad_clip)
 
 
-def apply_gradients(loss: torch.Tensor, parameters, optimizer, schedule, grad_clip: float) -> float:
-    """Backward, clip, update, advance the schedule: the update both phases share; returns the loss.
+def apply_gradients(loss: torch.Tensor, parameters, optimizer, schedule, grad_clip: float) -> torch.Tensor:
+    """Backward, clip, update, advance the schedule: the update both phases share; returns the detached loss.
 
+    The loss stays on its device (reading it waits for the GPU; see ``LOSS_READ_EVERY_STEPS``).
     Every ``TRIM_EVERY_STEPS`` steps it also returns the C heap's free pages to the OS (memory.py).
     """
     optimizer.zero_grad(set_to_none=True)
@@ -62,7 +80,7 @@ def apply_gradients(loss: torch.Tensor, parameters, optimizer, schedule, grad_cl
     schedule.step()
     if schedule.last_epoch % TRIM_EVERY_STEPS == 0:  # steps' changing tensor sizes fragment the C heap (memory.py)
         release_free_heap()
-    return loss.item()
+    return loss.detach()
 
 
 @dataclass
@@ -157,17 +175,20 @@ def train_recommender_phase(
     losses = []
     model.train()
     for epoch in range(plan.num_epochs):
-        total, count = 0.0, 0
+        total, count = torch.zeros((), device=device), 0  # summed on the device: see LOSS_READ_EVERY_STEPS
         indices = plan.epoch_samples(epoch, rng)
         batches = iterate_batches(encoder, samples, indices, config, rng, pad_id, start_id)
         steps = math.ceil(len(indices) / config.batch_size)
         with Progress(steps, f"recommender epoch {epoch + 1}/{plan.num_epochs}") as progress:
-            for batch in batches:
-                loss = optimisation_step(model, batch, optimizer, schedule, device, config)
-                total += loss * len(batch.prompts)
+            for step, batch in enumerate(batches, 1):
+                total += optimisation_step(model, batch, optimizer, schedule, device, config) * len(batch.prompts)
                 count += len(batch.prompts)
-                progress.update(1, loss=f"{total / count:.4f}")
-        losses.append(total / max(count, 1))
+                if step % LOSS_READ_EVERY_STEPS == 0:
+                    progress.update(1, loss=f"{total.item() / count:.4f}")
+                else:
+                    progress.update(1)
+            losses.append(total.item() / max(count, 1))
+            progress.update(0, loss=f"{losses[-1]:.4f}")  # the summary line shows the epoch's loss
         if on_epoch_end is not None:
             model.eval()
             on_epoch_end(epoch, losses[-1])
