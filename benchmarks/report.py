@@ -36,6 +36,11 @@ SECTIONS = [
     ("ids_benchmark_beauty.md", "python benchmarks/ids_benchmark.py --datasets beauty"),
     ("gpu-h200.md", "python benchmarks/gpu_check.py --params profiles/paper-offline.yaml --prepared artifacts/prepared "
                     "--out benchmarks/results/gpu-h200  (on a CUDA machine; the command that ran is in gpu-h200.json)"),
+    ("step-overhead-h200.md", "python benchmarks/step_overhead.py --params profiles/paper-offline.yaml --prepared artifacts/prepared "
+                              "--out benchmarks/results/step-overhead-h200  (on a CUDA machine; step-overhead-h200-contended.json: "
+                              "the same beside three training runs on the lease's 2 host cores)"),
+    ("gpu-h200-paper-beauty-3ep.md", "the quality.py command above, S = 0, 1, 2, on a CUDA machine with Beauty prepared "
+                                     "(Profiles, 'On a GPU')"),
     ("seen_items_ml-100k.md", "python benchmarks/seen_items.py --out benchmarks/results/seen_items_ml-100k --model ...  "
                               "(the exact command, with every model folder, is in seen_items_ml-100k.json)"),
     ("new-items-ml-100k.md", "python benchmarks/new_items.py --kinds learned title random --retrained learned "
