@@ -47,6 +47,16 @@ def cuda_seconds(work) -> float:
     return time.perf_counter() - start
 
 
+def recommender_setup(params_path: Path, prepared: Path, device: torch.device):
+    """(params, dataset, tokenizer, title-ID table, a fresh recommender on ``device``, its prompt encoder, training samples)."""
+    params, dataset, tokenizer, table, _ = title_id_setup(params_path, prepared)
+    config = params.training
+    model = build_seq2seq(params.backbone, tokenizer, "recommender", seed=0).to(device)
+    encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), config.history_length, prompt_token_limit(model))
+    samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], config.history_length)
+    return params, dataset, tokenizer, table, model, encoder, samples
+
+
 @contextlib.contextmanager
 def pytorch_attention_choice():
     """bf16 autocast without the library's attention restriction (what PyTorch picks by itself)."""
@@ -75,16 +85,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="Output path without extension (.json and .md).")
     args = parser.parse_args()
     device = torch.device(args.device)
-    params, dataset, tokenizer, table, _ = title_id_setup(args.params, args.prepared)
+    params, dataset, tokenizer, table, model, encoder, samples = recommender_setup(args.params, args.prepared, device)
     config = params.training
     results: dict = {"command": " ".join(sys.argv), "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "torch": torch.__version__,
                      "backbone": params.backbone.model_dump(), "history_length": config.history_length,
                      "batch_size": config.batch_size}
 
     # -- training steps
-    model = build_seq2seq(params.backbone, tokenizer, "recommender", seed=0).to(device)
-    encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), config.history_length, prompt_token_limit(model))
-    samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], config.history_length)
     batches = list(iterate_batches(encoder, samples, list(range(config.batch_size * (args.steps + 3))), config,
                                    random.Random(0), tokenizer.pad_token_id, model.config.decoder_start_token_id))
     steps: dict[str, float] = {}

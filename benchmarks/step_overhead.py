@@ -32,12 +32,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 import idgenrec  # noqa: F401  (offline defaults before transformers is imported)
 from idgenrec.atomic import atomic_write, write_json
-from idgenrec.backbone import build_seq2seq, prompt_token_limit
 from idgenrec.config import PhaseConfig
 from idgenrec.recommender import training
-from idgenrec.recommender.samples import PromptEncoder, training_samples
-from gpu_check import cuda_seconds
-from speed import title_id_setup
+from gpu_check import cuda_seconds, recommender_setup
 
 
 def loop_steps_per_second(model, encoder, samples, config, steps: int) -> float:
@@ -71,11 +68,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="Output path without extension (.json and .md).")
     args = parser.parse_args()
     device = torch.device(args.device)
-    params, dataset, tokenizer, table, _ = title_id_setup(args.params, args.prepared)
+    params, _, tokenizer, _, model, encoder, samples = recommender_setup(args.params, args.prepared, device)
     config = params.training
-    model = build_seq2seq(params.backbone, tokenizer, "recommender", seed=0).to(device)
-    encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), config.history_length, prompt_token_limit(model))
-    samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], config.history_length)
     rng = random.Random(0)
     started = time.perf_counter()
     batches = list(training.iterate_batches(encoder, samples, rng.sample(range(len(samples)), config.batch_size * args.steps),

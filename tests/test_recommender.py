@@ -341,6 +341,21 @@ def test_a_prompt_longer_than_the_recommenders_positions_keeps_its_most_recent_i
         PromptEncoder(tokenizer, item_tokens, history_length=6, max_tokens=5).encode([0, 1])
 
 
+def test_a_soft_id_prompt_beyond_the_recommenders_positions_is_an_error_naming_the_settings(backbone):
+    from idgenrec.recommender.soft_ids import soft_prompt_embeddings
+
+    _, tokenizer, recommender, _, item_tokens = backbone
+    prompt = PromptEncoder(tokenizer, item_tokens, history_length=3).encode([0, 1])
+    embedding = recommender.get_input_embeddings()
+    soft = torch.zeros(2, 9, embedding.weight.size(1))  # soft IDs of 9 tokens, longer than the items' textual IDs
+    keep = torch.ones(2, 9, dtype=torch.bool)
+    length = len(prompt.input_ids) - sum(b - a for a, b, _ in prompt.item_spans) + 2 * 9
+    embeds, mask = soft_prompt_embeddings([prompt], soft, keep, {0: 0, 1: 1}, embedding, max_tokens=length)
+    assert embeds.shape[1] == length and int(mask.sum()) == length
+    with pytest.raises(ValueError, match=f"{length} tokens, more than the recommender's {length - 1} positions: lower training.history_length"):
+        soft_prompt_embeddings([prompt], soft, keep, {0: 0, 1: 1}, embedding, max_tokens=length - 1)
+
+
 @pytest.mark.parametrize("user_id_words", [0, 2])
 def test_saved_model_loads_and_recommends_the_same(tmp_path, backbone, trained, user_id_words):
     from idgenrec.ids import ItemIdTable

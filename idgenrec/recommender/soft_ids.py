@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from idgenrec.backbone import training_kernels
+from idgenrec.backbone import autocast, prompt_token_limit, training_kernels
 from idgenrec.config import PhaseConfig, TrainingConfig
 from idgenrec.progress import Progress
 from idgenrec.recommender.decoding import decoder_step
@@ -26,7 +26,6 @@ from idgenrec.recommender.samples import (
     pad_batch,
     target_tensors,
 )
-from idgenrec.backbone import autocast
 from idgenrec.recommender.training import PhasePlan, apply_gradients, make_optimizer, sequence_loss
 
 
@@ -71,10 +70,13 @@ def soft_prompt_embeddings(
     keep: torch.Tensor,
     row_of_item: dict[int, int],
     embedding: torch.nn.Embedding,
+    max_tokens: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Embed prompts with each history item's tokens replaced by its soft ID.
 
-    Returns ``inputs_embeds`` (B, L, d), zero-padded, and ``attention_mask`` (B, L).
+    Returns ``inputs_embeds`` (B, L, d), zero-padded, and ``attention_mask`` (B, L). A soft ID
+    can be longer than the item's textual ID, so a prompt that fits the recommender's
+    ``max_tokens`` positions as text may not fit here: that is an error naming the settings.
     """
     rows = []
     device = embedding.weight.device
@@ -88,6 +90,11 @@ def soft_prompt_embeddings(
         pieces.append(hard[cursor:])
         rows.append(torch.cat(pieces))
     width = max(r.size(0) for r in rows)
+    if max_tokens is not None and width > max_tokens:
+        raise ValueError(
+            f"a prompt with soft IDs is {width} tokens, more than the recommender's {max_tokens} positions: "
+            "lower training.history_length or training.soft_id_max_tokens"
+        )
     embeds = soft.new_zeros(len(rows), width, soft.size(-1))
     mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
     for i, row in enumerate(rows):
@@ -131,7 +138,7 @@ def id_phase_loss(
     probs, keep = differentiable_greedy_decode(generator, input_ids, attention_mask, max_tokens, eos_token_id)
     embedding = recommender.get_input_embeddings()
     soft = soft_id_embeddings(probs, embedding.weight)
-    embeds, mask = soft_prompt_embeddings(prompts, soft, keep, row_of_item, embedding)
+    embeds, mask = soft_prompt_embeddings(prompts, soft, keep, row_of_item, embedding, prompt_token_limit(recommender))
     decoder_inputs, labels = target_tensors(targets, pad_id, recommender.config.decoder_start_token_id)
     logits = recommender(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_inputs.to(device)).logits
     loss = sequence_loss(logits, labels.to(device))
