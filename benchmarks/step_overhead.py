@@ -96,7 +96,7 @@ def main() -> None:
         wall = cuda_seconds(lambda: [training.optimisation_step(model, b, optimizer, schedule, device, config) for b in profiled])
     events = profiler.key_averages()
     kernel_us = sum(e.self_device_time_total for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
-    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cuLaunchKernel", "cudaLaunchKernelExC"))
+    launches = sum(e.count for e in events if e.key in ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx"))
     top_host = events.table(sort_by="self_cpu_time_total", row_limit=15)
     print(top_host, flush=True)
 
