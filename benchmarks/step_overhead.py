@@ -19,6 +19,7 @@ only tries the script out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import io
 import pstats
@@ -44,18 +45,21 @@ def loop_steps_per_second(model, encoder, samples, config, steps: int) -> float:
     return steps / seconds
 
 
-def with_host_waits():
+@contextlib.contextmanager
+def host_waits():
     """Put back the pageable batch copies and the per-step loss read that the library dropped."""
-    step = training.optimisation_step
+    saved = training.to_device, training.optimisation_step
 
     def waiting_step(*args, **kwargs):
-        loss = step(*args, **kwargs)
+        loss = saved[1](*args, **kwargs)
         loss.item()
         return loss
 
-    saved = training.to_device, training.optimisation_step
     training.to_device, training.optimisation_step = (lambda tensor, device: tensor.to(device)), waiting_step
-    return saved
+    try:
+        yield
+    finally:
+        training.to_device, training.optimisation_step = saved
 
 
 def main() -> None:
@@ -81,11 +85,8 @@ def main() -> None:
         training.optimisation_step(model, batch, optimizer, schedule, device, config)
     bare = len(batches) / cuda_seconds(lambda: [training.optimisation_step(model, b, optimizer, schedule, device, config) for b in batches])
     loop = loop_steps_per_second(model, encoder, samples, config, args.steps)
-    saved = with_host_waits()
-    try:
+    with host_waits():
         waiting = loop_steps_per_second(model, encoder, samples, config, args.steps)
-    finally:
-        training.to_device, training.optimisation_step = saved
     print(f"bare {bare:.1f} steps/s, loop {loop:.1f}, loop waiting every step {waiting:.1f}; collate {collate_ms:.1f} ms", flush=True)
 
     # where the bare step's time goes
