@@ -63,6 +63,15 @@ def stage_outs(stage: dict) -> set[str]:
     return {next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots") for o in stage.get(key, [])}
 
 
+def test_the_code_a_training_run_resumes_on_is_the_code_dvc_retrains_it_for():
+    from idgenrec.recommender.alternating import PACKAGE_ROOT, TRAINING_CODE
+
+    train = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]["train"]
+    code_deps = {dep for dep in train["deps"] if dep.startswith("idgenrec/")}
+    assert code_deps == {f"idgenrec/{part}" for part in TRAINING_CODE}
+    assert all((PACKAGE_ROOT / part).exists() for part in TRAINING_CODE)
+
+
 def test_flow_writes_where_dvc_yaml_says():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     files = PipelineFiles()

@@ -239,6 +239,37 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     assert state.completed_phases == 0
 
 
+def test_a_finished_run_is_not_resumed_after_a_change_to_the_training_code_or_to_selection(tmp_path, monkeypatch):
+    """DVC reruns `train` on its kept folder after a code change: that must retrain, not resume."""
+    from idgenrec.recommender import alternating
+
+    dataset = planted_dataset()
+    params = _tiny_params([PhaseConfig(phase="recommender", epochs=0.5, learning_rate=1e-3)])
+    warm_generator_and_ids(tmp_path, dataset, params)
+    code = tmp_path / "code"
+    (code / "recommender").mkdir(parents=True)
+    (code / "recommender" / "training.py").write_text("STEP = 1\n")
+    (code / "evaluation.py").write_text("K = 10\n")
+    monkeypatch.setattr(alternating, "PACKAGE_ROOT", code)
+    monkeypatch.setattr(alternating, "TRAINING_CODE", ("recommender", "evaluation.py"))
+    inputs = (dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "run")
+
+    alternating.train(params, *inputs)
+    assert alternating.start_or_resume(params, *inputs).completed_phases == 1  # same code: resumed, nothing to run
+    (code / "recommender" / "__pycache__").mkdir()
+    (code / "recommender" / "__pycache__" / "training.pyc").write_bytes(b"compiled")  # not source: no change
+    assert alternating.start_or_resume(params, *inputs).completed_phases == 1
+
+    (code / "recommender" / "training.py").write_text("STEP = 2\n")
+    assert alternating.start_or_resume(params, *inputs).completed_phases == 0  # retrains from the start
+    alternating.train(params, *inputs)
+    other_selection = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"exclude_seen": not params.evaluation.exclude_seen})})
+    assert alternating.start_or_resume(other_selection, *inputs).completed_phases == 0
+    alternating.train(params, *inputs)
+    report_only = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"sample_users": 5})})
+    assert alternating.start_or_resume(report_only, *inputs).completed_phases == 1  # the final report's users only
+
+
 def test_user_ids_are_written_from_the_items_before_the_target_only():
     writer = UserIdWriter(["red apple", "green apple", "red wine", "blue cheese"], words=2)
     assert writer([0, 1]) == "apple green"  # apple twice; green and red once each, green more recent
@@ -341,19 +372,38 @@ def test_a_prompt_longer_than_the_recommenders_positions_keeps_its_most_recent_i
         PromptEncoder(tokenizer, item_tokens, history_length=6, max_tokens=5).encode([0, 1])
 
 
-def test_a_soft_id_prompt_beyond_the_recommenders_positions_is_an_error_naming_the_settings(backbone):
+def test_a_soft_id_prompt_beyond_the_recommenders_positions_keeps_its_most_recent_items(backbone):
     from idgenrec.recommender.soft_ids import soft_prompt_embeddings
 
     _, tokenizer, recommender, _, item_tokens = backbone
-    prompt = PromptEncoder(tokenizer, item_tokens, history_length=3).encode([0, 1])
+    prompt = PromptEncoder(tokenizer, item_tokens, history_length=3).encode([0, 1, 2])
     embedding = recommender.get_input_embeddings()
-    soft = torch.zeros(2, 9, embedding.weight.size(1))  # soft IDs of 9 tokens, longer than the items' textual IDs
-    keep = torch.ones(2, 9, dtype=torch.bool)
-    length = len(prompt.input_ids) - sum(b - a for a, b, _ in prompt.item_spans) + 2 * 9
-    embeds, mask = soft_prompt_embeddings([prompt], soft, keep, {0: 0, 1: 1}, embedding, max_tokens=length)
+    dim = embedding.weight.size(1)
+    soft = torch.arange(1, 4).float().view(3, 1, 1).expand(3, 9, dim).clone()  # item i's soft ID: 9 vectors of i + 1
+    keep = torch.ones(3, 9, dtype=torch.bool)
+    keep[2, 5:] = False  # item 2's soft ID ended after 5 tokens
+    rows = {0: 0, 1: 1, 2: 2}
+    (a0, b0, _), (a1, b1, _), (a2, b2, _) = prompt.item_spans
+    length = len(prompt.input_ids) - (b0 - a0) - (b1 - a1) - (b2 - a2) + 9 + 9 + 5
+    embeds, mask = soft_prompt_embeddings([prompt], soft, keep, rows, embedding, max_tokens=length)
     assert embeds.shape[1] == length and int(mask.sum()) == length
-    with pytest.raises(ValueError, match=f"{length} tokens, more than the recommender's {length - 1} positions: lower training.history_length"):
-        soft_prompt_embeddings([prompt], soft, keep, {0: 0, 1: 1}, embedding, max_tokens=length - 1)
+
+    # One position short: the oldest item and the separator after it go, as PromptEncoder drops text items.
+    embeds, mask = soft_prompt_embeddings([prompt], soft, keep, rows, embedding, max_tokens=length - 1)
+    without_oldest = length - 9 - (a1 - b0)
+    assert int(mask.sum()) == without_oldest
+    values = embeds[0, :, 0].tolist()
+    assert values.count(1.0) == 0 and values.count(2.0) == 9 and values.count(3.0) == 5
+    hard = embedding(torch.tensor(prompt.input_ids))
+    assert torch.equal(embeds[0, :a0], hard[:a0])  # the template before the history is whole
+    assert torch.equal(embeds[0, a0 : a0 + 9], soft[1])  # then item 1's soft ID, where item 0's text began
+    assert torch.equal(embeds[0, without_oldest - (len(prompt.input_ids) - b2) : without_oldest], hard[b2:])
+
+    only_last = len(prompt.input_ids) - (b2 - a0) + 5
+    embeds, mask = soft_prompt_embeddings([prompt], soft, keep, rows, embedding, max_tokens=only_last)
+    assert int(mask.sum()) == only_last
+    with pytest.raises(ValueError, match=f"{only_last} tokens with only its last history item, more than the recommender's {only_last - 1} positions: lower training.soft_id_max_tokens"):
+        soft_prompt_embeddings([prompt], soft, keep, rows, embedding, max_tokens=only_last - 1)
 
 
 @pytest.mark.parametrize("user_id_words", [0, 2])

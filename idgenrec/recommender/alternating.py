@@ -60,10 +60,36 @@ class TrainingState:
         write_json(workdir / STATE, asdict(self))
 
 
+# The settings of `evaluation` that training reads: they score and select its checkpoints
+# (`sample_users` only picks the users of the final report).
+SELECTION_SETTINGS = ("ks", "exclude_seen", "selection_metric")
+
+
 def params_fingerprint(params: Params) -> str:
     """What a resumed run must share with the interrupted one to continue it."""
-    relevant = {k: params.model_dump(mode="json")[k] for k in ("data", "backbone", "warmup", "ids", "training")}
+    dumped = params.model_dump(mode="json")
+    relevant = {k: dumped[k] for k in ("data", "backbone", "warmup", "ids", "training")}
+    relevant["evaluation"] = {k: dumped["evaluation"][k] for k in SELECTION_SETTINGS}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+# The code a run's results depend on: dvc.yaml's `train` stage lists the same. DVC keeps this
+# stage's folder between runs (`persist`, so an interrupted `dvc repro` resumes), so after a
+# change to this code it reruns the stage on the old folder: without the code in the
+# fingerprint, every phase would be taken as finished and the old model kept under the new code.
+TRAINING_CODE = ("recommender", "backbone", "ids", "evaluation.py")
+
+
+def code_fingerprint(root: Path, parts: tuple[str, ...]) -> str:
+    """SHA-256 over the Python sources of ``parts`` under ``root`` (paths and contents, sorted)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        path = root / part
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(file.relative_to(root).as_posix().encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
 
 
 def decoding_settings(params: Params) -> DecodingSettings:
@@ -82,13 +108,15 @@ def _digest(path: Path) -> str:
 
 
 def run_fingerprint(params: Params, dataset: SequenceDataset, generator_dir: Path, id_table_path: Path) -> str:
-    """What a resumed run must share with the interrupted one: params and every input.
+    """What a resumed run must share with the interrupted one: params, every input and the code.
 
     New data with unchanged params must retrain, so the dataset's content, the warmed-up
-    generator and the initial ID table are part of it, not only the params.
+    generator and the initial ID table are part of it, not only the params; so is the
+    training code (:data:`TRAINING_CODE`).
     """
     content = json.dumps([dataset.item_ids, dataset.item_texts, dataset.sequences]).encode()
-    parts = [params_fingerprint(params), hashlib.sha256(content).hexdigest(), _digest(generator_dir), _digest(id_table_path)]
+    parts = [params_fingerprint(params), hashlib.sha256(content).hexdigest(), _digest(generator_dir), _digest(id_table_path),
+             code_fingerprint(PACKAGE_ROOT, TRAINING_CODE)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 

@@ -76,25 +76,39 @@ def soft_prompt_embeddings(
 
     Returns ``inputs_embeds`` (B, L, d), zero-padded, and ``attention_mask`` (B, L). A soft ID
     can be longer than the item's textual ID, so a prompt that fits the recommender's
-    ``max_tokens`` positions as text may not fit here: that is an error naming the settings.
+    ``max_tokens`` positions as text may not fit here: it then keeps its most recent items that
+    fit, as :class:`PromptEncoder` does for text; one whose last item alone does not fit is an
+    error naming the settings.
     """
     rows = []
     device = embedding.weight.device
+    lengths = keep.sum(dim=1).tolist()  # one read from the device, not one per item
+    soft_length = {item: lengths[row] for item, row in row_of_item.items()}
     for prompt in prompts:
+        spans = prompt.item_spans
+        width = len(prompt.input_ids) + sum(soft_length[item] - (end - start) for start, end, item in spans)
+        first = 0  # the oldest history item kept
+        while max_tokens is not None and width > max_tokens and first < len(spans) - 1:
+            # the oldest item goes with the separator after it
+            width -= soft_length[spans[first][2]] + spans[first + 1][0] - spans[first][1]
+            first += 1
+        if max_tokens is not None and width > max_tokens:
+            raise ValueError(
+                f"a prompt with soft IDs is {width} tokens with only its last history item, more than the "
+                f"recommender's {max_tokens} positions: lower training.soft_id_max_tokens or use a shorter template"
+            )
         hard = embedding(torch.tensor(prompt.input_ids, device=device))  # (S, d)
         pieces, cursor = [], 0
-        for start, end, item in prompt.item_spans:
-            r = row_of_item[item]
-            pieces += [hard[cursor:start], soft[r][keep[r]]]
-            cursor = end
+        for index, (start, end, item) in enumerate(spans):
+            if index >= first:
+                r = row_of_item[item]
+                pieces += [hard[cursor:start], soft[r][keep[r]]]
+            elif index == 0:
+                pieces.append(hard[:start])  # the template before the history
+            cursor = end if index >= first else spans[index + 1][0]
         pieces.append(hard[cursor:])
         rows.append(torch.cat(pieces))
     width = max(r.size(0) for r in rows)
-    if max_tokens is not None and width > max_tokens:
-        raise ValueError(
-            f"a prompt with soft IDs is {width} tokens, more than the recommender's {max_tokens} positions: "
-            "lower training.history_length or training.soft_id_max_tokens"
-        )
     embeds = soft.new_zeros(len(rows), width, soft.size(-1))
     mask = torch.zeros(len(rows), width, dtype=torch.long, device=device)
     for i, row in enumerate(rows):
