@@ -39,7 +39,7 @@ from idgenrec.data.dataset import SequenceDataset
 from idgenrec.progress import configure_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import load_params, with_seed  # noqa: E402
+from quality import load_params, warmed_up_generator, with_seed  # noqa: E402
 
 KS = (5, 10)
 
@@ -91,18 +91,17 @@ def hold_out_items(dataset: SequenceDataset, fraction: float, seed: int) -> Held
 
 
 def train_model(dataset: SequenceDataset, params: Params, workdir: Path) -> Path:
-    """Warm-up (once per dataset and seed), IDs of ``params.ids.kind``, training; returns the selected model."""
+    """Warm-up (once per dataset and settings), IDs of ``params.ids.kind``, training; returns the selected model.
+
+    A rerun resumes: a finished run with the same settings, inputs and code is not trained again.
+    """
     from idgenrec.backbone import load_seq2seq, pick_device
-    from idgenrec.ids import make_id_table, warm_up_generator
+    from idgenrec.ids import make_id_table
     from idgenrec.recommender import alternating
 
     seed = params.training.seed
-    generator_dir = workdir / f"generator-seed{seed}"
-    if not generator_dir.exists():
-        warm_up_generator(dataset, params, generator_dir)
+    generator_dir = warmed_up_generator(dataset, params, workdir)
     run_dir = workdir / f"model-{params.ids.kind}-seed{seed}"
-    if (run_dir / alternating.BEST).exists() and (run_dir / alternating.STATE).exists():
-        return run_dir / alternating.BEST
     generator, tokenizer = load_seq2seq(generator_dir)
     table, _ = make_id_table(params.ids.kind, dataset, generator.to(pick_device()), tokenizer, params.ids)
     table_path = workdir / f"ids-{params.ids.kind}-seed{seed}.tsv"

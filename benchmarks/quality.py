@@ -14,6 +14,7 @@ every run plus mean / std per model, and a markdown table.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import platform
 import resource
@@ -49,6 +50,26 @@ def model_folder(workdir: Path, kind: str, seed: int) -> Path:
     return workdir / f"model-{kind}-seed{seed}"
 
 
+def warmed_up_generator(dataset: SequenceDataset, params: Params, workdir: Path) -> Path:
+    """The generator warmed up on ``dataset`` with these settings; trained on first use, then reused.
+
+    The folder is named by a hash of what the warm-up reads (the params of dvc.yaml's `warmup`
+    stage and the dataset's content): every ID kind of a seed and a rerun share it, and a run
+    with other settings in the same workdir gets its own instead of a stale one.
+    """
+    from idgenrec.ids import warm_up_generator
+
+    dumped = params.model_dump(mode="json")
+    reads = {"backbone": dumped["backbone"], "warmup": dumped["warmup"],
+             "ids": {k: dumped["ids"][k] for k in ("seed", "max_input_tokens")},
+             "dataset": [dataset.item_ids, dataset.item_texts, dataset.sequences]}
+    key = hashlib.sha256(json.dumps(reads, sort_keys=True).encode()).hexdigest()[:12]
+    folder = workdir / f"generator-seed{params.ids.seed}-{key}"
+    if not folder.exists():  # written atomically: a folder that exists is whole
+        warm_up_generator(dataset, params, folder)
+    return folder
+
+
 def load_params(path: Path, overrides: list[str]) -> dict:
     raw = yaml.safe_load(path.read_text()) or {}
     for override in overrides:
@@ -73,16 +94,14 @@ def with_seed(raw: dict, kind: str | None, seed: int) -> Params:
 
 def run_idgenrec(dataset: SequenceDataset, params: Params, workdir: Path) -> dict:
     from idgenrec.backbone import load_seq2seq
-    from idgenrec.ids import make_id_table, warm_up_generator
+    from idgenrec.ids import make_id_table
     from idgenrec.recommender import alternating
     from idgenrec.recommender.model import IDGenRecModel
     from idgenrec.backbone import pick_device
 
     timings = {}
     started = time.perf_counter()
-    generator_dir = workdir / f"generator-seed{params.training.seed}"
-    if not generator_dir.exists():
-        warm_up_generator(dataset, params, generator_dir)
+    generator_dir = warmed_up_generator(dataset, params, workdir)
     timings["warmup_s"] = time.perf_counter() - started
     started = time.perf_counter()
     generator, tokenizer = load_seq2seq(generator_dir)
