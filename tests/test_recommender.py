@@ -239,7 +239,7 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     assert state.completed_phases == 0
 
 
-def test_a_finished_run_is_not_resumed_after_a_change_to_the_training_code_or_to_selection(tmp_path, monkeypatch):
+def test_a_finished_run_is_not_resumed_after_a_change_to_the_training_code_or_to_selection(tmp_path, monkeypatch, caplog):
     """DVC reruns `train` on its kept folder after a code change: that must retrain, not resume."""
     from idgenrec.recommender import alternating
 
@@ -261,7 +261,9 @@ def test_a_finished_run_is_not_resumed_after_a_change_to_the_training_code_or_to
     assert alternating.start_or_resume(params, *inputs).completed_phases == 1
 
     (code / "recommender" / "training.py").write_text("STEP = 2\n")
-    assert alternating.start_or_resume(params, *inputs).completed_phases == 0  # retrains from the start
+    with caplog.at_level("INFO", logger="idgenrec"):
+        assert alternating.start_or_resume(params, *inputs).completed_phases == 0  # retrains from the start
+    assert "other params, inputs or training code (phases finished: 1); starting over" in caplog.text
     alternating.train(params, *inputs)
     other_selection = params.model_copy(update={"evaluation": params.evaluation.model_copy(update={"exclude_seen": not params.evaluation.exclude_seen})})
     assert alternating.start_or_resume(other_selection, *inputs).completed_phases == 0

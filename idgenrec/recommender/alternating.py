@@ -131,6 +131,11 @@ def start_or_resume(
     fingerprint = run_fingerprint(params, dataset, generator_dir, id_table_path)
     if state is not None and state.fingerprint == fingerprint and (workdir / CURRENT).exists():
         return state
+    if state is not None:
+        LOGGER.info(
+            f"{workdir}: its run had other params, inputs or training code (phases finished: {state.completed_phases}); "
+            "starting over"
+        )
     shutil.rmtree(workdir, ignore_errors=True)
     generator, tokenizer = load_seq2seq(generator_dir)
     torch.manual_seed(params.training.seed)
