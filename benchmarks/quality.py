@@ -9,6 +9,10 @@ every run plus mean / std per model, and a markdown table.
 
 ``--set key=value`` overrides params (dotted keys, YAML values), e.g.
 ``--set training.history_length=20 --set backbone.encoder_layers=1``.
+
+An interrupted run (a time limit that struck during the final evaluation, say) is finished by
+running the same command again: the warmed-up generator is reused, the IDs come out the same,
+and training resumes after its last finished phase (only with the same settings, inputs and code).
 """
 
 from __future__ import annotations
