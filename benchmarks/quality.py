@@ -62,11 +62,11 @@ def warmed_up_generator(dataset: SequenceDataset, params: Params, workdir: Path)
     with other settings in the same workdir gets its own instead of a stale one.
     """
     from idgenrec.ids import warm_up_generator
+    from idgenrec.recommender.alternating import dataset_digest
 
     dumped = params.model_dump(mode="json")
     reads = {"backbone": dumped["backbone"], "warmup": dumped["warmup"],
-             "ids": {k: dumped["ids"][k] for k in ("seed", "max_input_tokens")},
-             "dataset": [dataset.item_ids, dataset.item_texts, dataset.sequences]}
+             "ids": {k: dumped["ids"][k] for k in ("seed", "max_input_tokens")}, "dataset": dataset_digest(dataset)}
     key = hashlib.sha256(json.dumps(reads, sort_keys=True).encode()).hexdigest()[:12]
     folder = workdir / f"generator-seed{params.ids.seed}-{key}"
     if not folder.exists():  # written atomically: a folder that exists is whole

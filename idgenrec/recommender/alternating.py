@@ -81,30 +81,33 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 TRAINING_CODE = ("recommender", "backbone", "ids", "evaluation.py")
 
 
-def code_fingerprint(root: Path, parts: tuple[str, ...]) -> str:
-    """SHA-256 over the Python sources of ``parts`` under ``root`` (paths and contents, sorted)."""
-    digest = hashlib.sha256()
-    for part in parts:
-        path = root / part
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(file.relative_to(root).as_posix().encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()
-
-
 def decoding_settings(params: Params) -> DecodingSettings:
     training = params.training
     return DecodingSettings(training.history_length, training.num_beams, training.bf16, user_id_words=training.user_id_words)
 
 
-def _digest(path: Path) -> str:
-    """SHA-256 over a file, or over every file of a folder (sorted by relative path)."""
+def _digest(path: Path, pattern: str = "*") -> str:
+    """SHA-256 over a file, or over a folder's files matching ``pattern`` (sorted by relative path)."""
     digest = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    files = sorted(p for p in path.rglob(pattern) if p.is_file()) if path.is_dir() else [path]
     for file in files:
         digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()
+
+
+def _combined(digests) -> str:
+    return hashlib.sha256("|".join(digests).encode()).hexdigest()
+
+
+def dataset_digest(dataset: SequenceDataset) -> str:
+    """SHA-256 of a dataset's content: its items, their texts and every user's sequence."""
+    return hashlib.sha256(json.dumps([dataset.item_ids, dataset.item_texts, dataset.sequences]).encode()).hexdigest()
+
+
+def code_fingerprint(root: Path, parts: tuple[str, ...]) -> str:
+    """SHA-256 over the Python sources of ``parts`` under ``root`` (paths and contents, sorted)."""
+    return _combined(f"{part}:{_digest(root / part, '*.py')}" for part in parts)
 
 
 def run_fingerprint(params: Params, dataset: SequenceDataset, generator_dir: Path, id_table_path: Path) -> str:
@@ -114,10 +117,8 @@ def run_fingerprint(params: Params, dataset: SequenceDataset, generator_dir: Pat
     generator and the initial ID table are part of it, not only the params; so is the
     training code (:data:`TRAINING_CODE`).
     """
-    content = json.dumps([dataset.item_ids, dataset.item_texts, dataset.sequences]).encode()
-    parts = [params_fingerprint(params), hashlib.sha256(content).hexdigest(), _digest(generator_dir), _digest(id_table_path),
-             code_fingerprint(PACKAGE_ROOT, TRAINING_CODE)]
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+    return _combined([params_fingerprint(params), dataset_digest(dataset), _digest(generator_dir), _digest(id_table_path),
+                      code_fingerprint(PACKAGE_ROOT, TRAINING_CODE)])[:16]
 
 
 def start_or_resume(

@@ -98,14 +98,13 @@ def soft_prompt_embeddings(
                 f"recommender's {max_tokens} positions: lower training.soft_id_max_tokens or use a shorter template"
             )
         hard = embedding(torch.tensor(prompt.input_ids, device=device))  # (S, d)
-        pieces, cursor = [], 0
-        for index, (start, end, item) in enumerate(spans):
-            if index >= first:
-                r = row_of_item[item]
-                pieces += [hard[cursor:start], soft[r][keep[r]]]
-            elif index == 0:
-                pieces.append(hard[:start])  # the template before the history
-            cursor = end if index >= first else spans[index + 1][0]
+        # the template before the history, then from the oldest item kept on
+        head_end, cursor = (spans[0][0], spans[first][0]) if spans else (0, 0)
+        pieces = [hard[:head_end]]
+        for start, end, item in spans[first:]:
+            r = row_of_item[item]
+            pieces += [hard[cursor:start], soft[r][keep[r]]]
+            cursor = end
         pieces.append(hard[cursor:])
         rows.append(torch.cat(pieces))
     width = max(r.size(0) for r in rows)
