@@ -297,14 +297,32 @@ def training_kernels(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def save_seq2seq(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: str | Path) -> None:
-    """Write config + weights + tokenizer into ``folder`` atomically (readers see old or new, whole)."""
-    from safetensors.torch import save_model
+    """Write config + weights + tokenizer into ``folder`` atomically (readers see old or new, whole).
+
+    The same weights always give the same bytes, so DVC and the resume fingerprint see an
+    unchanged checkpoint as unchanged.
+    """
+    from safetensors.torch import save_file
 
     with atomic_directory(folder) as tmp:
         model.config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        # save_model de-duplicates the shared embedding matrix (stored once).
-        save_model(model, str(tmp / WEIGHTS_FILE))
+        # Not safetensors' save_model: it records the dropped aliases in a header map that it
+        # writes in a different order in every process (safetensors#584). load_model re-ties
+        # the aliases from the model's own sharing, so no map is needed.
+        save_file(_stored_once(model.state_dict()), str(tmp / WEIGHTS_FILE))
+
+
+def _stored_once(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with each tensor aliased under several names (tied embeddings) kept once, under
+    the first of its names in sorted order, the name safetensors' save_model keeps."""
+    names_by_view: dict[tuple, list[str]] = {}
+    for name, tensor in state.items():
+        # Empty tensors may all report address 0: never treat them as aliases of each other.
+        address = tensor.data_ptr() if tensor.numel() else name
+        view = (tensor.device, address, tensor.dtype, tuple(tensor.shape), tensor.stride())
+        names_by_view.setdefault(view, []).append(name)
+    return {min(names): state[min(names)] for names in names_by_view.values()}
 
 
 def load_seq2seq(folder: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
