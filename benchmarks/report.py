@@ -41,6 +41,8 @@ SECTIONS = [
                               "the same beside three training runs on the lease's 2 host cores)"),
     ("gpu-h200-paper-beauty-3ep.md", "the quality.py command above, S = 0, 1, 2, on a CUDA machine with Beauty prepared "
                                      "(Profiles, 'On a GPU')"),
+    ("gpu-h200-paper-beauty-alternation.md", "the quality.py command above with the schedules in the table, S = 0, 1, four runs side "
+                                             "by side on a CUDA machine with Beauty prepared (Profiles, 'On a GPU')"),
     ("seen_items_ml-100k.md", "python benchmarks/seen_items.py --out benchmarks/results/seen_items_ml-100k --model ...  "
                               "(the exact command, with every model folder, is in seen_items_ml-100k.json)"),
     ("new-items-ml-100k.md", "python benchmarks/new_items.py --kinds learned title random --retrained learned "
