@@ -179,6 +179,13 @@ class TrainingConfig(_Section):
         "Each extra target costs a decoder pass, about a quarter of a step on the default backbone. Experimental: "
         "README, 'Later targets', has its measured effect and memory cost.",
     )
+    seen_unlikelihood: float = Field(
+        0.0,
+        ge=0,
+        description="Recommender phase: weight of an unlikelihood term on the items in the prompt's history (for "
+        "data without repeat interactions, such as ML-100k). Where a history item's ID leaves the target's ID, its "
+        "next token is penalised by -log(1 - p); no extra forward pass. 0: off, the paper's plain cross-entropy.",
+    )
     selection_users: int | None = Field(
         None, ge=1, description="Validate on this fixed random subset of users after each epoch (None: all users)."
     )

@@ -200,6 +200,30 @@ class Batch:
     prompts: list[EncodedPrompt]
     # (R,) the prompt each target row belongs to: R == B unless prompts carry later targets
     target_rows: torch.Tensor
+    # (N, 3) rows of (target row, decoder step, token): where a history item's ID leaves the
+    # target's, the token it would continue with (see :func:`seen_item_branches`); None when off
+    seen_branches: torch.Tensor | None = None
+
+
+def seen_item_branches(targets: Sequence[Sequence[int]], histories: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:
+    """(target row, step, token) for every place where a history item's ID branches off its row's target.
+
+    ``targets[r]`` and each of ``histories[r]`` are full decoder targets (ID tokens + eos). Along
+    the target's prefix, the token at the first position where a history ID differs is the one
+    move that would start decoding that already-seen item; an item equal to the target (a repeat)
+    is skipped. Each (row, step, token) appears once.
+    """
+    branches = set()
+    for row, (target, history) in enumerate(zip(targets, histories)):
+        for seen in history:
+            if list(seen) == list(target):
+                continue
+            step = 0
+            while step < min(len(seen), len(target)) and seen[step] == target[step]:
+                step += 1
+            if step < len(seen) and step < len(target):
+                branches.add((row, step, seen[step]))
+    return torch.tensor(sorted(branches), dtype=torch.long).reshape(-1, 3)
 
 
 def target_tensors(
@@ -220,6 +244,7 @@ def collate(
     decoder_start_id: int,
     target_rows: Sequence[int] | None = None,
     target_width: int | None = None,
+    seen_branches: torch.Tensor | None = None,
 ) -> Batch:
     """Pad prompts and targets; ``target_rows[r]`` names the prompt of target ``r`` (default: one each).
 
@@ -230,7 +255,7 @@ def collate(
     rows = torch.arange(len(prompts)) if target_rows is None else torch.tensor(list(target_rows), dtype=torch.long)
     if len(rows) != len(targets):
         raise ValueError(f"{len(targets)} targets but {len(rows)} target rows")
-    return Batch(input_ids, (input_ids != pad_id).long(), decoder_inputs, labels, list(prompts), rows)
+    return Batch(input_ids, (input_ids != pad_id).long(), decoder_inputs, labels, list(prompts), rows, seen_branches)
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:

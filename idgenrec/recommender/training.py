@@ -22,6 +22,7 @@ from idgenrec.recommender.samples import (
     collate,
     encode_samples,
     length_grouped_batches,
+    seen_item_branches,
 )
 
 
@@ -47,8 +48,29 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
-def recommender_loss(model, batch: Batch, device: torch.device) -> torch.Tensor:
-    """Token cross-entropy of every target row; each prompt is encoded once, however many targets it has."""
+def seen_unlikelihood_loss(logits: torch.Tensor, branches: torch.Tensor, rows: int) -> torch.Tensor:
+    """-log(1 - p) summed over the (row, step, token) ``branches`` and averaged over ``rows`` target rows.
+
+    p is the probability of leaving the target's ID for an already-seen item's where the two IDs
+    part. Summed per row, as token-level unlikelihood sums over its negative candidates: the
+    gradient on each branch's logit is about its p, small next to the cross-entropy's, so a mean
+    over branches would all but vanish.
+    """
+    if branches.numel() == 0:
+        return logits.new_zeros((), dtype=torch.float32)
+    row, step, token = branches.unbind(1)
+    log_probs = torch.log_softmax(logits[row, step].float(), dim=-1)
+    chosen = log_probs.gather(1, token.unsqueeze(1)).squeeze(1)
+    # log(1 - p) from log p, accurate for p near 0 and near 1.
+    return -torch.log(-torch.expm1(chosen.clamp(max=-1e-6))).sum() / max(rows, 1)
+
+
+def recommender_loss(model, batch: Batch, device: torch.device, seen_weight: float = 0.0) -> torch.Tensor:
+    """Token cross-entropy of every target row; each prompt is encoded once, however many targets it has.
+
+    With ``seen_weight`` > 0 and the batch's seen-item branches, plus that weight times
+    :func:`seen_unlikelihood_loss`.
+    """
     attention_mask = to_device(batch.attention_mask, device)
     encoded = model.get_encoder()(input_ids=to_device(batch.input_ids, device), attention_mask=attention_mask)
     rows = to_device(batch.target_rows, device)
@@ -57,13 +79,17 @@ def recommender_loss(model, batch: Batch, device: torch.device) -> torch.Tensor:
         attention_mask=attention_mask.index_select(0, rows),
         decoder_input_ids=to_device(batch.decoder_input_ids, device),
     ).logits  # (R, T, V)
-    return sequence_loss(logits, to_device(batch.labels, device))
+    loss = sequence_loss(logits, to_device(batch.labels, device))
+    if seen_weight and batch.seen_branches is not None:
+        real_rows = int((batch.labels != -100).any(dim=1).sum())
+        loss = loss + seen_weight * seen_unlikelihood_loss(logits, to_device(batch.seen_branches, device), real_rows)
+    return loss
 
 
 def optimisation_step(model, batch: Batch, optimizer, schedule, device: torch.device, config: TrainingConfig) -> torch.Tensor:
     """One recommender step (forward, backward, clip, update); returns the batch loss (a 0-d tensor on ``device``)."""
     with autocast(device, config.bf16), training_kernels(device):
-        loss = recommender_loss(model, batch, device)
+        loss = recommender_loss(model, batch, device, config.seen_unlikelihood)
     return apply_gradients(loss, model.parameters(), optimizer, schedule, config.grad_clip)
 
 
@@ -150,7 +176,12 @@ def iterate_batches(
             if fixed_width is not None:
                 targets += [[]] * (rows_per_prompt - len(items))
             rows += [row] * (len(targets) - len(rows))
-        yield collate([prompts[i] for i in batch_indices], targets, pad_id, decoder_start_id, rows, fixed_width)
+        branches = None
+        if config.seen_unlikelihood:
+            # The items the prompt shows (a long prompt may have dropped its oldest).
+            shown = [[encoder.target(item) for _, _, item in prompts[i].item_spans] for i in batch_indices]
+            branches = seen_item_branches(targets, [shown[row] for row in rows])
+        yield collate([prompts[i] for i in batch_indices], targets, pad_id, decoder_start_id, rows, fixed_width, branches)
 
 
 def train_recommender_phase(
