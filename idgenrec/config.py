@@ -184,7 +184,9 @@ class TrainingConfig(_Section):
         ge=0,
         description="Recommender phase: weight of an unlikelihood term on the items in the prompt's history (for "
         "data without repeat interactions, such as ML-100k). Where a history item's ID leaves the target's ID, its "
-        "next token is penalised by -log(1 - p); no extra forward pass. 0: off, the paper's plain cross-entropy.",
+        "next token is penalised by -log(1 - p), summed per target; no extra forward pass; the logged training loss "
+        "includes it. 0: off, the paper's plain cross-entropy. Experimental: README, 'Seen-item unlikelihood', has its "
+        "measured effect (it lowered validation on ML-100k).",
     )
     selection_users: int | None = Field(
         None, ge=1, description="Validate on this fixed random subset of users after each epoch (None: all users)."

@@ -366,13 +366,16 @@ def test_seen_item_branches_mark_where_a_history_id_leaves_the_target():
     assert seen_item_branches([target], [[]]).shape == (0, 3)
 
 
-def _seen_branch_probability(model, batch) -> float:
-    """Mean probability of the tokens that would leave each target's ID for a seen item's."""
+def _teacher_forced_logits(model, batch) -> torch.Tensor:
     with torch.no_grad():
-        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                       decoder_input_ids=batch.decoder_input_ids).logits
+        return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                     decoder_input_ids=batch.decoder_input_ids).logits
+
+
+def _seen_branch_probabilities(logits, batch) -> torch.Tensor:
+    """The probability of each token that would leave its target's ID for a seen item's."""
     rows, steps, tokens = batch.seen_branches.unbind(1)
-    return torch.softmax(logits[rows, steps], dim=-1).gather(1, tokens.unsqueeze(1)).mean().item()
+    return torch.softmax(logits[rows, steps], dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
 
 
 def test_seen_unlikelihood_adds_minus_log_one_minus_p_and_trains_seen_items_down(backbone):
@@ -387,12 +390,10 @@ def test_seen_unlikelihood_adds_minus_log_one_minus_p_and_trains_seen_items_down
 
     batch = first_batch(2.0)
     assert first_batch(0.0).seen_branches is None and len(batch.seen_branches) > 0
+    logits = _teacher_forced_logits(recommender, batch)
+    p = _seen_branch_probabilities(logits, batch)
+    expected = sequence_loss(logits, batch.labels) - 2.0 * torch.log1p(-p).sum() / batch.labels.size(0)
     with torch.no_grad():
-        logits = recommender(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                             decoder_input_ids=batch.decoder_input_ids).logits
-        rows, steps, tokens = batch.seen_branches.unbind(1)
-        p = torch.softmax(logits[rows, steps], dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
-        expected = sequence_loss(logits, batch.labels) - 2.0 * torch.log1p(-p).sum() / batch.labels.size(0)
         assert recommender_loss(recommender, batch, torch.device("cpu"), 2.0).item() == pytest.approx(expected.item(), rel=1e-4)
         assert seen_unlikelihood_loss(logits, batch.seen_branches[:0], batch.labels.size(0)).item() == 0.0
 
@@ -405,7 +406,7 @@ def test_seen_unlikelihood_adds_minus_log_one_minus_p_and_trains_seen_items_down
         model = build_seq2seq(TINY, tokenizer, "recommender", seed=0)
         config = TrainingConfig(batch_size=16, bf16=False, warmup_ratio=0.0, seen_unlikelihood=weight)
         train_recommender_phase(model, encoder, samples, config, PhaseConfig(phase="recommender", epochs=3, learning_rate=5e-3), seed=0)
-        after[weight] = _seen_branch_probability(model.eval(), batch)
+        after[weight] = _seen_branch_probabilities(_teacher_forced_logits(model.eval(), batch), batch).mean().item()
     assert after[5.0] < 0.7 * after[0.0]  # measured: 0.024 against 0.049
 
 
