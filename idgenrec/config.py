@@ -60,6 +60,15 @@ class EvaluationConfig(_Section):
         return self
 
 
+def read_by(*profiles: str) -> dict:
+    """Marks a backbone field that only these ``backbone.profile`` values read.
+
+    A parameter file must set every field its profile reads (tests/test_config.py): DVC tracks
+    the values in the file, so a default left to this module would change results unseen.
+    """
+    return {"profiles": list(profiles)}
+
+
 class BackboneConfig(_Section):
     """The seq2seq language models behind the ID generator and the recommender.
 
@@ -75,17 +84,27 @@ class BackboneConfig(_Section):
     generator_checkpoint: str = Field(
         "nandakishormpai/t5-small-machine-articles-tag-generation",
         description="paper profile only: checkpoint (hub name or local path) of the ID generator.",
+        json_schema_extra=read_by("paper"),
     )
-    recommender_checkpoint: str = Field("t5-small", description="paper profile only: checkpoint of the recommender.")
-    encoder_layers: int = Field(2, ge=1, description="offline/tiny: transformer layers in the encoder.")
-    decoder_layers: int = Field(2, ge=1, description="offline/tiny: transformer layers in the decoder.")
-    hidden_size: int = Field(64, ge=8, description="tiny only: width of the random model (offline is MiniLM's 384).")
+    recommender_checkpoint: str = Field(
+        "t5-small", description="paper profile only: checkpoint of the recommender.", json_schema_extra=read_by("paper")
+    )
+    encoder_layers: int = Field(
+        2, ge=1, description="offline/tiny: transformer layers in the encoder.", json_schema_extra=read_by("offline", "tiny")
+    )
+    decoder_layers: int = Field(
+        2, ge=1, description="offline/tiny: transformer layers in the decoder.", json_schema_extra=read_by("offline", "tiny")
+    )
+    hidden_size: int = Field(
+        64, ge=8, description="tiny only: width of the random model (offline is MiniLM's 384).", json_schema_extra=read_by("tiny")
+    )
     cross_attention_init: Literal["random", "self"] = Field(
         "self",
+        json_schema_extra=read_by("offline", "tiny"),
         description="offline/tiny: the recommender decoder's cross-attention (MiniLM has none) starts as a copy of the same "
         "layer's self-attention (pretrained projections that read the encoder's MiniLM states from the first step), or "
         "random. About one run in five collapsed to popularity with 'random' on the CPU profile; 'self' rescued such a "
-        "run and halved the seed spread (see README, 'Collapsed runs').",
+        "run and halved the seed spread (see docs/results.md, 'Collapsed runs').",
     )
     dropout: float | None = Field(
         None, ge=0, lt=1,

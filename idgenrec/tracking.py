@@ -298,7 +298,7 @@ def log_pipeline_run(
     """
     from idgenrec.backbone.seq2seq import pick_device, training_precision
     from idgenrec.models.popularity import popularity_metrics
-    from idgenrec.recommender.alternating import TrainingState, params_fingerprint
+    from idgenrec.recommender.alternating import STATE, TIMINGS, TrainingState, params_fingerprint
 
     root = Path(root).resolve()
     files = files.under(root)
@@ -347,7 +347,8 @@ def log_pipeline_run(
             (files.ids_metrics, "metrics"),
             (files.model_metrics, "metrics"),
             (files.training_curve, "metrics"),
-            (files.workdir / "state.json", "training"),
+            (files.workdir / STATE, "training"),
+            (files.workdir / TIMINGS, "training"),
         ):
             if path.exists():
                 mlflow.log_artifact(str(path), folder)

@@ -72,6 +72,17 @@ def test_the_code_a_training_run_resumes_on_is_the_code_dvc_retrains_it_for():
     assert all((PACKAGE_ROOT / part).exists() for part in TRAINING_CODE)
 
 
+def test_timings_inside_stage_outputs_are_kept_out_of_their_hashes():
+    """A rerun that reproduces a model must hash the same: its seconds are not part of it."""
+    from idgenrec.models.sasrec import TIMINGS_FILE
+    from idgenrec.recommender.alternating import TIMINGS
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    timing_files = [f"{next(iter(stages['train']['outs'][0]))}/{TIMINGS}", f"{stages['sasrec']['outs'][0]}/{TIMINGS_FILE}"]
+    ignored = subprocess.run([DVC, "check-ignore", *timing_files], cwd=ROOT, capture_output=True, text=True)
+    assert ignored.stdout.split() == timing_files, ignored.stderr
+
+
 def test_flow_writes_where_dvc_yaml_says():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     files = PipelineFiles()

@@ -1,5 +1,6 @@
 """SASRec baseline: training windows, learning behaviour, masking, persistence, repeatability."""
 
+import copy
 import json
 
 import numpy as np
@@ -121,7 +122,22 @@ def test_save_load_round_trip(trained, dataset, tmp_path):
     assert loaded.recommend(histories, k=10) == trained.recommend(histories, k=10)
     assert torch.equal(loaded.score(histories[:5]), trained.score(histories[:5]))
     assert loaded.config == trained.config and loaded.num_items == NUM_ITEMS
-    assert loaded.log.best_epoch == trained.log.best_epoch
+    assert loaded.log == trained.log  # seconds included, read back from timings.json
+
+
+def test_retraining_to_the_same_weights_writes_the_same_config(trained, tmp_path):
+    """Seconds go to timings.json (out of the folder's DVC hash), so only they differ between two runs."""
+    trained.save(tmp_path / "first")
+    slower = copy.deepcopy(trained)
+    slower.log.seconds += 10.0
+    for epoch in slower.log.epochs:
+        epoch.seconds *= 2
+    slower.save(tmp_path / "second")
+    for name in ("config.json", "weights.safetensors"):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes()
+    assert SASRecRecommender.load(tmp_path / "second").log == slower.log
+    (tmp_path / "second" / "timings.json").unlink()  # `dvc checkout` restores the folder without it
+    assert SASRecRecommender.load(tmp_path / "second").log.best_epoch == slower.log.best_epoch
 
 
 def test_load_names_the_corrupt_file(trained, tmp_path):

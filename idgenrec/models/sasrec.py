@@ -42,6 +42,9 @@ IGNORE = -100  # cross_entropy's ignore_index: padding and targets owned by anot
 FORMAT = "idgenrec-sasrec/1"
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
+# The training log's seconds, beside the config rather than in it: .dvcignore keeps this file
+# out of the folder's DVC hash, so retraining to the same weights writes the same folder.
+TIMINGS_FILE = "timings.json"
 
 
 # -- the network ---------------------------------------------------------------------
@@ -313,7 +316,7 @@ class SASRecRecommender:
                 bar.update(1, loss=f"{total_loss / total_targets:.4f}")
         return total_loss / total_targets
 
-    # -- persistence: {config.json, weights.safetensors} -------------------------------
+    # -- persistence: {config.json, weights.safetensors, timings.json} ------------------
 
     def save(self, folder: str | Path) -> None:
         from safetensors.torch import save_file
@@ -321,13 +324,11 @@ class SASRecRecommender:
         with atomic_directory(folder) as tmp:
             state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.network.state_dict().items()}
             save_file(state, str(tmp / WEIGHTS_FILE))
-            payload = {
-                "format": FORMAT,
-                "num_items": self.num_items,
-                "config": self.config.model_dump(mode="json"),
-                "training": self.log.as_dict(),
-            }
+            log = self.log.as_dict()
+            timings = {"seconds": log.pop("seconds"), "epochs": [epoch.pop("seconds") for epoch in log["epochs"]]}
+            payload = {"format": FORMAT, "num_items": self.num_items, "config": self.config.model_dump(mode="json"), "training": log}
             (tmp / CONFIG_FILE).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            (tmp / TIMINGS_FILE).write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, folder: str | Path, device: str | None = None) -> "SASRecRecommender":
@@ -358,9 +359,23 @@ class SASRecRecommender:
             raise ValueError(f"{weights_path}: weights do not match {config_path} ({num_items} items): {err}") from None
         model = cls(network, config, num_items, pick_device(device or config.device))
         log = payload.get("training", {})
+        timings = _load_timings(folder / TIMINGS_FILE, len(log.get("epochs", [])))
         model.log = TrainingLog(
-            epochs=[EpochLog(**entry) for entry in log.get("epochs", [])],
+            # `seconds` in an entry: a model saved before the timings moved out of config.json
+            epochs=[EpochLog(**{"seconds": seconds, **entry}) for entry, seconds in zip(log.get("epochs", []), timings["epochs"])],
             best_epoch=log.get("best_epoch", 0),
-            seconds=log.get("seconds", 0.0),
+            seconds=log.get("seconds", timings["seconds"]),
         )
         return model
+
+
+def _load_timings(path: Path, num_epochs: int) -> dict:
+    """The log's seconds; zeros where the file is missing (``dvc checkout`` skips it) or does not fit."""
+    zeros = {"seconds": 0.0, "epochs": [0.0] * num_epochs}
+    try:
+        timings = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return zeros
+    if not isinstance(timings, dict) or len(timings.get("epochs", ())) != num_epochs:
+        return zeros
+    return timings

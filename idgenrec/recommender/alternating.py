@@ -3,6 +3,7 @@
 Work folder layout (the DVC stage output, also what a Prefect run writes)::
 
     state.json            finished phases, per-epoch records, best validation score
+    timings.json          the records' wall-clock fields (outside the state: see TIMING_FIELDS)
     current/              generator/, recommender/, item_ids.tsv after the last finished phase
     best/                 the complete IDGenRecModel selected on validation
     rounds/ids-NN.tsv     the ID table in force after phase NN (every version kept)
@@ -18,6 +19,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +36,11 @@ from idgenrec.recommender.soft_ids import ItemTextInputs, train_id_phase
 from idgenrec.backbone import pick_device, prompt_token_limit
 from idgenrec.recommender.training import train_recommender_phase
 
-CURRENT, BEST, ROUNDS, STATE = "current", "best", "rounds", "state.json"
+CURRENT, BEST, ROUNDS, STATE, TIMINGS = "current", "best", "rounds", "state.json", "timings.json"
+# The records' fields that measure the host, not the model. They live in TIMINGS, which
+# .dvcignore keeps out of the folder's hash, so a rerun that reproduces the same model writes
+# the same folder and DVC does not rerun the stages after training.
+TIMING_FIELDS = ("seconds", "ids_seconds", "ids_items_per_second")
 
 
 @dataclass
@@ -52,12 +58,38 @@ class TrainingState:
         if not path.exists():
             return None
         try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
+            state = cls(**json.loads(path.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, TypeError) as err:
             raise ValueError(f"{path}: corrupt training state ({err}); delete {workdir} to start over") from None
+        for record, timing in zip(state.records, _load_timings(workdir / TIMINGS, len(state.records))):
+            record.update(timing)
+        return state
 
     def save(self, workdir: Path) -> None:
-        write_json(workdir / STATE, asdict(self))
+        payload = asdict(self)
+        payload["records"] = [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in self.records]
+        write_json(workdir / TIMINGS, [{k: r[k] for k in TIMING_FIELDS if k in r} for r in self.records])
+        write_json(workdir / STATE, payload)
+
+
+def _load_timings(path: Path, num_records: int) -> list[dict]:
+    """The records' wall-clock fields; none (with a warning) where the file is missing or does not fit.
+
+    Timings only describe the run, so their loss must not stop a resume: ``dvc checkout``
+    restores the folder without them (.dvcignore), and an interrupted save can leave them
+    one phase behind the state.
+    """
+    if not path.exists():
+        return []
+    try:
+        timings = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        LOGGER.warning(f"{path}: unreadable ({err}); the records keep no timings")
+        return []
+    if not isinstance(timings, list) or len(timings) != num_records or not all(isinstance(t, dict) for t in timings):
+        LOGGER.warning(f"{path}: does not match the {num_records} records of the state; the records keep no timings")
+        return []
+    return timings
 
 
 # The settings of `evaluation` that training reads: they score and select its checkpoints
@@ -96,7 +128,8 @@ def _digest(path: Path, pattern: str = "*") -> str:
     return digest.hexdigest()
 
 
-def _combined(digests) -> str:
+def _combined(digests: Iterable[str]) -> str:
+    """One SHA-256 over several hex digests, in order."""
     return hashlib.sha256("|".join(digests).encode()).hexdigest()
 
 
