@@ -85,7 +85,7 @@ def display_name(model: str) -> str:
 # 1.3, 0.01, 0.2. Runs made on the new schedule before it was the default carry the label "resized",
 # later seeds of the default the label "default"; the IDGenRec runs in these files trained on the
 # earlier default and are labelled so in the tables.
-CURRENT_SCHEDULE_LABELS = ("resized", "default")
+CURRENT_SCHEDULE_LABELS = ("resized", "default", "layers1x1")  # layers1x1: the 1+1 default, measured before it was one
 EARLIER_SCHEDULE = "earlier schedule: 1.4, 0.02, 0.4 epochs"
 EARLIER_SCHEDULE_FILES = {
     "quality-ml-100k-ablation-seed0.json", "quality-ml-100k-ids-seed2.json", "quality-ml-100k-previous-default-seed0.json",
@@ -110,6 +110,23 @@ def default_cross_attention_init() -> str:
     return load_params("params.yaml").backbone.cross_attention_init
 
 
+# params.yaml's backbone became 1+1 layers in session 21 (docs/results.md, "Depth"); every run
+# before it had 2+2, the default then, and files from before session 13 record no params.
+EARLIER_LAYERS = (2, 2)
+
+
+@functools.cache
+def layers(path: Path) -> tuple[int, int]:
+    backbone = (json.loads(path.read_text()).get("params") or {}).get("backbone") or {}
+    return backbone.get("encoder_layers", EARLIER_LAYERS[0]), backbone.get("decoder_layers", EARLIER_LAYERS[1])
+
+
+@functools.cache
+def default_layers() -> tuple[int, int]:
+    backbone = load_params("params.yaml").backbone
+    return backbone.encoder_layers, backbone.decoder_layers
+
+
 def run_name(path: Path, model: str) -> str:
     """Display name of a run in ``path``, its labels saying which default schedule and initialisation it had."""
     kind = id_kind(model)
@@ -120,6 +137,8 @@ def run_name(path: Path, model: str) -> str:
         label = ""
     if path.name in EARLIER_SCHEDULE_FILES:
         label = ", ".join(part for part in (label, EARLIER_SCHEDULE) if part)
+    if layers(path) != default_layers():
+        label = ", ".join(part for part in (label, "{}+{} layers".format(*layers(path))) if part)  # EARLIER_DEPTH_LABEL's form
     init = cross_attention_init(path)
     if init != default_cross_attention_init():
         label = ", ".join(part for part in (label, f"{init} cross-attention") if part)
@@ -178,12 +197,16 @@ def quality_table(dataset: str, heading: str, with_pipeline: bool, headline: boo
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 
-HEADLINE_MODELS = ("Pop", "SASRec (CE)", *(display_name(f"idgenrec-{kind}") for kind in KINDS))
+EARLIER_DEPTH_LABEL = "{}+{} layers".format(*EARLIER_LAYERS)
+# The baselines, the three ID kinds on the current defaults, and on the 2+2 layers before them.
+HEADLINE_MODELS = ("Pop", "SASRec (CE)", *(display_name(f"idgenrec-{kind}") for kind in KINDS),
+                   *(display_name(f"idgenrec-{kind}-{EARLIER_DEPTH_LABEL}") for kind in KINDS))
 
 
 def _table_order(name: str) -> tuple[int, str]:
     """Baselines first, then the ID kinds in the paper's order, then variants."""
     fixed = ["Pop", "SASRec (CE)", *(display_name(f"idgenrec-{kind}") for kind in KINDS),
+             *(display_name(f"idgenrec-{kind}-{EARLIER_DEPTH_LABEL}") for kind in KINDS),
              *(display_name(f"idgenrec-{kind}-{EARLIER_CROSS_ATTENTION} cross-attention") for kind in KINDS)]
     return (fixed.index(name), "") if name in fixed else (len(fixed), name)
 
