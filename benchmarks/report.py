@@ -100,9 +100,13 @@ EARLIER_CROSS_ATTENTION = "random"
 
 
 @functools.cache
+def recorded_backbone(path: Path) -> dict:
+    """The backbone settings a quality.py file records (empty for files from before session 13)."""
+    return (json.loads(path.read_text()).get("params") or {}).get("backbone") or {}
+
+
 def cross_attention_init(path: Path) -> str:
-    backbone = (json.loads(path.read_text()).get("params") or {}).get("backbone") or {}
-    return backbone.get("cross_attention_init", EARLIER_CROSS_ATTENTION)
+    return recorded_backbone(path).get("cross_attention_init", EARLIER_CROSS_ATTENTION)
 
 
 @functools.cache
@@ -115,9 +119,8 @@ def default_cross_attention_init() -> str:
 EARLIER_LAYERS = (2, 2)
 
 
-@functools.cache
 def layers(path: Path) -> tuple[int, int]:
-    backbone = (json.loads(path.read_text()).get("params") or {}).get("backbone") or {}
+    backbone = recorded_backbone(path)
     return backbone.get("encoder_layers", EARLIER_LAYERS[0]), backbone.get("decoder_layers", EARLIER_LAYERS[1])
 
 
