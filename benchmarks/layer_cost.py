@@ -17,7 +17,6 @@ import argparse
 import platform
 import random
 import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -26,25 +25,19 @@ import idgenrec  # noqa: F401
 from idgenrec.atomic import atomic_write, write_json
 from idgenrec.backbone import build_seq2seq
 from idgenrec.recommender.samples import PromptEncoder, training_samples
-from idgenrec.recommender.training import iterate_batches, make_optimizer, optimisation_step
-from speed import matmul_peaks, render_peaks, title_id_setup
-
-WARMUP_STEPS = 5
-
+from idgenrec.recommender.training import iterate_batches
+from speed import matmul_peaks, render_peaks, title_id_setup, training_throughput
 
 def steps_per_second(params, tokenizer, batches, depth: tuple[int, int]) -> float:
-    """Timed optimisation steps of a fresh ``depth`` = (encoder, decoder) layers recommender."""
+    """Timed optimisation steps of a fresh ``depth`` = (encoder, decoder) layers recommender.
+
+    ``speed.training_throughput`` times the training loop's own step; every batch is full, so
+    steps/s is its samples/s over the batch size.
+    """
     backbone = params.backbone.model_copy(update={"encoder_layers": depth[0], "decoder_layers": depth[1]})
     model = build_seq2seq(backbone, tokenizer, "recommender", seed=0)
-    optimizer, schedule = make_optimizer(model.parameters(), 1e-4, params.training, len(batches))
-    device = torch.device("cpu")
-    model.train()
-    for batch in batches[:WARMUP_STEPS]:
-        optimisation_step(model, batch, optimizer, schedule, device, params.training)
-    start = time.perf_counter()
-    for batch in batches[WARMUP_STEPS:]:
-        optimisation_step(model, batch, optimizer, schedule, device, params.training)
-    return (len(batches) - WARMUP_STEPS) / (time.perf_counter() - start)
+    throughput = training_throughput(model, batches, params.training.bf16, params.training)
+    return throughput["samples_per_s"] / params.training.batch_size
 
 
 def main() -> None:
@@ -62,7 +55,7 @@ def main() -> None:
     encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), config.history_length)
     samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], config.history_length)
     rng = random.Random(0)
-    indices = rng.sample(range(len(samples)), config.batch_size * (args.steps + WARMUP_STEPS))
+    indices = rng.sample(range(len(samples)), config.batch_size * args.steps)
     batches = list(iterate_batches(encoder, samples, indices, config, rng, tokenizer.pad_token_id, 0))
     depths = [tuple(int(n) for n in depth.split("x")) for depth in args.depths]
     rates: dict[str, list[float]] = {depth: [] for depth in args.depths}
