@@ -256,6 +256,33 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     assert state.completed_phases == 0
 
 
+def test_a_lost_or_broken_timings_file_costs_the_timings_only(tmp_path, caplog):
+    """The state resumes without its seconds; a missing file is normal (``dvc checkout``), a bad one warns."""
+    from idgenrec.recommender.alternating import TIMINGS, TrainingState
+
+    records = [{"phase": "recommender", "valid_ndcg@10": 0.1, "seconds": 12.5}, {"phase": "ids", "ids_seconds": 3.0}]
+    TrainingState(fingerprint="f", completed_phases=2, best_score=0.1, records=records).save(tmp_path)
+    assert TrainingState.load(tmp_path).records == records
+    untimed = [{"phase": "recommender", "valid_ndcg@10": 0.1}, {"phase": "ids"}]
+
+    timings = tmp_path / TIMINGS
+    good = timings.read_text()
+    for broken, expected in [("[{}]", "does not match the 2 records"), ('[{"seconds": 1', "unreadable")]:
+        timings.write_text(broken)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="idgenrec"):
+            assert TrainingState.load(tmp_path).records == untimed
+        assert f"{timings}: {expected}" in caplog.text
+    timings.unlink()
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="idgenrec"):
+        state = TrainingState.load(tmp_path)
+    assert state.records == untimed and state.completed_phases == 2
+    assert caplog.text == ""
+    timings.write_text(good)
+    assert TrainingState.load(tmp_path).records == records
+
+
 def test_a_finished_run_is_not_resumed_after_a_change_to_the_training_code_or_to_selection(tmp_path, monkeypatch, caplog):
     """DVC reruns `train` on its kept folder after a code change: that must retrain, not resume."""
     from idgenrec.recommender import alternating

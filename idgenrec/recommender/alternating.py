@@ -73,11 +73,12 @@ class TrainingState:
 
 
 def _load_timings(path: Path, num_records: int) -> list[dict]:
-    """The records' wall-clock fields; none (with a warning) where the file is missing or does not fit.
+    """The records' wall-clock fields; none where the file is missing, none with a warning where it
+    is unreadable or does not fit the records.
 
-    Timings only describe the run, so their loss must not stop a resume: ``dvc checkout``
-    restores the folder without them (.dvcignore), and an interrupted save can leave them
-    one phase behind the state.
+    Timings only describe the run, so their loss must not stop a resume. A missing file is
+    normal, not worth a warning: ``dvc checkout`` restores the folder without it (.dvcignore).
+    An interrupted save can leave it one phase behind the state.
     """
     if not path.exists():
         return []
