@@ -58,9 +58,11 @@ SECTIONS = [
                                     "--set backbone.cross_attention_init=random "
                                     "--out benchmarks/results/new-items-ml-100k-split1  (params.yaml's schedule; new items' IDs before c5c86ee's own-token budget)"),
     ("new-items-ml-100k-self.md", "python benchmarks/new_items.py --kinds learned --retrained "
-                                  "--out benchmarks/results/new-items-ml-100k-self  (params.yaml: the current default)"),
+                                  "--out benchmarks/results/new-items-ml-100k-self  (params.yaml then: the 2+2-layer default)"),
     ("new-items-ml-100k-self-split1.md", "python benchmarks/new_items.py --split-seed 1 --kinds learned --retrained "
-                                         "--out benchmarks/results/new-items-ml-100k-self-split1  (params.yaml: the current default)"),
+                                         "--out benchmarks/results/new-items-ml-100k-self-split1  (params.yaml then: the 2+2-layer default)"),
+    ("new-items-ml-100k-1x1.md", "python benchmarks/new_items.py --kinds learned --retrained "
+                                 "--out benchmarks/results/new-items-ml-100k-1x1  (params.yaml: the 1+1-layer default)"),
 ]
 
 
