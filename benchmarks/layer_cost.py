@@ -28,6 +28,7 @@ from idgenrec.recommender.samples import PromptEncoder, training_samples
 from idgenrec.recommender.training import iterate_batches
 from speed import matmul_peaks, render_peaks, title_id_setup, training_throughput
 
+
 def steps_per_second(params, tokenizer, batches, depth: tuple[int, int]) -> float:
     """Timed optimisation steps of a fresh ``depth`` = (encoder, decoder) layers recommender.
 

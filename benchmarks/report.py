@@ -126,6 +126,10 @@ def layers(path: Path) -> tuple[int, int]:
     return backbone.get("encoder_layers", EARLIER_LAYERS[0]), backbone.get("decoder_layers", EARLIER_LAYERS[1])
 
 
+def depth_label(depth: tuple[int, int]) -> str:
+    return "{}+{} layers".format(*depth)
+
+
 @functools.cache
 def default_layers() -> tuple[int, int]:
     backbone = load_params("params.yaml").backbone
@@ -138,16 +142,14 @@ def run_name(path: Path, model: str) -> str:
     if kind is None:
         return display_name(model)
     label = model.removeprefix(f"idgenrec-{kind}").strip("- ")
-    if label in CURRENT_SCHEDULE_LABELS:
-        label = ""
+    parts = [label] if label and label not in CURRENT_SCHEDULE_LABELS else []
     if path.name in EARLIER_SCHEDULE_FILES:
-        label = ", ".join(part for part in (label, EARLIER_SCHEDULE) if part)
-    if layers(path) != default_layers():
-        label = ", ".join(part for part in (label, "{}+{} layers".format(*layers(path))) if part)  # EARLIER_DEPTH_LABEL's form
-    init = cross_attention_init(path)
-    if init != default_cross_attention_init():
-        label = ", ".join(part for part in (label, f"{init} cross-attention") if part)
-    return display_name(f"idgenrec-{kind}" + (f"-{label}" if label else ""))
+        parts.append(EARLIER_SCHEDULE)
+    if (depth := layers(path)) != default_layers():
+        parts.append(depth_label(depth))
+    if (init := cross_attention_init(path)) != default_cross_attention_init():
+        parts.append(f"{init} cross-attention")
+    return display_name(f"idgenrec-{kind}" + (f"-{', '.join(parts)}" if parts else ""))
 
 
 def result_files(dataset: str) -> list[Path]:
@@ -202,7 +204,7 @@ def quality_table(dataset: str, heading: str, with_pipeline: bool, headline: boo
     return "\n".join(line for line in lines if line is not None) + "\n"
 
 
-EARLIER_DEPTH_LABEL = "{}+{} layers".format(*EARLIER_LAYERS)
+EARLIER_DEPTH_LABEL = depth_label(EARLIER_LAYERS)
 # The baselines, the three ID kinds on the current defaults, and on the 2+2 layers before them.
 HEADLINE_MODELS = ("Pop", "SASRec (CE)", *(display_name(f"idgenrec-{kind}") for kind in KINDS),
                    *(display_name(f"idgenrec-{kind}-{EARLIER_DEPTH_LABEL}") for kind in KINDS))
