@@ -213,3 +213,27 @@ def test_cpu_bf16_autocast_only_where_the_cpu_has_bf16_kernels(monkeypatch, capl
         assert not torch.is_autocast_enabled("cpu")
     assert seq2seq.training_precision(torch.device("cpu"), True) == ("bf16" if has_kernels else "fp32")
     assert seq2seq.training_precision(torch.device("cpu"), False) == "fp32"
+
+
+def test_training_attention_is_eager_on_cpu_same_loss_and_given_back(tokenizer):
+    """A CPU training step runs eager attention (faster than SDPA's kernels there) with the same loss;
+    the model gets its SDPA attention back afterwards, also when the step fails."""
+    from idgenrec.backbone import training_kernels
+
+    model = build_seq2seq(TINY, tokenizer, "recommender").eval()
+    batch = tokenizer(CORPUS[:3], padding=True, return_tensors="pt")  # rows of different lengths: padding masked
+    decoder_input_ids = torch.full((3, 4), model.config.decoder_start_token_id)
+
+    def loss():
+        logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=decoder_input_ids).logits
+        return logits.logsumexp(-1).mean()
+
+    reference = loss()
+    seen = []
+    with training_kernels(torch.device("cpu"), model):
+        seen.append(model.config.encoder._attn_implementation)
+        torch.testing.assert_close(loss(), reference, rtol=1e-5, atol=1e-5)
+    assert seen == ["eager"] and model.config.encoder._attn_implementation == "sdpa"
+    with pytest.raises(RuntimeError), training_kernels(torch.device("cpu"), model):
+        raise RuntimeError("step failed")
+    assert (model.config.encoder._attn_implementation, model.config.decoder._attn_implementation) == ("sdpa", "sdpa")

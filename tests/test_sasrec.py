@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from idgenrec.config import SASRecConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate
-from idgenrec.models.sasrec import IGNORE, SASRecRecommender, training_windows
+from idgenrec.models.sasrec import IGNORE, SASRecNetwork, SASRecRecommender, dropout, training_windows
 
 NUM_ITEMS = 20
 
@@ -197,3 +197,31 @@ def test_cli_writes_metrics_and_model(dataset, tmp_path):
                 assert 0.0 <= metrics[f"{split}/{setting}/{metric}"] <= 1.0
     assert metrics["train/epochs"] == 2
     assert SASRecRecommender.load(tmp_path / "model").num_items == NUM_ITEMS
+
+
+def test_attention_is_causal_and_matches_torch_sdpa():
+    """The written-out attention equals F.scaled_dot_product_attention(is_causal=True) without dropout,
+    so a position never reads a later one."""
+    torch.manual_seed(0)
+    network = SASRecNetwork(NUM_ITEMS, TINY.model_copy(update={"num_heads": 4})).eval()
+    block = network.blocks[0]
+    x = torch.randn(3, 7, TINY.hidden_size)
+    q, k, v = block.qkv(x).view(3, 7, 3, 4, TINY.hidden_size // 4).permute(2, 0, 3, 1, 4)
+    reference = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    reference = block.attention_norm(x + block.attention_out(reference.transpose(1, 2).reshape(3, 7, -1)))
+    expected = block.feed_forward_norm(reference + block.feed_forward(reference))
+    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+    tokens = torch.tensor([[1, 2, 3, 4, 5]])
+    changed = torch.tensor([[1, 2, 3, 9, 9]])
+    torch.testing.assert_close(network(tokens)[:, :3], network(changed)[:, :3])
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_keeps_each_unit_with_probability_one_minus_p_and_rescales_it(p):
+    torch.manual_seed(0)
+    x = torch.full((200_000,), 2.0)
+    dropped = dropout(x, p, training=True)
+    kept = dropped != 0
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.005  # ~7 standard deviations at p = 0.5
+    torch.testing.assert_close(dropped[kept], torch.full_like(dropped[kept], 2.0 / (1 - p)))
+    assert dropout(x, p, training=False) is x

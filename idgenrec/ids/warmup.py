@@ -28,6 +28,7 @@ from idgenrec.backbone import (
 from idgenrec.config import Params, WarmupConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.ids.text import keyword_phrase
+from idgenrec.optim import adamw
 from idgenrec.progress import Progress
 
 IGNORE = -100  # label positions the loss skips (padding)
@@ -71,7 +72,7 @@ def train_keyword_phrases(
     torch.manual_seed(seed)
     rng = random.Random(seed)
     steps = max(1, math.ceil(config.epochs * len(pairs) / config.batch_size))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.01, eps=1e-6)
+    optimizer = adamw(model.parameters(), config.learning_rate, weight_decay=0.01, eps=1e-6)
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, int(0.05 * steps)), steps)
     device = next(model.parameters()).device
     model.train()
@@ -81,7 +82,7 @@ def train_keyword_phrases(
         for batch in _batches(pairs, config.batch_size, steps, rng):
             inputs = tokenizer([t for t, _ in batch], truncation=True, max_length=max_input_tokens, padding=True, return_tensors="pt")
             decoder_input_ids, labels = _teacher_forcing([k for _, k in batch], tokenizer, model.config.decoder_start_token_id)
-            with autocast(device, config.bf16), training_kernels(device):
+            with autocast(device, config.bf16), training_kernels(device, model):
                 logits = model(
                     input_ids=inputs.input_ids.to(device),
                     attention_mask=inputs.attention_mask.to(device),

@@ -35,6 +35,7 @@ from idgenrec.atomic import atomic_directory
 from idgenrec.config import SASRecConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate
+from idgenrec.optim import adamw
 from idgenrec.progress import LOGGER, Progress
 
 PAD = 0
@@ -48,6 +49,25 @@ TIMINGS_FILE = "timings.json"
 
 
 # -- the network ---------------------------------------------------------------------
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """``F.dropout``, with the mask drawn by ``torch.rand`` on CPU.
+
+    torch's CPU dropout draws its mask with ``bernoulli_``, about 4x slower than ``rand``
+    (5.1 against 1.3 ms for a 64x50x64 batch on 2 cores): it took 37% of a SASRec epoch here.
+    Same distribution (each unit kept with probability 1 - p, kept units scaled by 1 / (1 - p)),
+    other random draws. GPUs keep ``F.dropout``'s fused kernel.
+    """
+    if not training or p == 0 or x.device.type != "cpu":
+        return F.dropout(x, p, training)
+    keep = (torch.rand_like(x) >= p).to(x.dtype).div_(1 - p)
+    return x * keep
+
+
+class _Dropout(nn.Dropout):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
 
 
 class _TransformerBlock(nn.Module):
@@ -66,15 +86,17 @@ class _TransformerBlock(nn.Module):
             nn.Linear(config.inner_size, config.hidden_size),
         )
         self.feed_forward_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = _Dropout(config.hidden_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         batch, length, width = x.shape  # (B, T, H)
         q, k, v = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads).permute(2, 0, 3, 1, 4)
-        attended = F.scaled_dot_product_attention(  # (B, heads, T, H/heads)
-            q, k, v, dropout_p=self.attention_dropout if self.training else 0.0, is_causal=True
-        )
-        attended = attended.transpose(1, 2).reshape(batch, length, width)
+        # Causal attention written out rather than F.scaled_dot_product_attention, whose CPU
+        # kernel draws its dropout mask with bernoulli_ (see dropout()).
+        scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5  # (B, heads, T, T)
+        later = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
+        weights = dropout(scores.masked_fill(later, -math.inf).softmax(-1), self.attention_dropout, self.training)
+        attended = (weights @ v).transpose(1, 2).reshape(batch, length, width)  # (B, T, H)
         x = self.attention_norm(x + self.dropout(self.attention_out(attended)))
         return self.feed_forward_norm(x + self.dropout(self.feed_forward(x)))
 
@@ -85,7 +107,7 @@ class SASRecNetwork(nn.Module):
         self.item_embedding = nn.Embedding(num_items + 1, config.hidden_size, padding_idx=PAD)
         self.position_embedding = nn.Embedding(config.max_history, config.hidden_size)
         self.embedding_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = _Dropout(config.hidden_dropout)
         self.blocks = nn.ModuleList(_TransformerBlock(config) for _ in range(config.num_layers))
         self.apply(lambda module: _init_weights(module, config.initializer_range))
 
@@ -268,9 +290,7 @@ class SASRecRecommender:
             torch.manual_seed(config.seed)
             rng = np.random.default_rng(config.seed)
             model = cls(SASRecNetwork(dataset.num_items, config), config, dataset.num_items, device)
-            optimizer = torch.optim.AdamW(
-                model.network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-            )
+            optimizer = adamw(model.network.parameters(), config.learning_rate, config.weight_decay)
             best_score, best_state, stale = -math.inf, None, 0
             for epoch in range(1, config.max_epochs + 1):
                 epoch_started = time.perf_counter()

@@ -210,7 +210,7 @@ def train_id_phase(
                     chosen = [samples[i] for i in batch]
                     prompts = encode_samples(encoder, chosen, rng, config.train_templates)
                     targets = [encoder.target(s.target) for s in chosen]
-                    with autocast(device, config.bf16), training_kernels(device):
+                    with autocast(device, config.bf16), training_kernels(device, generator, recommender):
                         loss = id_phase_loss(
                             generator, recommender, prompts, targets, item_inputs,
                             config.soft_id_max_tokens, eos, encoder.tokenizer.pad_token_id,

@@ -14,6 +14,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from idgenrec.backbone import autocast, training_kernels
 from idgenrec.config import PhaseConfig, TrainingConfig
 from idgenrec.memory import TRIM_EVERY_STEPS, release_free_heap
+from idgenrec.optim import adamw
 from idgenrec.progress import Progress
 from idgenrec.recommender.samples import (
     Batch,
@@ -88,7 +89,7 @@ def recommender_loss(model, batch: Batch, device: torch.device, seen_weight: flo
 
 def optimisation_step(model, batch: Batch, optimizer, schedule, device: torch.device, config: TrainingConfig) -> torch.Tensor:
     """One recommender step (forward, backward, clip, update); returns the batch loss (a 0-d tensor on ``device``)."""
-    with autocast(device, config.bf16), training_kernels(device):
+    with autocast(device, config.bf16), training_kernels(device, model):
         loss = recommender_loss(model, batch, device, config.seen_unlikelihood)
     return apply_gradients(loss, model.parameters(), optimizer, schedule, config.grad_clip)
 
@@ -142,7 +143,7 @@ class PhasePlan:
 
 
 def make_optimizer(parameters, learning_rate: float, config: TrainingConfig, total_steps: int):
-    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=config.weight_decay, eps=config.adam_eps)
+    optimizer = adamw(parameters, learning_rate, config.weight_decay, config.adam_eps)
     warmup = int(config.warmup_ratio * total_steps)
     return optimizer, get_linear_schedule_with_warmup(optimizer, warmup, max(total_steps, 1))
 
