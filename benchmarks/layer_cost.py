@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import random
 import statistics
 from pathlib import Path
 
@@ -24,9 +23,7 @@ import torch
 import idgenrec  # noqa: F401
 from idgenrec.atomic import atomic_write, write_json
 from idgenrec.backbone import build_seq2seq
-from idgenrec.recommender.samples import PromptEncoder, training_samples
-from idgenrec.recommender.training import iterate_batches
-from speed import matmul_peaks, render_peaks, title_id_setup, training_throughput
+from speed import matmul_peaks, render_peaks, title_id_batches, training_throughput
 
 
 def steps_per_second(params, tokenizer, batches, depth: tuple[int, int]) -> float:
@@ -51,13 +48,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="Output path without extension.")
     args = parser.parse_args()
 
-    params, dataset, tokenizer, table, _ = title_id_setup(args.params, args.prepared)
+    params, _, tokenizer, batches = title_id_batches(args.params, args.prepared, args.steps)
     config = params.training
-    encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), config.history_length)
-    samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], config.history_length)
-    rng = random.Random(0)
-    indices = rng.sample(range(len(samples)), config.batch_size * args.steps)
-    batches = list(iterate_batches(encoder, samples, indices, config, rng, tokenizer.pad_token_id, 0))
     depths = [tuple(int(n) for n in depth.split("x")) for depth in args.depths]
     rates: dict[str, list[float]] = {depth: [] for depth in args.depths}
     for _ in range(args.rounds):

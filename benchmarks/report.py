@@ -28,6 +28,7 @@ HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->
 # (markdown file, command that reproduces it), in the order shown.
 SECTIONS = [
     ("pipeline-ml-100k.md", "make pipeline  (dvc repro; stage times from benchmarks/pipeline_times.py)"),
+    ("training-step.md", "python benchmarks/training_step.py --prepared artifacts/prepared --out benchmarks/results/training-step"),
     ("speed.md", "python benchmarks/speed.py --prepared artifacts/prepared --out benchmarks/results/speed"),
     ("precision.md", "python benchmarks/precision.py --prepared artifacts/prepared --epochs 0.1 --out benchmarks/results/precision"),
     ("decoding-speed-ml-100k.md", "python benchmarks/decoding_speed.py --model artifacts/model/best --widths 10 20 "

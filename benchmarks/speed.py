@@ -35,7 +35,7 @@ from idgenrec.ids import make_id_table
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
 from idgenrec.recommender.samples import PromptEncoder, collate, training_samples
-from idgenrec.recommender.training import make_optimizer, optimisation_step
+from idgenrec.recommender.training import iterate_batches, make_optimizer, optimisation_step
 
 
 def matmul_peak(dtype: torch.dtype, size: int = 1024, seconds: float = 3.0) -> float:
@@ -128,6 +128,22 @@ def title_id_setup(params_path: Path, prepared: Path):
     tokenizer = build_tokenizer(params.backbone, vocabulary_corpus(dataset))
     table, quality = make_id_table("title", dataset, None, tokenizer, IdConfig(kind="title"))
     return params, dataset, tokenizer, table, quality
+
+
+def title_id_batches(params_path: Path, prepared: Path, steps: int):
+    """(params, dataset, tokenizer, ``steps`` full training batches of title-ID prompts) for a step-timing benchmark.
+
+    The training loop's own batching (length-grouped, the configured templates) over a fixed
+    random sample of ML-100k's training prefixes, so every variant times the same batches.
+    """
+    params, dataset, tokenizer, table, _ = title_id_setup(params_path, prepared)
+    config = params.training
+    encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), config.history_length)
+    samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], config.history_length)
+    rng = random.Random(0)
+    indices = rng.sample(range(len(samples)), config.batch_size * steps)
+    batches = list(iterate_batches(encoder, samples, indices, config, rng, tokenizer.pad_token_id, 0))
+    return params, dataset, tokenizer, batches
 
 
 def main() -> None:

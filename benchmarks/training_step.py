@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import platform
-import random
 import statistics
 import time
 from pathlib import Path
@@ -38,8 +37,7 @@ from idgenrec.backbone import build_seq2seq, training_kernels
 from idgenrec.models import sasrec
 from idgenrec.optim import adamw
 from idgenrec.recommender import training
-from idgenrec.recommender.samples import PromptEncoder, training_samples
-from speed import matmul_peaks, render_peaks, title_id_setup, training_throughput
+from speed import matmul_peaks, render_peaks, title_id_batches, training_throughput
 
 
 def math_kernel(device: torch.device, *models) -> contextlib.AbstractContextManager:
@@ -108,13 +106,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="Output path without extension.")
     args = parser.parse_args()
 
-    params, dataset, tokenizer, table, _ = title_id_setup(args.params, args.prepared)
+    params, dataset, tokenizer, batches = title_id_batches(args.params, args.prepared, args.steps)
     config = params.training
-    encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), config.history_length)
-    samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], config.history_length)
-    rng = random.Random(0)
-    indices = rng.sample(range(len(samples)), config.batch_size * args.steps)
-    batches = list(training.iterate_batches(encoder, samples, indices, config, rng, tokenizer.pad_token_id, 0))
 
     steps: dict[str, list[float]] = {variant: [] for variant in RECOMMENDER_VARIANTS}
     epochs: dict[str, list[float]] = {variant: [] for variant in SASREC_VARIANTS}
