@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import platform
 import statistics
 import time
@@ -96,6 +97,26 @@ def sasrec_epoch_seconds(dataset, config, variant: str, epochs: int) -> float:
     return statistics.median(seconds)
 
 
+def render_markdown(results: dict) -> str:
+    depth = results["backbone"]
+    return "\n".join([
+        f"### Training step on CPU: each change against the code before it (ml-100k, "
+        f"{depth['encoder_layers']}+{depth['decoder_layers']} layers, batch {results['batch_size']})", "",
+        f"torch {results['machine']['torch']}, {results['machine']['threads']} threads; matmul peak "
+        f"{render_peaks(results['peak_flops'])}. Medians of {results['rounds']} alternating rounds, one process.", "",
+        "| recommender step | steps/s | speed-up |", "|---|---|---|",
+        *(f"| {v} | {results['recommender'][v]['median']:.2f} | {results['recommender'][v]['speedup']:.2f}x |" for v in RECOMMENDER_VARIANTS),
+        "", f"| SASRec epoch ({results['sasrec_epochs']} timed per round) | seconds | speed-up |", "|---|---|---|",
+        *(f"| {v} | {results['sasrec'][v]['median']:.2f} | {results['sasrec'][v]['speedup']:.2f}x |" for v in SASREC_VARIANTS),
+        "", f"`{results['command']}`", "",
+    ])
+
+
+def write_markdown(results: dict, out: Path) -> None:
+    with atomic_write(out.with_suffix(".md")) as handle:
+        handle.write(render_markdown(results))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
@@ -104,7 +125,11 @@ def main() -> None:
     parser.add_argument("--sasrec-epochs", type=int, default=3, help="Timed SASRec epochs per variant and round.")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, required=True, help="Output path without extension.")
+    parser.add_argument("--render", action="store_true", help="Rewrite the .md from the .json without measuring.")
     args = parser.parse_args()
+    if args.render:
+        write_markdown(json.loads(args.out.with_suffix(".json").read_text()), args.out)
+        return
 
     params, dataset, tokenizer, batches = title_id_batches(args.params, args.prepared, args.steps)
     config = params.training
@@ -122,11 +147,12 @@ def main() -> None:
     before_steps = statistics.median(steps["before"])
     before_epoch = statistics.median(epochs["torch dropout"])
     results = {
-        "command": "python benchmarks/training_step.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
+        "command": "python benchmarks/training_step.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "render"),
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         "peak_flops": matmul_peaks(),
         "backbone": {"encoder_layers": params.backbone.encoder_layers, "decoder_layers": params.backbone.decoder_layers},
         "batch_size": config.batch_size, "bf16": config.bf16, "steps": args.steps, "rounds": args.rounds,
+        "sasrec_epochs": args.sasrec_epochs,
         "recommender": {variant: {"steps_per_s": values, "median": statistics.median(values),
                                   "speedup": statistics.median(values) / before_steps}
                         for variant, values in steps.items()},
@@ -135,20 +161,8 @@ def main() -> None:
                    for variant, values in epochs.items()},
     }
     write_json(args.out.with_suffix(".json"), results)
-    depth = results["backbone"]
-    lines = [
-        f"### Training step on CPU: each change against the code before it (ml-100k, "
-        f"{depth['encoder_layers']}+{depth['decoder_layers']} layers, batch {config.batch_size})", "",
-        f"torch {results['machine']['torch']}, {results['machine']['threads']} threads; matmul peak "
-        f"{render_peaks(results['peak_flops'])}. Medians of {args.rounds} alternating rounds, one process.", "",
-        "| recommender step | steps/s | speed-up |", "|---|---|---|",
-        *(f"| {variant} | {r['median']:.2f} | {r['speedup']:.2f}x |" for variant, r in results["recommender"].items()),
-        "", f"| SASRec epoch ({args.sasrec_epochs} timed per round) | seconds | speed-up |", "|---|---|---|",
-        *(f"| {variant} | {r['median']:.2f} | {r['speedup']:.2f}x |" for variant, r in results["sasrec"].items()),
-        "", f"`{results['command']}`", "",
-    ]
-    atomic_write(args.out.with_suffix(".md"), "\n".join(lines))
-    print("\n".join(lines))
+    write_markdown(results, args.out)
+    print(render_markdown(results))
 
 
 if __name__ == "__main__":
