@@ -13,7 +13,7 @@ def test_fused_adamw_makes_the_reference_update():
     fused = adamw(fused_params, 1e-2, weight_decay=0.1, eps=1e-6)
     reference = torch.optim.AdamW(reference_params, lr=1e-2, weight_decay=0.1, eps=1e-6, foreach=False)
     assert fused.defaults["fused"] and not reference.defaults["fused"]
-    for step in range(5):
+    for _ in range(5):
         grads = [torch.randn_like(t) for t in start]
         for params, optimizer in ((fused_params, fused), (reference_params, reference)):
             for p, g in zip(params, grads):
