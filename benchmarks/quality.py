@@ -23,7 +23,6 @@ import json
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,22 +35,7 @@ from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate_protocol
 from idgenrec.progress import configure_logging
-
-def code_version() -> dict | None:
-    """The commit this checkout is at and whether the library (``idgenrec/``) differs from it; None outside git.
-
-    Recorded in each result file, so runs on different library code can be told apart after
-    the fact (the same params can give other numbers when the arithmetic changes).
-    """
-    root = Path(__file__).resolve().parent.parent
-    try:
-        def git(*args: str) -> str:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout.strip()
-
-        return {"commit": git("rev-parse", "HEAD"), "library_modified": bool(git("status", "--porcelain", "--", "idgenrec"))}
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
+from idgenrec.tracking import code_version
 
 REPORTED = [f"{split}/{setting}/{metric}" for split in ("test", "valid") for setting in ("seen_included", "seen_excluded")
             for metric in ("recall@5", "recall@10", "ndcg@5", "ndcg@10")]
@@ -221,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     raw = load_params(args.params, args.overrides)
     runs: list[dict] = []
     out_json = args.out.with_suffix(".json")
-    code = code_version()  # before any result is written
+    code = code_version(Path(__file__).resolve().parent.parent)  # before any result is written
 
     def save() -> None:
         summary = summarise(runs)

@@ -12,6 +12,7 @@ import functools
 import json
 import random
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -230,3 +231,21 @@ def test_pipeline_run_logs_parent_nested_rounds_metrics_artifacts_dataset_and_mo
     assert [c.name for c in model.metadata.get_input_schema().inputs] == ["history", "k"]
     out = model.predict(pd.DataFrame({"history": [["1", "2"]], "k": [3]}))
     assert len(out["item_ids"][0]) == 3
+
+
+def test_code_version_names_the_commit_and_a_modified_library(tmp_path):
+    from idgenrec.tracking import code_version
+
+    assert code_version(tmp_path) is None  # not a git checkout
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "idgenrec").mkdir()
+    (tmp_path / "idgenrec" / "a.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("r\n")
+    subprocess.run([*git, "add", "."], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "c"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / "README.md").write_text("changed outside the library\n")
+    assert code_version(tmp_path) == {"commit": head, "library_modified": False}
+    (tmp_path / "idgenrec" / "a.py").write_text("x = 2\n")
+    assert code_version(tmp_path) == {"commit": head, "library_modified": True}
