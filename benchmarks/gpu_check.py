@@ -34,7 +34,7 @@ from idgenrec.backbone import build_seq2seq, prompt_token_limit
 from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
 from idgenrec.recommender.samples import PromptEncoder, training_samples
 from idgenrec.recommender.training import iterate_batches, make_optimizer, optimisation_step
-from speed import title_id_setup
+from speed import patched, title_id_setup
 
 
 def cuda_seconds(work) -> float:
@@ -64,15 +64,9 @@ def pytorch_attention_choice():
         return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
     # the two callers of idgenrec.backbone.autocast that this script times
-    modules = [sys.modules["idgenrec.recommender.training"], sys.modules["idgenrec.recommender.model"]]
-    saved = [m.autocast for m in modules]
-    for module in modules:
-        module.autocast = plain_autocast
-    try:
+    with patched(sys.modules["idgenrec.recommender.training"], autocast=plain_autocast), \
+            patched(sys.modules["idgenrec.recommender.model"], autocast=plain_autocast):
         yield
-    finally:
-        for module, fn in zip(modules, saved):
-            module.autocast = fn
 
 
 def main() -> None:

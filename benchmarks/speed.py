@@ -15,6 +15,7 @@ Writes ``speed.json``, ``speed.md`` and ``speed.png``. No assertions: a benchmar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import random
@@ -116,6 +117,22 @@ def subset_model(model: IDGenRecModel, num_items: int, rng: random.Random) -> ID
     smaller = IDGenRecModel(model.recommender, model.tokenizer, model.id_table, model.settings)
     smaller.trie = IdTrie([model.item_tokens[i] for i in keep], model.prompts.eos)
     return smaller
+
+
+@contextlib.contextmanager
+def patched(module, **names):
+    """``module``'s attributes ``names`` replaced by the given values inside the block, restored after it.
+
+    How a benchmark times the library with one piece swapped for what it replaced.
+    """
+    saved = {name: getattr(module, name) for name in names}
+    for name, value in names.items():
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
 
 
 def title_id_setup(params_path: Path, prepared: Path):

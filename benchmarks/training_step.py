@@ -38,7 +38,7 @@ from idgenrec.backbone import build_seq2seq, training_kernels
 from idgenrec.models import sasrec
 from idgenrec.optim import adamw
 from idgenrec.recommender import training
-from speed import matmul_peaks, render_peaks, title_id_batches, training_throughput
+from speed import matmul_peaks, patched, render_peaks, title_id_batches, training_throughput
 
 
 def math_kernel(device: torch.device, *models) -> contextlib.AbstractContextManager:
@@ -59,18 +59,6 @@ RECOMMENDER_VARIANTS = {
     "library": (training_kernels, adamw),
 }
 SASREC_VARIANTS = {"torch dropout": lambda x, p, training: F.dropout(x, p, training), "library": sasrec.dropout}
-
-
-@contextlib.contextmanager
-def patched(module, **names):
-    saved = {name: getattr(module, name) for name in names}
-    for name, value in names.items():
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(module, name, value)
 
 
 def recommender_steps_per_second(params, tokenizer, batches, variant: str) -> float:
