@@ -189,9 +189,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--kinds", nargs="*", default=["learned", "title", "random"])
+    parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS,
+                        help="ID kinds to train (default: all three; the bare flag: none, to run baselines only).")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--baselines", nargs="*", default=["pop", "sasrec"])
+    parser.add_argument("--baselines", nargs="*", default=["pop", "sasrec"], choices=["pop", "sasrec"],
+                        help="Baselines to run for every seed (default: pop sasrec; the bare flag: none).")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--label", default="", help="Suffix for model names in the table (e.g. a sweep setting).")
     parser.add_argument("--workdir", type=Path, default=Path("bench/tmp"))
