@@ -42,6 +42,7 @@ REPORTED = [f"{split}/{setting}/{metric}" for split in ("test", "valid") for set
 
 
 KINDS = ("learned", "title", "random")
+BASELINES = ("pop", "sasrec")  # the names run_baseline knows
 
 
 def id_kind(model: str) -> str | None:
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS,
                         help="ID kinds to train (default: all three; the bare flag: none, to run baselines only).")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--baselines", nargs="*", default=["pop", "sasrec"], choices=["pop", "sasrec"],
+    parser.add_argument("--baselines", nargs="*", default=list(BASELINES), choices=BASELINES,
                         help="Baselines to run for every seed (default: pop sasrec; the bare flag: none).")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--label", default="", help="Suffix for model names in the table (e.g. a sweep setting).")
