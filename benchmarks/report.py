@@ -28,6 +28,8 @@ HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->
 # (markdown file, command that reproduces it), in the order shown.
 SECTIONS = [
     ("pipeline-ml-100k.md", "make pipeline  (dvc repro; stage times from benchmarks/pipeline_times.py)"),
+    ("tail-ml-100k.md", "python benchmarks/tail_probe.py --run FOLDER KIND SEED ... --tails 0.1 0.05 --out benchmarks/results/tail-ml-100k  "
+                        "(every run folder is in tail-ml-100k.json; tail-ml-100k-check.json: the pipeline's run rerun at its recorded 0.38)"),
     ("training-step.md", "python benchmarks/training_step.py --prepared artifacts/prepared --out benchmarks/results/training-step"),
     ("speed.md", "python benchmarks/speed.py --prepared artifacts/prepared --out benchmarks/results/speed"),
     ("precision.md", "python benchmarks/precision.py --prepared artifacts/prepared --epochs 0.1 --out benchmarks/results/precision"),
@@ -137,8 +139,65 @@ def default_layers() -> tuple[int, int]:
     return backbone.encoder_layers, backbone.decoder_layers
 
 
-def run_name(path: Path, model: str) -> str:
+# params.yaml's last recommender phase became 0.1 epoch in session 25 (0.38 before). A run of the
+# 1+1 default with the earlier length still counts as the default's where tail_probe.py reran its
+# last phase at the current length from the run's own checkpoints and the first phase stayed
+# selected: the default keeps that same checkpoint, so its test metrics are the run's. Elsewhere
+# a recorded schedule other than params.yaml's is named (2+2 runs: their depth label names their
+# profile, schedule included).
+TAIL_PROBE = RESULTS / "tail-ml-100k.json"
+
+
+def recorded_schedule(path: Path) -> list[dict] | None:
+    return ((json.loads(path.read_text()).get("params") or {}).get("training") or {}).get("schedule")
+
+
+@functools.cache
+def default_schedule() -> list[dict]:
+    return [phase.model_dump(mode="json") for phase in load_params("params.yaml").training.schedule]
+
+
+def schedule_label(schedule: list[dict]) -> str:
+    return "schedule " + " / ".join(f"{phase['epochs']:g}" for phase in schedule) + " epochs"
+
+
+def first_phase_best(records: list[dict]) -> float | None:
+    scores = [r["valid_ndcg@10"] for r in records if r.get("phase_index") == 0 and "valid_ndcg@10" in r]
+    return max(scores) if scores else None
+
+
+def tail_probe(kind: str, seed: int, first_best: float | None) -> dict | None:
+    """tail_probe.py's rerun at params.yaml's length of the run of (kind, seed) whose first phase
+    scored ``first_best``, where that rerun kept the first phase selected (the run's checkpoint stands)."""
+    if first_best is None or not TAIL_PROBE.exists():
+        return None
+    length = default_schedule()[-1]["epochs"]
+    for run in json.loads(TAIL_PROBE.read_text())["runs"]:
+        # The first phase's best score, to the last bit, tells this run from another of the same kind and seed (other code).
+        if (run["kind"], run["seed"], run.get("first_phase_best")) == (kind, seed, first_best):
+            probe = next((p for p in run["probes"] if p["epochs"] == length), None)
+            return probe if probe is not None and probe["selected_phase"] == 1 else None
+    return None
+
+
+def counted_by_probe(path: Path, run: dict) -> dict | None:
+    """The tail probe by which a default run of an earlier last-phase length counts as the current default's."""
+    kind = id_kind(run["model"])
+    if kind is None or layers(path) != default_layers():
+        return None
+    if run["model"].removeprefix(f"idgenrec-{kind}").strip("- ") not in ("", *CURRENT_SCHEDULE_LABELS):
+        return None
+    schedule, current = recorded_schedule(path), default_schedule()
+    if schedule is None or schedule == current or len(schedule) != len(current) or schedule[:-1] != current[:-1]:
+        return None
+    if {k: v for k, v in schedule[-1].items() if k != "epochs"} != {k: v for k, v in current[-1].items() if k != "epochs"}:
+        return None
+    return tail_probe(kind, run["seed"], first_phase_best(run.get("records", [])))
+
+
+def run_name(path: Path, run: dict) -> str:
     """Display name of a run in ``path``, its labels saying which default schedule and initialisation it had."""
+    model = run["model"]
     kind = id_kind(model)
     if kind is None:
         return display_name(model)
@@ -146,7 +205,12 @@ def run_name(path: Path, model: str) -> str:
     parts = [label] if label and label not in CURRENT_SCHEDULE_LABELS else []
     if path.name in EARLIER_SCHEDULE_FILES:
         parts.append(EARLIER_SCHEDULE)
-    if (depth := layers(path)) != default_layers():
+    depth = layers(path)
+    schedule = recorded_schedule(path)
+    if (depth == default_layers() and schedule is not None and schedule != default_schedule()
+            and counted_by_probe(path, run) is None):
+        parts.append(schedule_label(schedule))
+    if depth != default_layers():
         parts.append(depth_label(depth))
     if (init := cross_attention_init(path)) != default_cross_attention_init():
         parts.append(f"{init} cross-attention")
@@ -165,7 +229,9 @@ def quality_runs(dataset: str, with_pipeline: bool) -> list[tuple[str, int, dict
                 for name, path in PIPELINE_METRICS if Path(path).exists()]
     for path in result_files(dataset):
         for run in json.loads(path.read_text())["runs"]:
-            name = run_name(path, run["model"])
+            name = run_name(path, run)
+            if probe := counted_by_probe(path, run):
+                run = {**run, "probed_tail": probe}
             if (name, run["seed"]) not in {(n, s) for n, s, _ in runs}:
                 runs.append((name, run["seed"], run))
     return runs
@@ -237,7 +303,7 @@ def budget_notes(dataset: str) -> list[str]:
     for path in result_files(dataset):
         data = json.loads(path.read_text())
         if overrides := [o for o in data.get("overrides", []) if not is_default(o, params)]:
-            models = {run_name(path, r["model"]) for r in data["runs"]}
+            models = {run_name(path, r) for r in data["runs"]}
             groups.setdefault(tuple(overrides), []).append((path.name, models))
     notes = []
     for overrides, files in groups.items():
@@ -288,11 +354,17 @@ def alternation_note(runs: list[tuple[str, int, dict]]) -> str | None:
         rows.append(("IDGenRec, learned IDs", 0, *pair))
     for name, seed, run in runs:
         if name.startswith("IDGenRec") and (pair := _rounds(run.get("records", []))):
+            if probe := run.get("probed_tail"):  # the last phase at params.yaml's length (TAIL_PROBE)
+                pair = (pair[0], f"{probe['valid_ndcg@10']:.4f}*")
             rows.append((name, seed, *pair))
     if not rows:
         return None
-    cells = "; ".join(f"{name.removeprefix('IDGenRec, ')} seed {seed}: {first:.4f} -> {later:.4f}"
+    cells = "; ".join(f"{name.removeprefix('IDGenRec, ')} seed {seed}: {first:.4f} -> "
+                      + (later if isinstance(later, str) else f"{later:.4f}")
                       for name, seed, first, later in rows)
+    if any(isinstance(later, str) for *_, later in rows):
+        cells += ("; * the last phase rerun at params.yaml's length from the run's own checkpoints "
+                  "(benchmarks/tail_probe.py, tail-ml-100k.md)")
     return ("Rounds (validation N@10 in the selection setting, as measured during training): best of the first "
             "recommender phase -> best of the "
             "recommender phase after the ID phase (title/random: the same phase, no ID change). Runs trained before "

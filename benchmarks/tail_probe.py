@@ -100,33 +100,45 @@ def render_markdown(results: dict) -> str:
         "## The last recommender phase's length, from each run's own checkpoints (ml-100k)", "",
         "Validation NDCG@10 in the selection setting. The probe reruns only the last phase (after the ID phase) "
         "from the state the run's earlier phases left; the first phase is the run's own, unchanged. "
-        "Selected: the phase whose checkpoint the run would keep (1: the first phase's).", "",
-        "| run | kind | seed | first phase (best) | recorded last phase | probed length (epochs) | probed last phase | seconds | selected |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Selected: the phase whose checkpoint the run would keep (1: the first phase's). Identical: the probe's "
+        "validation and training loss equal the recorded ones to the last bit (a probe at the recorded length must say yes).", "",
+        "| run | kind | seed | first phase (best) | recorded last phase | probed length (epochs) | probed last phase "
+        "| identical to the recorded phase | seconds | selected |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for run in results["runs"]:
         if "skipped" in run:
-            lines.append(f"| {run['run']} | {run['kind']} | {run['seed']} | skipped: {run['skipped']} | | | | | |")
+            lines.append(f"| {run['run']} | {run['kind']} | {run['seed']} | skipped: {run['skipped']} | | | | | | |")
             continue
         recorded = " / ".join(f"{r['valid_ndcg@10']:.4f}" for r in run["recorded"])
+        final = run["recorded"][-1] if run["recorded"] else {}
         for probe_result in run["probes"]:
+            same = all(probe_result[k] == final.get(k) for k in ("valid_ndcg@10", "train_loss"))
             lines.append(
                 f"| {run['run']} | {run['kind']} | {run['seed']} | {run['first_phase_best']:.4f} | {recorded} | "
-                f"{probe_result['epochs']} | {probe_result['valid_ndcg@10']:.4f} | {probe_result['seconds']:.0f} | "
-                f"{probe_result['selected_phase']} |"
+                f"{probe_result['epochs']} | {probe_result['valid_ndcg@10']:.4f} | {'yes' if same else ''} | "
+                f"{probe_result['seconds']:.0f} | {probe_result['selected_phase']} |"
             )
-    return "\n".join([*lines, "", f"`{results['command']}` (code {results['code']})", ""])
+    code = results["code"] or {}
+    at = f" at {code['commit'][:7]}" + (", library modified" if code.get("library_modified") else "") if code else ""
+    return "\n".join([*lines, "", f"`{results['command']}`{at}", ""])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", nargs=3, action="append", required=True, metavar=("FOLDER", "KIND", "SEED"),
+    parser.add_argument("--run", nargs=3, action="append", metavar=("FOLDER", "KIND", "SEED"),
                         help="A finished run: its folder, ID kind and seed (repeat for several).")
-    parser.add_argument("--tails", nargs="+", type=float, required=True, help="Last-phase lengths to probe, in epochs.")
+    parser.add_argument("--tails", nargs="+", type=float, help="Last-phase lengths to probe, in epochs.")
     parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--out", type=Path, required=True, help="Output path without extension.")
+    parser.add_argument("--render", action="store_true", help="Measure nothing: rewrite OUT.md from OUT.json.")
     args = parser.parse_args()
+    if args.render:
+        write_markdown(json.loads(args.out.with_suffix(".json").read_text()), args.out)
+        return
+    if not args.run or not args.tails:
+        parser.error("--run and --tails are required to measure")
     configure_logging()
 
     raw = yaml.safe_load(args.params.read_text())
@@ -138,9 +150,13 @@ def main() -> None:
     command += " --tails " + " ".join(str(t) for t in args.tails) + f" --out {args.out}"
     results = {"command": command, "code": code_version(Path(__file__).resolve().parents[1]), "params": str(args.params), "runs": runs}
     write_json(args.out.with_suffix(".json"), results)
-    with atomic_write(args.out.with_suffix(".md")) as handle:
-        handle.write(render_markdown(results))
+    write_markdown(results, args.out)
     print(render_markdown(results))
+
+
+def write_markdown(results: dict, out: Path) -> None:
+    with atomic_write(out.with_suffix(".md")) as handle:
+        handle.write(render_markdown(results))
 
 
 if __name__ == "__main__":
