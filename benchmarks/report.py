@@ -31,6 +31,7 @@ SECTIONS = [
     ("tail-ml-100k.md", "python benchmarks/tail_probe.py --run FOLDER KIND SEED ... --tails 0.1 0.05 --out benchmarks/results/tail-ml-100k  "
                         "(every run folder is in tail-ml-100k.json; tail-ml-100k-check.json: the pipeline's run rerun at its recorded 0.38)"),
     ("training-step.md", "python benchmarks/training_step.py --prepared artifacts/prepared --out benchmarks/results/training-step"),
+    ("compiled-step.md", "python benchmarks/compiled_step.py --out benchmarks/results/compiled-step"),
     ("speed.md", "python benchmarks/speed.py --prepared artifacts/prepared --out benchmarks/results/speed"),
     ("precision.md", "python benchmarks/precision.py --prepared artifacts/prepared --epochs 0.1 --out benchmarks/results/precision"),
     ("decoding-speed-ml-100k.md", "python benchmarks/decoding_speed.py --model artifacts/model/best --widths 10 20 "
