@@ -167,13 +167,18 @@ def first_phase_best(records: list[dict]) -> float | None:
     return max(scores) if scores else None
 
 
+@functools.cache
+def probed_runs() -> tuple[dict, ...]:
+    return tuple(json.loads(TAIL_PROBE.read_text())["runs"]) if TAIL_PROBE.exists() else ()
+
+
 def tail_probe(kind: str, seed: int, first_best: float | None) -> dict | None:
     """tail_probe.py's rerun at params.yaml's length of the run of (kind, seed) whose first phase
     scored ``first_best``, where that rerun kept the first phase selected (the run's checkpoint stands)."""
-    if first_best is None or not TAIL_PROBE.exists():
+    if first_best is None:
         return None
     length = default_schedule()[-1]["epochs"]
-    for run in json.loads(TAIL_PROBE.read_text())["runs"]:
+    for run in probed_runs():
         # The first phase's best score, to the last bit, tells this run from another of the same kind and seed (other code).
         if (run["kind"], run["seed"], run.get("first_phase_best")) == (kind, seed, first_best):
             probe = next((p for p in run["probes"] if p["epochs"] == length), None)
@@ -350,27 +355,26 @@ def alternation_note(runs: list[tuple[str, int, dict]]) -> str | None:
     Title and random IDs run the same schedule with the ID phase skipped, so they are the
     control: what the extra recommender phase gives without any ID change.
     """
-    rows = []
+    cells = []
     if pair := _rounds(_pipeline_records()):
-        rows.append(("IDGenRec, learned IDs", 0, *pair))
+        cells.append(f"learned IDs seed 0: {pair[0]:.4f} -> {pair[1]:.4f}")
+    probed = False
     for name, seed, run in runs:
         if name.startswith("IDGenRec") and (pair := _rounds(run.get("records", []))):
+            later = f"{pair[1]:.4f}"
             if probe := run.get("probed_tail"):  # the last phase at params.yaml's length (TAIL_PROBE)
-                pair = (pair[0], f"{probe['valid_ndcg@10']:.4f}*")
-            rows.append((name, seed, *pair))
-    if not rows:
+                later, probed = f"{probe['valid_ndcg@10']:.4f}*", True
+            cells.append(f"{name.removeprefix('IDGenRec, ')} seed {seed}: {pair[0]:.4f} -> {later}")
+    if not cells:
         return None
-    cells = "; ".join(f"{name.removeprefix('IDGenRec, ')} seed {seed}: {first:.4f} -> "
-                      + (later if isinstance(later, str) else f"{later:.4f}")
-                      for name, seed, first, later in rows)
-    if any(isinstance(later, str) for *_, later in rows):
-        cells += ("; * the last phase rerun at params.yaml's length from the run's own checkpoints "
-                  "(benchmarks/tail_probe.py, tail-ml-100k.md)")
+    if probed:
+        cells.append("* the last phase rerun at params.yaml's length from the run's own checkpoints "
+                     "(benchmarks/tail_probe.py, tail-ml-100k.md)")
     return ("Rounds (validation N@10 in the selection setting, as measured during training): best of the first "
             "recommender phase -> best of the "
             "recommender phase after the ID phase (title/random: the same phase, no ID change). Runs trained before "
             "dfbe220 decoded the excluded setting by dropping seen items' beams, which lowers these numbers. "
-            + cells + ".\n")
+            + "; ".join(cells) + ".\n")
 
 
 def user_id_note(runs: list[tuple[str, int, dict]]) -> str | None:
