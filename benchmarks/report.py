@@ -106,9 +106,13 @@ EARLIER_CROSS_ATTENTION = "random"
 
 
 @functools.cache
+def recorded_params(path: Path) -> dict:
+    """The params a quality.py file records (empty for files from before session 13)."""
+    return json.loads(path.read_text()).get("params") or {}
+
+
 def recorded_backbone(path: Path) -> dict:
-    """The backbone settings a quality.py file records (empty for files from before session 13)."""
-    return (json.loads(path.read_text()).get("params") or {}).get("backbone") or {}
+    return recorded_params(path).get("backbone") or {}
 
 
 def cross_attention_init(path: Path) -> str:
@@ -150,7 +154,7 @@ TAIL_PROBE = RESULTS / "tail-ml-100k.json"
 
 
 def recorded_schedule(path: Path) -> list[dict] | None:
-    return ((json.loads(path.read_text()).get("params") or {}).get("training") or {}).get("schedule")
+    return (recorded_params(path).get("training") or {}).get("schedule")
 
 
 @functools.cache
@@ -186,12 +190,17 @@ def tail_probe(kind: str, seed: int, first_best: float | None) -> dict | None:
     return None
 
 
+def run_label(model: str, kind: str) -> str:
+    """``idgenrec-learned-user-ids`` -> ``user-ids``: what quality.py's --label added to the model name."""
+    return model.removeprefix(f"idgenrec-{kind}").strip("- ")
+
+
 def counted_by_probe(path: Path, run: dict) -> dict | None:
     """The tail probe by which a default run of an earlier last-phase length counts as the current default's."""
     kind = id_kind(run["model"])
     if kind is None or layers(path) != default_layers():
         return None
-    if run["model"].removeprefix(f"idgenrec-{kind}").strip("- ") not in ("", *CURRENT_SCHEDULE_LABELS):
+    if run_label(run["model"], kind) not in ("", *CURRENT_SCHEDULE_LABELS):
         return None
     schedule, current = recorded_schedule(path), default_schedule()
     if schedule is None or schedule == current or len(schedule) != len(current) or schedule[:-1] != current[:-1]:
@@ -207,7 +216,7 @@ def run_name(path: Path, run: dict) -> str:
     kind = id_kind(model)
     if kind is None:
         return display_name(model)
-    label = model.removeprefix(f"idgenrec-{kind}").strip("- ")
+    label = run_label(model, kind)
     parts = [label] if label and label not in CURRENT_SCHEDULE_LABELS else []
     if path.name in EARLIER_SCHEDULE_FILES:
         parts.append(EARLIER_SCHEDULE)

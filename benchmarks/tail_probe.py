@@ -7,7 +7,8 @@ phase (the last phase never updates it) and ``rounds/ids-02.tsv`` the table the 
 (title and random IDs skip the ID phase: their table is ``best/``'s). Every phase seeds its own
 RNGs from (seed, phase index), so the library's own ``run_phase`` on that state with the same
 length takes the same steps as the original run: a rerun at the recorded length reproduces the
-recorded validation (a check on the method; the first row of the results shows it).
+recorded validation and loss to the last bit (the "identical" column; tail-ml-100k-check.md is
+that check on the pipeline's run).
 
     python benchmarks/tail_probe.py --run artifacts/model learned 0 \\
         --run bench/w/ml-100k/model-learned-seed1 learned 1 --tails 0.38 0.1 --out benchmarks/results/tail-ml-100k
