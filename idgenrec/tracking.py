@@ -312,7 +312,7 @@ def log_pipeline_run(
     plot); and, with ``log_model``, the selected model as a pyfunc.
     """
     from idgenrec.backbone.seq2seq import pick_device, training_precision
-    from idgenrec.models.popularity import popularity_metrics
+    from idgenrec.baselines.popularity import popularity_metrics
     from idgenrec.recommender.alternating import STATE, TIMINGS, TrainingState, params_fingerprint
 
     root = Path(root).resolve()
@@ -404,7 +404,7 @@ def log_model_folder(
     can be recommended, not scored.
     """
     from idgenrec.evaluation import evaluate_protocol
-    from idgenrec.models.popularity import popularity_metrics
+    from idgenrec.baselines.popularity import popularity_metrics
     from idgenrec.backbone import pick_device
     from idgenrec.recommender.model import ID_TABLE, IDGenRecModel
 

@@ -4,7 +4,7 @@ import pytest
 
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import catalogue_coverage, evaluate, ranking_metrics, seen_shares, target_ranks
-from idgenrec.models.popularity import PopularityRecommender
+from idgenrec.baselines.popularity import PopularityRecommender
 
 
 def test_metrics_match_hand_computed_values():

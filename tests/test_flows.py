@@ -74,7 +74,7 @@ def test_the_code_a_training_run_resumes_on_is_the_code_dvc_retrains_it_for():
 
 def test_timings_inside_stage_outputs_are_kept_out_of_their_hashes():
     """A rerun that reproduces a model must hash the same: its seconds are not part of it."""
-    from idgenrec.models.sasrec import TIMINGS_FILE
+    from idgenrec.baselines.sasrec import TIMINGS_FILE
     from idgenrec.recommender.alternating import TIMINGS
 
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]

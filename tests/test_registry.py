@@ -163,7 +163,7 @@ def test_record_pipeline_run_logs_registers_and_promotes(tmp_path, monkeypatch):
     # the floor the rule checked is on the version: popularity's score on the same metric and users
     from idgenrec.evaluation import evaluate_protocol
     from idgenrec.data.dataset import SequenceDataset
-    from idgenrec.models.popularity import PopularityRecommender
+    from idgenrec.baselines.popularity import PopularityRecommender
 
     dataset = SequenceDataset.load(root / "artifacts/prepared")
     expected = evaluate_protocol(PopularityRecommender.fit(dataset), dataset, (5, 10))[record["selection_metric"]]

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from idgenrec.config import SASRecConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate
-from idgenrec.models.sasrec import IGNORE, SASRecNetwork, SASRecRecommender, dropout, training_windows
+from idgenrec.baselines.sasrec import IGNORE, SASRecNetwork, SASRecRecommender, dropout, training_windows
 
 NUM_ITEMS = 20
 

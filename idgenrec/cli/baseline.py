@@ -21,7 +21,7 @@ def popularity(
     """Most-popular items: test and validation Recall/NDCG@k, seen items included and excluded."""
     from idgenrec.atomic import write_json
     from idgenrec.data.dataset import SequenceDataset
-    from idgenrec.models.popularity import popularity_metrics
+    from idgenrec.baselines.popularity import popularity_metrics
 
     config = read_params(params)
     results = popularity_metrics(SequenceDataset.load(prepared), config.evaluation)
@@ -45,7 +45,7 @@ def sasrec(
     from idgenrec.atomic import write_json
     from idgenrec.data.dataset import SequenceDataset
     from idgenrec.evaluation import evaluate_protocol
-    from idgenrec.models.sasrec import SASRecRecommender
+    from idgenrec.baselines.sasrec import SASRecRecommender
 
     if threads > 0:
         torch.set_num_threads(threads)

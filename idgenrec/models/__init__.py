@@ -1,1 +1,4 @@
-"""Recommenders that implement :class:`idgenrec.evaluation.Recommender`."""
+"""Old name of :mod:`idgenrec.baselines`, kept only for scripts under benchmarks/ that still import it.
+
+New code imports :mod:`idgenrec.baselines`.
+"""
