@@ -115,6 +115,29 @@ class BackboneConfig(_Section):
     prune_vocabulary: bool = Field(
         True, description="Keep only the WordPiece tokens the dataset's text and prompts use (~10x cheaper softmax)."
     )
+    architecture: Literal["seq2seq", "causal"] = Field(
+        "seq2seq",
+        description="The recommender. seq2seq: the paper's encoder-decoder, one prompt of the last `history_length` "
+        "items -> the next item's ID, one target per encoder pass. causal: a decoder-only model over the user's whole "
+        "sequence written in IDs, trained on the ID of every item of a window in one forward pass (offline/tiny "
+        "profiles). The ID generator is seq2seq either way.",
+    )
+    causal_layers: int = Field(
+        1, ge=1, description="causal only: transformer layers of the decoder-only recommender (MiniLM's first N).",
+        json_schema_extra=read_by("offline", "tiny"),
+    )
+    causal_dropout: float = Field(
+        0.1, ge=0, lt=1,
+        description="causal only: dropout of the decoder-only recommender (hidden and attention). It makes many passes "
+        "over the data, where an unregularised model overfits within a few epochs.",
+        json_schema_extra=read_by("offline", "tiny"),
+    )
+
+    @model_validator(mode="after")
+    def _causal_needs_a_bert_backbone(self) -> "BackboneConfig":
+        if self.architecture == "causal" and self.profile == "paper":
+            raise ValueError("architecture 'causal' is built from the offline/tiny backbone; the paper profile is seq2seq")
+        return self
 
 
 class WarmupConfig(_Section):
@@ -161,7 +184,17 @@ class PhaseConfig(_Section):
 class TrainingConfig(_Section):
     """Recommender training and the alternating schedule."""
 
-    history_length: int = Field(20, ge=1, description="Most recent items in the prompt.")
+    history_length: int = Field(
+        20, ge=1, description="Most recent items in the prompt (seq2seq); items in a training window and read at "
+        "decoding (causal)."
+    )
+    window_stride: int = Field(
+        20, ge=1,
+        description="causal only: new target items per training window (at most history_length - 1 are used). A user's "
+        "training sequence is cut into windows of `history_length` items ending every `window_stride` items from its "
+        "end; each item is a target once, with the window's earlier items as its context (smaller: more context per "
+        "target, more cost).",
+    )
     train_templates: Literal["all", "first"] = Field("all", description="Paraphrased templates drawn at random in training.")
     batch_size: int = Field(64, ge=1)
     weight_decay: float = Field(0.01, ge=0)
@@ -269,6 +302,17 @@ class Params(_Section):
     training: TrainingConfig = TrainingConfig()
     sasrec: SASRecConfig = SASRecConfig()
     registry: RegistryConfig = RegistryConfig()
+
+
+    @model_validator(mode="after")
+    def _causal_reads_plain_sequences(self) -> "Params":
+        if self.backbone.architecture == "causal":
+            unsupported = [name for name in ("user_id_words", "later_targets", "seen_unlikelihood")
+                           if getattr(self.training, name)]
+            if unsupported:
+                raise ValueError(f"training.{unsupported[0]} is for the seq2seq recommender's prompts; set it to 0 "
+                                 "with backbone.architecture 'causal'")
+        return self
 
 
 class ConfigError(ValueError):

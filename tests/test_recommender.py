@@ -14,6 +14,7 @@ from idgenrec.recommender.decoding import beam_search
 from idgenrec.recommender.samples import PromptEncoder, UserIdWriter, pad_batch, seen_item_branches, training_samples
 from idgenrec.recommender.soft_ids import ItemTextInputs, anchor_loss, differentiable_greedy_decode, id_phase_loss
 from idgenrec.recommender.training import (
+    PromptBatches,
     iterate_batches,
     recommender_loss,
     seen_unlikelihood_loss,
@@ -60,8 +61,9 @@ def _train(recommender, tokenizer, item_tokens, dataset, epochs=60):
     encoder = PromptEncoder(tokenizer, item_tokens, history_length=3)
     samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], 3)
     config = TrainingConfig(batch_size=16, bf16=False, warmup_ratio=0.0)
+    source = PromptBatches(encoder, samples, config, recommender.config.decoder_start_token_id)
     losses = train_recommender_phase(
-        recommender, encoder, samples, config, PhaseConfig(phase="recommender", epochs=epochs, learning_rate=5e-3), seed=0
+        recommender, source, config, PhaseConfig(phase="recommender", epochs=epochs, learning_rate=5e-3), seed=0
     )
     return encoder, losses
 
@@ -443,7 +445,8 @@ def test_seen_unlikelihood_adds_minus_log_one_minus_p_and_trains_seen_items_down
     for weight in (0.0, 5.0):
         model = build_seq2seq(TINY, tokenizer, "recommender", seed=0)
         config = TrainingConfig(batch_size=16, bf16=False, warmup_ratio=0.0, seen_unlikelihood=weight)
-        train_recommender_phase(model, encoder, samples, config, PhaseConfig(phase="recommender", epochs=3, learning_rate=5e-3), seed=0)
+        source = PromptBatches(encoder, samples, config, model.config.decoder_start_token_id)
+        train_recommender_phase(model, source, config, PhaseConfig(phase="recommender", epochs=3, learning_rate=5e-3), seed=0)
         after[weight] = _seen_branch_probabilities(_teacher_forced_logits(model.eval(), batch), batch).mean().item()
     assert after[5.0] < 0.7 * after[0.0]  # measured: 0.024 against 0.049
 

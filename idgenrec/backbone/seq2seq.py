@@ -115,8 +115,9 @@ def _share_word_embeddings(model: EncoderDecoderModel) -> None:
     model.decoder.cls.predictions.decoder.weight = shared.weight
 
 
-def _load_minilm_weights(model: EncoderDecoderModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Copy MiniLM's embeddings and first layers into encoder and decoder (pruned vocabulary rows)."""
+def load_minilm_state(tokenizer: PreTrainedTokenizerBase, layers: int) -> dict[str, torch.Tensor]:
+    """MiniLM's embeddings (the rows of ``tokenizer``'s pruned vocabulary) and its first ``layers`` layers,
+    keyed as a ``BertModel``'s state."""
     from safetensors.torch import load_file
 
     folder = minilm_folder()
@@ -129,14 +130,17 @@ def _load_minilm_weights(model: EncoderDecoderModel, tokenizer: PreTrainedTokeni
     rows = torch.tensor([full_vocab[t] for t in tokens])
     state["embeddings.word_embeddings.weight"] = state["embeddings.word_embeddings.weight"][rows]  # (V_pruned, 384)
     state.pop("embeddings.position_ids", None)
+    return {k: v for k, v in state.items() if not k.startswith("encoder.layer.") or int(k.split(".")[2]) < layers}
+
+
+def _load_minilm_weights(model: EncoderDecoderModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Copy MiniLM's embeddings and first layers into encoder and decoder (pruned vocabulary rows)."""
     with torch.no_grad():
         for part in (model.encoder, model.decoder.bert):
-            layers = len(part.encoder.layer)
-            wanted = {k: v for k, v in state.items() if not k.startswith("encoder.layer.") or int(k.split(".")[2]) < layers}
-            result = part.load_state_dict(wanted, strict=False)
+            result = part.load_state_dict(load_minilm_state(tokenizer, len(part.encoder.layer)), strict=False)
             unexpected = [k for k in result.unexpected_keys if "pooler" not in k]
             if unexpected:
-                raise RuntimeError(f"{folder / WEIGHTS_FILE}: unexpected MiniLM weights {unexpected[:5]}")
+                raise RuntimeError(f"{minilm_folder() / WEIGHTS_FILE}: unexpected MiniLM weights {unexpected[:5]}")
     _share_word_embeddings(model)  # load_state_dict copied into the shared tensor; re-assert the tie anyway
 
 
@@ -149,12 +153,15 @@ def grow_embeddings(model: PreTrainedModel, known: list[str], tokens: list[str])
     the model's rows away from MiniLM's, so a ridge-regularised linear map from MiniLM's rows
     to the model's is fitted on the tokens the model has, and applied to the new ones (it
     also bridges a different width, e.g. a tiny test model). A new token's LM-head bias is
-    the mean of the existing ones. Only for the offline / tiny encoder-decoder.
+    the mean of the existing ones. Only for the offline / tiny models (encoder-decoder or causal).
     """
+    from transformers import BertLMHeadModel
+
     if not tokens:
         return
-    if not isinstance(model, EncoderDecoderModel) or not getattr(model.config, SHARED_FLAG, False):
-        raise ValueError(f"growing the vocabulary needs the offline/tiny encoder-decoder, not {type(model).__name__}")
+    causal = isinstance(model, BertLMHeadModel)
+    if not causal and (not isinstance(model, EncoderDecoderModel) or not getattr(model.config, SHARED_FLAG, False)):
+        raise ValueError(f"growing the vocabulary needs an offline/tiny backbone, not {type(model).__name__}")
     from safetensors import safe_open
 
     folder = minilm_folder()
@@ -166,7 +173,7 @@ def grow_embeddings(model: PreTrainedModel, known: list[str], tokens: list[str])
         raise ValueError(f"tokens outside MiniLM's vocabulary: {unknown[:5]}")
     embedding = model.get_input_embeddings()
     current = embedding.weight.detach().float()  # (V, H)
-    if (size := model.config.encoder.vocab_size) != current.size(0):
+    if (size := (model.config if causal else model.config.encoder).vocab_size) != current.size(0):
         raise ValueError(f"config vocab_size {size} does not match the embedding's {current.size(0)} rows")
     if len(known) != current.size(0):
         raise ValueError(f"{len(known)} known tokens for an embedding of {current.size(0)} rows")
@@ -175,18 +182,24 @@ def grow_embeddings(model: PreTrainedModel, known: list[str], tokens: list[str])
     ridge = 1e-3 * gram.diagonal().mean() * torch.eye(gram.size(0))
     mapping = torch.linalg.solve(gram + ridge, source.T @ current)  # (385, H)
     added = torch.cat([pretrained[[full_vocab[t] for t in tokens]], torch.ones(len(tokens), 1)], dim=1) @ mapping
-    head = model.decoder.cls.predictions
+    head = (model if causal else model.decoder).cls.predictions
     with torch.no_grad():
         rows = torch.nn.Embedding(current.size(0) + len(tokens), current.size(1), padding_idx=embedding.padding_idx)
         rows.weight.copy_(torch.cat([embedding.weight.detach(), added.to(embedding.weight.dtype)]))
         bias = torch.cat([head.bias.detach(), head.bias.detach().mean().expand(len(tokens))])
     rows.to(embedding.weight.device)
-    model.encoder.embeddings.word_embeddings = rows
     head.decoder = torch.nn.Linear(current.size(1), rows.num_embeddings, bias=True, device=rows.weight.device)
     head.bias = torch.nn.Parameter(bias.to(rows.weight.device))
     head.decoder.bias = head.bias
-    _share_word_embeddings(model)
-    for config in (model.config, model.config.encoder, model.config.decoder):
+    if causal:
+        model.bert.embeddings.word_embeddings = rows
+        head.decoder.weight = rows.weight
+        configs = (model.config,)
+    else:
+        model.encoder.embeddings.word_embeddings = rows
+        _share_word_embeddings(model)
+        configs = (model.config, model.config.encoder, model.config.decoder)
+    for config in configs:
         config.vocab_size = rows.num_embeddings
 
 
@@ -218,8 +231,9 @@ def pick_device() -> torch.device:
 
 
 def prompt_token_limit(model: PreTrainedModel) -> int | None:
-    """The most tokens ``model``'s encoder reads: its learned positions (MiniLM: 512); None for T5's relative ones."""
-    encoder_config = getattr(model.config, "encoder", None)
+    """The most tokens ``model``'s encoder (a causal model: the model) reads: its learned positions (MiniLM: 512);
+    None for T5's relative ones."""
+    encoder_config = getattr(model.config, "encoder", None) if model.config.is_encoder_decoder else model.config
     return getattr(encoder_config, "max_position_embeddings", None)
 
 
@@ -337,7 +351,8 @@ def _stored_once(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def load_seq2seq(folder: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Model (eval mode) and tokenizer saved by :func:`save_seq2seq`; clear error naming ``folder``."""
+    """Model (eval mode) and tokenizer saved by :func:`save_seq2seq` (a seq2seq model, or the causal
+    recommender of ``backbone/causal.py``); clear error naming ``folder``."""
     from safetensors import SafetensorError
     from safetensors.torch import load_model
     from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
@@ -352,6 +367,11 @@ def load_seq2seq(folder: str | Path) -> tuple[PreTrainedModel, PreTrainedTokeniz
         config = AutoConfig.from_pretrained(folder)
         if config.model_type == "encoder-decoder":
             model = _empty_encoder_decoder(config)
+        elif config.model_type == "bert" and config.is_decoder:  # the causal recommender
+            from transformers import BertLMHeadModel
+
+            config._attn_implementation = "sdpa"
+            model = BertLMHeadModel(config)
         else:
             model = AutoModelForSeq2SeqLM.from_config(config)
         load_model(model, str(folder / WEIGHTS_FILE))

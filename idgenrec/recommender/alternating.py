@@ -32,9 +32,10 @@ from idgenrec.evaluation import evaluate
 from idgenrec.progress import LOGGER
 from idgenrec.recommender.model import IDGenRecModel, DecodingSettings
 from idgenrec.recommender.samples import PromptEncoder, training_samples, user_id_writer
+from idgenrec.recommender.sequences import SequenceEncoder, training_windows
 from idgenrec.recommender.soft_ids import ItemTextInputs, train_id_phase
 from idgenrec.backbone import pick_device, prompt_token_limit
-from idgenrec.recommender.training import train_recommender_phase
+from idgenrec.recommender.training import BatchSource, PromptBatches, WindowBatches, train_recommender_phase
 
 CURRENT, BEST, ROUNDS, STATE, TIMINGS = "current", "best", "rounds", "state.json", "timings.json"
 # The records' fields that measure the host, not the model. They live in TIMINGS, which
@@ -116,7 +117,37 @@ TRAINING_CODE = ("recommender", "backbone", "ids", "evaluation.py")
 
 def decoding_settings(params: Params) -> DecodingSettings:
     training = params.training
-    return DecodingSettings(training.history_length, training.num_beams, training.bf16, user_id_words=training.user_id_words)
+    return DecodingSettings(
+        training.history_length, training.num_beams, training.bf16, user_id_words=training.user_id_words,
+        architecture=params.backbone.architecture,
+    )
+
+
+def build_recommender(params: Params, tokenizer):
+    """A fresh recommender of ``backbone.architecture`` over ``tokenizer``'s vocabulary."""
+    from idgenrec.backbone import build_seq2seq
+    from idgenrec.backbone.causal import build_causal
+
+    if params.backbone.architecture == "causal":
+        return build_causal(params.backbone, tokenizer, seed=params.training.seed)
+    return build_seq2seq(params.backbone, tokenizer, "recommender", seed=params.training.seed)
+
+
+def recommender_inputs(params: Params, dataset: SequenceDataset, recommender, tokenizer, table) -> tuple:
+    """The encoder of histories, the recommender phase's batches and the ID phase's samples, for
+    ``backbone.architecture``: prompts of the last items (seq2seq) or windows of whole sequences (causal)."""
+    training = params.training
+    sequences = [dataset.train_sequence(u) for u in range(dataset.num_users)]
+    item_tokens = table.token_ids(tokenizer)
+    limit = prompt_token_limit(recommender)
+    if params.backbone.architecture == "causal":
+        encoder = SequenceEncoder(tokenizer, item_tokens, training.history_length, limit)
+        source: BatchSource = WindowBatches(encoder, training_windows(sequences, training.history_length, training.window_stride), training)
+        return encoder, source, training_samples(sequences, training.history_length)
+    user_ids = user_id_writer(table.textual_ids, training.user_id_words)
+    samples = training_samples(sequences, training.history_length, user_ids, training.later_targets)
+    encoder = PromptEncoder(tokenizer, item_tokens, training.history_length, limit)
+    return encoder, PromptBatches(encoder, samples, training, recommender.config.decoder_start_token_id), samples
 
 
 def _digest(path: Path, pattern: str = "*") -> str:
@@ -159,7 +190,7 @@ def start_or_resume(
     params: Params, dataset: SequenceDataset, generator_dir: Path, id_table_path: Path, workdir: Path
 ) -> TrainingState:
     """Resume a run with the same parameters and inputs, else initialise ``current/`` from the inputs."""
-    from idgenrec.backbone import build_seq2seq, load_seq2seq, save_seq2seq
+    from idgenrec.backbone import load_seq2seq, save_seq2seq
     from idgenrec.ids import ItemIdTable
 
     state = TrainingState.load(workdir)
@@ -174,7 +205,7 @@ def start_or_resume(
     shutil.rmtree(workdir, ignore_errors=True)
     generator, tokenizer = load_seq2seq(generator_dir)
     torch.manual_seed(params.training.seed)
-    recommender = build_seq2seq(params.backbone, tokenizer, "recommender", seed=params.training.seed)
+    recommender = build_recommender(params, tokenizer)
     table = ItemIdTable.load(id_table_path)
     with atomic_directory(workdir / CURRENT) as tmp:
         save_seq2seq(generator, tokenizer, tmp / "generator")
@@ -212,16 +243,7 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
     recommender.to(device)
     table = ItemIdTable.load(current / "item_ids.tsv")
     seed = params.training.seed * 1000 + index
-    user_ids = user_id_writer(table.textual_ids, params.training.user_id_words)
-    samples = training_samples(
-        [dataset.train_sequence(u) for u in range(dataset.num_users)],
-        params.training.history_length,
-        user_ids,
-        params.training.later_targets,
-    )
-    encoder = PromptEncoder(
-        tokenizer, table.token_ids(tokenizer), params.training.history_length, prompt_token_limit(recommender)
-    )
+    encoder, source, samples = recommender_inputs(params, dataset, recommender, tokenizer, table)
     records: list[dict] = []
     started = time.perf_counter()
     LOGGER.info(f"phase {index + 1}/{phases}: {phase.phase}, {phase.epochs} epochs at lr {phase.learning_rate}")
@@ -250,7 +272,7 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
                 + (" (best so far: saved to best/)" if record.get("selected") else "")
             )
 
-        train_recommender_phase(recommender, encoder, samples, params.training, phase, seed, on_epoch_end=select)
+        train_recommender_phase(recommender, source, params.training, phase, seed, on_epoch_end=select)
     elif params.ids.kind != "learned":
         records.append({"phase_index": index, "phase": "ids", "skipped": f"ids.kind is {params.ids.kind!r}: no generator to train"})
     else:

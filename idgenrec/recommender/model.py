@@ -18,6 +18,7 @@ from idgenrec.atomic import atomic_directory
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.decoding import beam_search
 from idgenrec.recommender.samples import PromptEncoder, pad_batch, user_id_writer
+from idgenrec.recommender.sequences import SequenceEncoder
 from idgenrec.backbone import autocast, prompt_token_limit
 
 RECOMMENDER_DIR, GENERATOR_DIR, ID_TABLE, SETTINGS = "recommender", "generator", "item_ids.tsv", "settings.json"
@@ -30,6 +31,7 @@ class DecodingSettings:
     bf16: bool = True
     batch_size: int = 64
     user_id_words: int = 0  # 0: prompts say "the user"; else see UserIdWriter
+    architecture: str = "seq2seq"  # how the recommender reads a history: seq2seq prompts or causal sequences
 
 
 class IDGenRecModel:
@@ -42,7 +44,8 @@ class IDGenRecModel:
         self.settings = settings
         self.generator = generator
         self.item_tokens = id_table.token_ids(tokenizer)
-        self.prompts = PromptEncoder(tokenizer, self.item_tokens, settings.history_length, prompt_token_limit(recommender))
+        encoder = SequenceEncoder if settings.architecture == "causal" else PromptEncoder
+        self.prompts = encoder(tokenizer, self.item_tokens, settings.history_length, prompt_token_limit(recommender))
         self.trie = IdTrie(self.item_tokens, self.prompts.eos)
         self.user_ids = user_id_writer(id_table.textual_ids, settings.user_id_words)
 

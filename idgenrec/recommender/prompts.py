@@ -26,6 +26,10 @@ TEMPLATES: tuple[str, ...] = (
 
 ANONYMOUS_USER = "the user"
 
+# The causal recommender's fixed opening, before the user's items written as `id ; id ; ... ;`.
+# Its words are all in TEMPLATES, so it adds nothing to a pruned vocabulary.
+SEQUENCE_INSTRUCTION = "Sequence of items for the user :"
+
 
 def render_prompt(history_ids: Sequence[str], template: int = 0, user_id: str | None = None) -> str:
     """Fill one template with the history's textual IDs (oldest first)."""

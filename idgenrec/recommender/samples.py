@@ -28,6 +28,14 @@ class EncodedPrompt:
     item_spans: list[tuple[int, int, int]]
 
 
+def end_of_sequence_id(tokenizer) -> int:
+    """The token that ends a seq2seq model's output: eos (T5), else [SEP] (BERT)."""
+    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    if eos is None:
+        raise ValueError("the tokenizer defines neither an eos nor a sep token; decoding needs one")
+    return eos
+
+
 class PromptEncoder:
     """Builds token-id prompts from item indices using a fixed item -> token-ids table.
 
@@ -42,9 +50,7 @@ class PromptEncoder:
         self.item_tokens = [list(t) for t in item_tokens]
         self.history_length = history_length
         self.max_tokens = max_tokens
-        self.eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-        if self.eos is None:
-            raise ValueError("the tokenizer defines neither an eos nor a sep token; decoding needs one")
+        self.eos = end_of_sequence_id(tokenizer)
         # BERT-style encoders expect [CLS] ... [SEP]; T5 expects ... </s>.
         self.prefix = [tokenizer.cls_token_id] if tokenizer.cls_token_id is not None else []
         self.suffix = [tokenizer.sep_token_id if tokenizer.sep_token_id is not None else self.eos]
@@ -203,6 +209,11 @@ class Batch:
     # (N, 3) rows of (target row, decoder step, token): where a history item's ID leaves the
     # target's, the token it would continue with (see :func:`seen_item_branches`); None when off
     seen_branches: torch.Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        """Prompts in the batch (what a loss is averaged over)."""
+        return len(self.prompts)
 
 
 def seen_item_branches(targets: Sequence[Sequence[int]], histories: Sequence[Sequence[Sequence[int]]]) -> torch.Tensor:

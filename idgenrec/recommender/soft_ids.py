@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 
 from idgenrec.backbone import autocast, prompt_token_limit, training_kernels
+from idgenrec.backbone.causal import hidden_states, token_logits
 from idgenrec.config import PhaseConfig, TrainingConfig
 from idgenrec.progress import Progress
 from idgenrec.recommender.decoding import decoder_step
@@ -23,9 +24,11 @@ from idgenrec.recommender.samples import (
     PromptEncoder,
     TrainingSample,
     encode_samples,
+    end_of_sequence_id,
     pad_batch,
     target_tensors,
 )
+from idgenrec.recommender.sequences import SequenceEncoder
 from idgenrec.recommender.training import PhasePlan, apply_gradients, make_optimizer, sequence_loss
 
 
@@ -160,6 +163,47 @@ def id_phase_loss(
     return loss
 
 
+def sequence_id_phase_loss(
+    generator,
+    recommender,
+    encoder: SequenceEncoder,
+    samples: Sequence[TrainingSample],
+    item_inputs: ItemTextInputs,
+    max_tokens: int,
+    eos_token_id: int,
+    pad_id: int,
+    current_ids: Sequence[Sequence[int]] = (),
+    anchor_weight: float = 0.0,
+) -> torch.Tensor:
+    """The causal recommender's loss on each sample's target ID after its history written in soft IDs,
+    plus ``anchor_weight`` x :func:`anchor_loss` (the causal twin of :func:`id_phase_loss`).
+
+    ``eos_token_id`` ends the generator's IDs (the recommender's sequences end IDs with the separator).
+    """
+    device = next(generator.parameters()).device
+    encoded = [encoder.encode_sample(sample) for sample in samples]
+    prompts = [sequence for sequence, _ in encoded]
+    items = sorted({item for p in prompts for _, _, item in p.item_spans})
+    row_of_item = {item: row for row, item in enumerate(items)}
+    input_ids, attention_mask = item_inputs.batch(items, device)
+    probs, keep = differentiable_greedy_decode(generator, input_ids, attention_mask, max_tokens, eos_token_id)
+    embedding = recommender.get_input_embeddings()
+    soft = soft_id_embeddings(probs, embedding.weight)
+    embeds, mask = soft_prompt_embeddings(prompts, soft, keep, row_of_item, embedding, prompt_token_limit(recommender))
+    # The target's tokens close each row, whatever length the soft history took: label them from its end.
+    labels = torch.full(mask.shape, -100, dtype=torch.long)
+    for row, (sequence, target_length) in enumerate(encoded):
+        width = int(mask[row].sum())
+        labels[row, width - target_length - 1 : width - 1] = torch.tensor(sequence.input_ids[-target_length:])
+    labels = labels.to(device)
+    states = hidden_states(recommender, inputs_embeds=embeds, attention_mask=mask)
+    targeted = labels != -100
+    loss = torch.nn.functional.cross_entropy(token_logits(recommender, states[targeted]).float(), labels[targeted])
+    if anchor_weight > 0:
+        loss = loss + anchor_weight * anchor_loss(generator, input_ids, attention_mask, [current_ids[i] for i in items], pad_id)
+    return loss
+
+
 def anchor_loss(generator, input_ids, attention_mask, current_ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
     """Cross-entropy of the generator writing each item's *current* ID from its text.
 
@@ -177,7 +221,7 @@ def anchor_loss(generator, input_ids, attention_mask, current_ids: Sequence[Sequ
 def train_id_phase(
     generator,
     recommender,
-    encoder: PromptEncoder,
+    encoder: PromptEncoder | SequenceEncoder,
     samples: Sequence[TrainingSample],
     item_inputs: ItemTextInputs,
     config: TrainingConfig,
@@ -196,8 +240,9 @@ def train_id_phase(
     batch_size = config.id_phase_batch_size
     plan = PhasePlan(phase.epochs, batch_size, len(samples))
     optimizer, schedule = make_optimizer(generator.parameters(), phase.learning_rate, config, plan.total_steps)
-    eos = encoder.eos
-    current_ids = [encoder.target(item) for item in range(len(encoder.item_tokens))]
+    eos = end_of_sequence_id(encoder.tokenizer)  # ends the generator's IDs
+    pad_id = encoder.tokenizer.pad_token_id
+    current_ids = [[*tokens, eos] for tokens in encoder.item_tokens]
     losses = []
     try:
         for epoch in range(plan.num_epochs):
@@ -208,14 +253,19 @@ def train_id_phase(
             with Progress(len(batches), f"ID phase epoch {epoch + 1}/{plan.num_epochs}") as progress:
                 for batch in batches:
                     chosen = [samples[i] for i in batch]
-                    prompts = encode_samples(encoder, chosen, rng, config.train_templates)
-                    targets = [encoder.target(s.target) for s in chosen]
                     with autocast(device, config.bf16), training_kernels(device, generator, recommender):
-                        loss = id_phase_loss(
-                            generator, recommender, prompts, targets, item_inputs,
-                            config.soft_id_max_tokens, eos, encoder.tokenizer.pad_token_id,
-                            current_ids, config.id_anchor_weight,
-                        )
+                        if isinstance(encoder, SequenceEncoder):
+                            loss = sequence_id_phase_loss(
+                                generator, recommender, encoder, chosen, item_inputs, config.soft_id_max_tokens, eos,
+                                pad_id, current_ids, config.id_anchor_weight,
+                            )
+                        else:
+                            prompts = encode_samples(encoder, chosen, rng, config.train_templates)
+                            targets = [encoder.target(s.target) for s in chosen]
+                            loss = id_phase_loss(
+                                generator, recommender, prompts, targets, item_inputs,
+                                config.soft_id_max_tokens, eos, pad_id, current_ids, config.id_anchor_weight,
+                            )
                     total += apply_gradients(loss, generator.parameters(), optimizer, schedule, config.grad_clip).item() * len(batch)
                     count += len(batch)
                     progress.update(1, loss=f"{total / count:.4f}")

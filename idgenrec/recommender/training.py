@@ -1,4 +1,10 @@
-"""The recommender phase: seq2seq cross-entropy on prompts built from the current ID table."""
+"""The recommender phase: cross-entropy on the item IDs of the current ID table, for either architecture.
+
+seq2seq: a prompt of the last items -> the next item's ID, one encoder pass per prompt.
+causal: windows of a user's sequence, every target item's ID in one forward pass.
+One loop trains both; a :class:`BatchSource` makes each epoch's batches and the batch's type
+picks its loss (:func:`batch_loss`).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,14 @@ import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from transformers import get_linear_schedule_with_warmup
 from transformers.modeling_outputs import BaseModelOutput
 
 from idgenrec.backbone import autocast, training_kernels
+from idgenrec.backbone.causal import hidden_states, token_logits
 from idgenrec.config import PhaseConfig, TrainingConfig
 from idgenrec.memory import TRIM_EVERY_STEPS, release_free_heap
 from idgenrec.optim import adamw
@@ -25,6 +33,7 @@ from idgenrec.recommender.samples import (
     length_grouped_batches,
     seen_item_branches,
 )
+from idgenrec.recommender.sequences import SequenceBatch, SequenceEncoder, TrainingWindow, window_batches
 
 
 def sequence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -87,10 +96,35 @@ def recommender_loss(model, batch: Batch, device: torch.device, seen_weight: flo
     return loss
 
 
-def optimisation_step(model, batch: Batch, optimizer, schedule, device: torch.device, config: TrainingConfig) -> torch.Tensor:
+def sequence_batch_loss(model, batch: SequenceBatch, device: torch.device) -> torch.Tensor:
+    """Mean token cross-entropy over every labelled position of a causal batch.
+
+    The LM head (a (H, V) projection and a softmax over the vocabulary) runs only where
+    there is a target: about 5 of every 6 positions of a window are labelled, but none of
+    the padding is.
+    """
+    labels = to_device(batch.labels, device)
+    states = hidden_states(
+        model, input_ids=to_device(batch.input_ids, device), attention_mask=to_device(batch.attention_mask, device)
+    )  # (B, T, H)
+    targeted = labels != -100
+    logits = token_logits(model, states[targeted])  # (N, V)
+    return torch.nn.functional.cross_entropy(logits.float(), labels[targeted])
+
+
+def batch_loss(model, batch: Batch | SequenceBatch, device: torch.device, config: TrainingConfig) -> torch.Tensor:
+    """The recommender loss of a seq2seq (:class:`Batch`) or causal (:class:`SequenceBatch`) batch."""
+    if isinstance(batch, SequenceBatch):
+        return sequence_batch_loss(model, batch, device)
+    return recommender_loss(model, batch, device, config.seen_unlikelihood)
+
+
+def optimisation_step(
+    model, batch: Batch | SequenceBatch, optimizer, schedule, device: torch.device, config: TrainingConfig
+) -> torch.Tensor:
     """One recommender step (forward, backward, clip, update); returns the batch loss (a 0-d tensor on ``device``)."""
     with autocast(device, config.bf16), training_kernels(device, model):
-        loss = recommender_loss(model, batch, device, config.seen_unlikelihood)
+        loss = batch_loss(model, batch, device, config)
     return apply_gradients(loss, model.parameters(), optimizer, schedule, config.grad_clip)
 
 
@@ -185,36 +219,76 @@ def iterate_batches(
         yield collate([prompts[i] for i in batch_indices], targets, pad_id, decoder_start_id, rows, fixed_width, branches)
 
 
+class BatchSource(Protocol):
+    """What the training loop needs from an architecture: its samples and each epoch's batches."""
+
+    num_samples: int
+
+    def batches(self, indices: Sequence[int], rng: random.Random) -> Iterator[Batch | SequenceBatch]: ...
+
+
+@dataclass
+class PromptBatches:
+    """seq2seq samples: every prefix of every training sequence, one prompt each."""
+
+    encoder: PromptEncoder
+    samples: Sequence[TrainingSample]
+    config: TrainingConfig
+    decoder_start_id: int
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.samples)
+
+    def batches(self, indices: Sequence[int], rng: random.Random) -> Iterator[Batch]:
+        pad_id = self.encoder.tokenizer.pad_token_id
+        return iterate_batches(self.encoder, self.samples, indices, self.config, rng, pad_id, self.decoder_start_id)
+
+
+@dataclass
+class WindowBatches:
+    """causal samples: windows of every training sequence, each training all its target items at once."""
+
+    encoder: SequenceEncoder
+    windows: Sequence[TrainingWindow]
+    config: TrainingConfig
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.windows)
+
+    def batches(self, indices: Sequence[int], rng: random.Random) -> Iterator[SequenceBatch]:
+        pad_id = self.encoder.tokenizer.pad_token_id
+        return window_batches(self.encoder, self.windows, indices, self.config.batch_size, rng, pad_id)
+
+
 def train_recommender_phase(
     model,
-    encoder: PromptEncoder,
-    samples: Sequence[TrainingSample],
+    source: BatchSource,
     config: TrainingConfig,
     phase: PhaseConfig,
     seed: int,
     on_epoch_end: Callable[[int, float], None] | None = None,
 ) -> list[float]:
-    """Train the recommender for ``phase.epochs`` passes; returns the mean loss per epoch."""
+    """Train the recommender for ``phase.epochs`` passes over ``source``; returns the mean loss per epoch."""
     device = next(model.parameters()).device
     rng = random.Random(seed)
     torch.manual_seed(seed)
-    plan = PhasePlan(phase.epochs, config.batch_size, len(samples))
+    plan = PhasePlan(phase.epochs, config.batch_size, source.num_samples)
     optimizer, schedule = make_optimizer(
         [p for p in model.parameters() if p.requires_grad], phase.learning_rate, config, plan.total_steps
     )
-    pad_id = encoder.tokenizer.pad_token_id
-    start_id = model.config.decoder_start_token_id
     losses = []
     model.train()
     for epoch in range(plan.num_epochs):
         total, count = torch.zeros((), device=device), 0  # summed on the device: see LOSS_READ_EVERY_STEPS
         indices = plan.epoch_samples(epoch, rng)
-        batches = iterate_batches(encoder, samples, indices, config, rng, pad_id, start_id)
         steps = math.ceil(len(indices) / config.batch_size)
         with Progress(steps, f"recommender epoch {epoch + 1}/{plan.num_epochs}") as progress:
-            for step, batch in enumerate(batches, 1):
-                total += optimisation_step(model, batch, optimizer, schedule, device, config) * len(batch.prompts)
-                count += len(batch.prompts)
+            for step, batch in enumerate(source.batches(indices, rng), 1):
+                size = batch.size
+                total += optimisation_step(model, batch, optimizer, schedule, device, config) * size
+                count += size
                 if step % LOSS_READ_EVERY_STEPS == 0:
                     progress.update(1, loss=f"{total.item() / count:.4f}")
                 else:

@@ -1,0 +1,232 @@
+"""The causal (decoder-only) recommender on a tiny random backbone and the planted pattern."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from idgenrec.config import BackboneConfig, Params, PhaseConfig, TrainingConfig
+from idgenrec.ids.trie import IdTrie
+from idgenrec.recommender.decoding import beam_search
+from idgenrec.recommender.samples import TrainingSample, pad_batch, training_samples
+from idgenrec.recommender.sequences import SequenceEncoder, TrainingWindow, training_windows
+from idgenrec.recommender.training import WindowBatches, sequence_batch_loss, train_recommender_phase
+from test_recommender import THREE_PHASES, WORDS, _tiny_params, folder_bytes, planted_dataset, warm_generator_and_ids
+
+TINY_CAUSAL = BackboneConfig(
+    profile="tiny", hidden_size=32, encoder_layers=1, decoder_layers=1, architecture="causal", causal_layers=2,
+    causal_dropout=0.0,
+)
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    from idgenrec.backbone import build_seq2seq, build_tokenizer, vocabulary_corpus
+    from idgenrec.backbone.causal import build_causal
+
+    dataset = planted_dataset()
+    tokenizer = build_tokenizer(TINY_CAUSAL, vocabulary_corpus(dataset))
+    recommender = build_causal(TINY_CAUSAL, tokenizer, seed=0)
+    generator = build_seq2seq(TINY_CAUSAL, tokenizer, "generator", seed=1)
+    item_tokens = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in WORDS]
+    return dataset, tokenizer, recommender, generator, item_tokens
+
+
+@pytest.fixture(scope="module")
+def trained(backbone):
+    dataset, tokenizer, recommender, _, item_tokens = backbone
+    encoder = SequenceEncoder(tokenizer, item_tokens, history_length=5)
+    windows = training_windows([dataset.train_sequence(u) for u in range(dataset.num_users)], 5, 4)
+    config = TrainingConfig(batch_size=8, bf16=False, warmup_ratio=0.0, history_length=5, window_stride=4)
+    losses = train_recommender_phase(
+        recommender, WindowBatches(encoder, windows, config), config,
+        PhaseConfig(phase="recommender", epochs=60, learning_rate=5e-3), seed=0,
+    )
+    return encoder, losses
+
+
+def test_windows_make_every_item_but_the_first_a_target_once_with_context_before_it():
+    sequences = [list(range(10)), [7, 8], [5]]
+    windows = training_windows(sequences, length=4, stride=3)
+    targets = {user: [] for user in range(len(sequences))}
+    for window in windows:
+        assert 1 <= window.first_target < len(window.items) <= 4
+        targets[window.user] += window.items[window.first_target :]
+    assert sorted(targets[0]) == list(range(1, 10))
+    assert targets[1] == [8] and targets[2] == []
+    # A stride as long as the window is capped so each window's first target keeps one item of context.
+    assert all(w.first_target >= 1 for w in training_windows(sequences, length=4, stride=4))
+
+
+def test_a_sequence_is_labelled_with_the_next_token_on_its_targets_only(backbone):
+    _, tokenizer, _, _, item_tokens = backbone
+    encoder = SequenceEncoder(tokenizer, item_tokens, history_length=5)
+    encoded = encoder.encode_items([0, 1, 2], first_target=1)
+    ids, labels = encoded.input_ids, encoded.labels
+    assert ids[: len(encoder.prefix)] == encoder.prefix
+    assert ids[-1] == encoder.eos and ids.count(encoder.eos) == 3
+    scored = [(t, label) for t, label in enumerate(labels) if label != -100]
+    # the tokens of items 1 and 2 and the separator closing each, each predicted from the position before it
+    assert [label for _, label in scored] == [*encoder.target(1), *encoder.target(2)]
+    assert all(ids[t + 1] == label for t, label in scored)
+    assert scored[0][0] == encoded.item_spans[1][0] - 1  # item 1's first token, read off the separator before it
+
+
+def test_a_window_too_long_for_the_positions_keeps_its_most_recent_items(backbone):
+    _, tokenizer, _, _, item_tokens = backbone
+    full = SequenceEncoder(tokenizer, item_tokens, history_length=6).encode_window(TrainingWindow(0, (0, 1, 2, 3, 4, 5), 1))
+    limit = len(full.input_ids) - 4
+    short = SequenceEncoder(tokenizer, item_tokens, 6, max_tokens=limit).encode_window(TrainingWindow(0, (0, 1, 2, 3, 4, 5), 1))
+    assert len(short.input_ids) <= limit
+    kept = [item for *_, item in short.item_spans]
+    assert kept == [2, 3, 4, 5]  # items 0 and 1 (3 tokens each with their separators) no longer fit
+    targets = [item for position, (*_, item) in enumerate(short.item_spans) if short.labels[short.item_spans[position][0] - 1] != -100]
+    assert targets == kept[1:]  # the oldest kept item becomes context
+
+
+def test_loss_falls_and_the_planted_pattern_is_learned(backbone, trained):
+    dataset, tokenizer, recommender, _, item_tokens = backbone
+    encoder, losses = trained
+    assert losses[-1] < 0.3 * losses[0]
+    trie = IdTrie(item_tokens, encoder.eos)
+    histories = [[i, (i + 1) % len(WORDS)] for i in range(len(WORDS))]
+    inputs = pad_batch([encoder.encode(h).input_ids for h in histories], tokenizer.pad_token_id)
+    result = beam_search(recommender, inputs, (inputs != tokenizer.pad_token_id).long(), 4, encoder.eos, trie, trie.max_depth)
+    correct = sum(items[0] == (i + 2) % len(WORDS) for i, items in enumerate(result.items))
+    assert correct >= len(WORDS) - 1
+
+
+def test_constrained_beam_search_is_exact_and_padding_free_when_beams_cover_the_catalogue(backbone):
+    """Exhaustive search over right-padded histories of different lengths: every item once, scored as
+    teacher forcing scores it on the history alone (the padding and the other rows change nothing)."""
+    from idgenrec.backbone.causal import build_causal
+
+    _, tokenizer, _, _, item_tokens = backbone
+    recommender = build_causal(TINY_CAUSAL, tokenizer, seed=3).eval()
+    encoder = SequenceEncoder(tokenizer, item_tokens, history_length=5)
+    trie = IdTrie(item_tokens, encoder.eos)
+    histories = ([2, 3, 4], [6], [0, 1], [5, 7, 1, 2, 3])
+    inputs = pad_batch([encoder.encode(h).input_ids for h in histories], tokenizer.pad_token_id)
+    result = beam_search(recommender, inputs, (inputs != tokenizer.pad_token_id).long(), len(WORDS), encoder.eos, trie, trie.max_depth)
+    with torch.no_grad():
+        for row, history in enumerate(histories):
+            assert sorted(result.items[row]) == list(range(len(WORDS)))
+            assert result.scores[row] == sorted(result.scores[row], reverse=True)
+            prompt = encoder.encode(history).input_ids
+            for item, score in zip(result.items[row], result.scores[row]):
+                sequence = torch.tensor([prompt + encoder.target(item)])
+                log_probs = torch.log_softmax(recommender(input_ids=sequence).logits.float(), -1)[0]
+                written = range(len(prompt) - 1, sequence.size(1) - 1)
+                expected = sum(log_probs[t, sequence[0, t + 1]].item() for t in written)
+                assert score == pytest.approx(expected, abs=2e-5)
+
+
+def test_only_target_positions_are_scored_and_padding_changes_nothing(backbone):
+    _, tokenizer, _, _, item_tokens = backbone
+    from idgenrec.backbone.causal import build_causal
+    from idgenrec.recommender.sequences import collate_sequences
+
+    model = build_causal(TINY_CAUSAL, tokenizer, seed=4).eval()
+    encoder = SequenceEncoder(tokenizer, item_tokens, history_length=6)
+    long = encoder.encode_items([0, 1, 2, 3, 4], first_target=2)
+    short = encoder.encode_items([5, 6], first_target=1)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        together = sequence_batch_loss(model, collate_sequences([long, short], tokenizer.pad_token_id), cpu)
+        logits = [torch.log_softmax(model(input_ids=torch.tensor([s.input_ids])).logits[0].float(), -1) for s in (long, short)]
+    terms = [-lp[t, label].item() for s, lp in zip((long, short), logits) for t, label in enumerate(s.labels) if label != -100]
+    assert together.item() == pytest.approx(sum(terms) / len(terms), abs=1e-5)
+
+
+def test_id_phase_gradients_reach_the_generator_and_never_the_recommender(backbone, trained):
+    from idgenrec.recommender.soft_ids import ItemTextInputs, sequence_id_phase_loss
+
+    dataset, tokenizer, recommender, generator, _ = backbone
+    encoder, _ = trained
+    inputs = ItemTextInputs(tokenizer, dataset.item_texts, 32)
+    samples = [TrainingSample(0, (0, 1, 2), 3), TrainingSample(1, (5,), 6)]
+    current = [[*tokens, tokenizer.sep_token_id] for tokens in encoder.item_tokens]
+    for p in recommender.parameters():
+        p.requires_grad_(False)
+    try:
+        generator.zero_grad(set_to_none=True)
+        recommender.zero_grad(set_to_none=True)
+        loss = sequence_id_phase_loss(
+            generator, recommender, encoder, samples, inputs, 4, tokenizer.sep_token_id, tokenizer.pad_token_id, current, 1.0
+        )
+        loss.backward()
+    finally:
+        for p in recommender.parameters():
+            p.requires_grad_(True)
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
+    assert all(p.grad is None for p in recommender.parameters())
+
+
+def test_saved_causal_model_loads_and_recommends_the_same(tmp_path, backbone, trained):
+    from idgenrec.ids import ItemIdTable
+    from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
+
+    dataset, tokenizer, recommender, generator, _ = backbone
+    table = ItemIdTable(item_ids=dataset.item_ids, textual_ids=WORDS)
+    model = IDGenRecModel(recommender, tokenizer, table, DecodingSettings(5, 4, bf16=False, architecture="causal"), generator)
+    histories = [[0, 1], [3, 4, 5], [7]]
+    before = model.recommend_with_scores(histories, k=3, exclude_seen=True)
+    model.save(tmp_path / "model")
+    loaded = IDGenRecModel.load(tmp_path / "model")
+    after = loaded.recommend_with_scores(histories, k=3, exclude_seen=True)
+    assert before[0] == after[0]
+    for row_before, row_after in zip(before[1], after[1]):
+        assert row_before == pytest.approx(row_after, abs=1e-5)
+    assert not any(set(h) & set(items) for h, items in zip(histories, after[0]))
+    assert loaded.recommender.cls.predictions.decoder.weight is loaded.recommender.get_input_embeddings().weight
+
+
+def test_alternating_training_runs_and_resumes_on_the_causal_recommender(tmp_path):
+    from idgenrec.recommender import alternating
+    from idgenrec.recommender.model import IDGenRecModel
+
+    dataset = planted_dataset()
+    tiny = _tiny_params(THREE_PHASES)
+    params = Params(
+        backbone=TINY_CAUSAL, warmup=tiny.warmup, ids=tiny.ids,
+        training=tiny.training.model_copy(update={"history_length": 5, "window_stride": 4, "batch_size": 8}),
+    )
+    warm_generator_and_ids(tmp_path, dataset, params)
+    full = alternating.train(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "full")
+    alternating.start_or_resume(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "resumed")
+    alternating.run_phase(params, dataset, tmp_path / "resumed", 0)
+    alternating.train(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "resumed")
+    assert folder_bytes(tmp_path / "full") == folder_bytes(tmp_path / "resumed")
+    assert [r["phase"] for r in full.records] == ["recommender", "recommender", "ids", "recommender"]
+    assert (tmp_path / "full" / "rounds" / "ids-02.tsv").exists()
+    model = IDGenRecModel.load(tmp_path / "full" / alternating.BEST)
+    assert model.settings.architecture == "causal"
+    assert all(len(items) == 3 for items in model.recommend([[0, 1], [4]], k=3))
+
+
+def test_new_items_join_a_causal_model_without_training(backbone, trained):
+    from idgenrec.config import IdConfig
+    from idgenrec.ids import ItemIdTable
+    from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
+    from idgenrec.recommender.new_items import NewItems, add_items
+
+    dataset, tokenizer, recommender, generator, _ = backbone
+    model = IDGenRecModel(
+        recommender, tokenizer, ItemIdTable(dataset.item_ids, WORDS), DecodingSettings(5, 4, bf16=False, architecture="causal"),
+        generator,
+    )
+    items = NewItems(["new1"], ["mango sorbet"], ["title: mango sorbet; genres: food"])
+    grown, stats = add_items(model, items, "title", IdConfig(beam_groups=4, batch_size=8), progress=False)
+    assert stats["items_added"] == 1
+    new = len(WORDS)
+    assert grown.recommend([[0, new]], k=3, candidates=[new]) == [[new]]  # the new item is written and decodable
+    assert grown.id_table.textual_ids[new] == "mango sorbet"
+    assert model.recommend([[0, 1]], k=3) == grown.for_catalogue(dataset.item_ids).recommend([[0, 1]], k=3)
+
+
+def test_causal_settings_that_only_prompts_have_are_refused():
+    with pytest.raises(ValueError, match="user_id_words"):
+        Params(backbone=TINY_CAUSAL, training=TrainingConfig(user_id_words=2))
+    with pytest.raises(ValueError, match="paper profile is seq2seq"):
+        BackboneConfig(profile="paper", architecture="causal")
