@@ -8,7 +8,7 @@ and values. This times batched, trie-constrained recommendations of the same use
 whole-cache reorder (the baseline, patched in) and with the library's, alternating the two,
 at each beam width, and checks that both return the same items with the same scores.
 
-    python benchmarks/decoding_speed.py --model artifacts/model/best --prepared artifacts/prepared \\
+    python -m benchmarks.decoding_speed --model artifacts/model/best --prepared artifacts/prepared \\
         --widths 10 20 --out benchmarks/results/decoding-speed-ml-100k
 """
 
@@ -27,8 +27,7 @@ from idgenrec.data.dataset import SequenceDataset
 from idgenrec.recommender import decoding
 from idgenrec.recommender.model import IDGenRecModel
 
-sys.path.insert(0, str(Path(__file__).parent))
-from seen_items import write_report  # noqa: E402
+from benchmarks.common import write_report
 
 K = 10
 LIBRARY_REORDER = decoding._reorder_cache
@@ -84,7 +83,7 @@ def agreement(rows: list[dict]) -> str:
 def markdown(rows: list[dict], dataset: str, device: str, threads: int) -> str:
     lines = [f"## Decoding: whole-cache against self-attention-only reorder ({dataset}, {device}, {threads} threads)", "",
              f"Trie-constrained top-{K} of the same users, batched as in evaluation; best of the repeats "
-             f"(`benchmarks/decoding_speed.py`). {agreement(rows)}", "",
+             f"(`python -m benchmarks.decoding_speed`). {agreement(rows)}", "",
              "| beam width | seen items | users | whole cache (s) | self-attention only (s) | speedup | users/s "
              "| lists that differ | max score difference |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -121,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             print(rows[-1], flush=True)
     payload = {"dataset": dataset.name, "model": str(args.model), "device": str(device),
                "threads": torch.get_num_threads(), "rows": rows}
-    write_report(args.out, "benchmarks/decoding_speed.py", payload, markdown(rows, dataset.name, str(device), torch.get_num_threads()))
+    write_report(args.out, payload, markdown(rows, dataset.name, str(device), torch.get_num_threads()))
 
 
 if __name__ == "__main__":

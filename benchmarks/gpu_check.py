@@ -6,7 +6,7 @@
 - textual-ID generation for the whole catalogue by a briefly warmed-up generator, twice, with
   the top functions of the first run by cumulative time (cProfile).
 
-    python benchmarks/gpu_check.py --params profiles/paper-offline.yaml --prepared artifacts/prepared \
+    python -m benchmarks.gpu_check --params profiles/paper-offline.yaml --prepared artifacts/prepared \
         --out benchmarks/results/gpu-h200
 
 Title IDs feed the recommender (no generator needed); the catalogue's item texts feed the
@@ -27,14 +27,13 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
 import idgenrec  # noqa: F401  (offline defaults before transformers is imported)
 from idgenrec.atomic import atomic_write, write_json
 from idgenrec.backbone import build_seq2seq, prompt_token_limit
 from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
 from idgenrec.recommender.samples import PromptEncoder, training_samples
 from idgenrec.recommender.training import iterate_batches, make_optimizer, optimisation_step
-from speed import patched, title_id_setup
+from benchmarks.common import patched, title_id_setup
 
 
 def cuda_seconds(work) -> float:

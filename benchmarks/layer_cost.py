@@ -6,7 +6,7 @@ steps/s. Every depth trains the same real ML-100k batches (title IDs, the traini
 own batching and step, bf16 where the CPU has kernels), each from its own fresh weights;
 depths alternate over ``--rounds`` so that a host slowing down mid-run hits all alike.
 
-    python benchmarks/layer_cost.py --prepared artifacts/prepared --out benchmarks/results/layer-cost
+    python -m benchmarks.layer_cost --prepared artifacts/prepared --out benchmarks/results/layer-cost
 
 Writes ``layer-cost.json`` and ``layer-cost.md``. No assertions: a benchmark reports.
 """
@@ -23,7 +23,7 @@ import torch
 import idgenrec  # noqa: F401
 from idgenrec.atomic import atomic_write, write_json
 from idgenrec.backbone import build_seq2seq
-from speed import matmul_peaks, render_peaks, title_id_batches, training_throughput
+from benchmarks.common import matmul_peaks, render_peaks, title_id_batches, training_throughput
 
 
 def steps_per_second(params, tokenizer, batches, depth: tuple[int, int]) -> float:

@@ -13,7 +13,7 @@ the full dataset under the usual protocol, split into the users whose held-out i
 - each ID kind: learned IDs come from the bundled generator, title IDs from the new titles,
   random IDs are unused numbers (they carry nothing the recommender has learned: the paper's point).
 
-    python benchmarks/new_items.py --prepared artifacts/prepared --kinds learned title random \
+    python -m benchmarks.new_items --prepared artifacts/prepared --kinds learned title random \
         --set 'training.schedule=[{phase: recommender, epochs: 0.3, learning_rate: 0.001}]' \
         --out benchmarks/results/new-items-ml-100k
 
@@ -38,8 +38,7 @@ from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.progress import configure_logging
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality import load_params, warmed_up_generator, with_seed  # noqa: E402
+from benchmarks.common import params_with_overrides, warmed_up_generator, with_seed
 
 KS = (5, 10)
 
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     split = hold_out_items(SequenceDataset.load(args.prepared), args.fraction, args.split_seed)
     print(f"{split.num_new} new items of {split.full.num_items}; training on {split.old.num_users} users "
           f"({split.dropped_users} dropped), {split.old.num_interactions} of {split.full.num_interactions} interactions", flush=True)
-    raw = load_params(args.params, args.overrides)
+    raw = params_with_overrides(args.params, args.overrides)
     started = time.perf_counter()
     models: dict[str, Path] = {}
     for kind in args.kinds:

@@ -1,6 +1,6 @@
 """A profile's model in a fixed wall-clock budget: probe the costs, then scale the schedule to fit.
 
-A booked machine (a GPU lease of a few minutes, a nightly slot) rarely holds the paper's
+A booked machine (a GPU for a few minutes, a nightly slot) rarely holds the paper's
 3 rounds of (1 ID epoch + 10 recommender epochs). This keeps the profile's model and
 settings and scales every phase of its schedule by one factor, chosen so the run ends
 inside the budget. The results JSON (written by ``quality.py``) records the schedule that
@@ -11,7 +11,7 @@ ran, so the numbers are those of the profile's model trained as far as the budge
 2. Main: ``quality.py`` on the target dataset with the schedule scaled by the factor that
    fits what is left of the budget (costs scaled by the two datasets' sizes, with margins).
 
-    python benchmarks/paper_budget.py --params profiles/paper-offline.yaml \
+    python -m benchmarks.paper_budget --params profiles/paper-offline.yaml \
         --probe-prepared artifacts/prepared --prepared PREPARED_BEAUTY --budget-s 480 \
         --set warmup.epochs=3 --out benchmarks/results/paper-beauty-budget
 """
@@ -33,7 +33,6 @@ from idgenrec.atomic import write_json
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.recommender.samples import training_samples
 
-QUALITY = Path(__file__).with_name("quality.py")
 # Probe schedule: enough steps to time each phase past its start-up, short enough to leave the budget.
 PROBE_RECOMMENDER_EPOCHS, PROBE_ID_EPOCHS = 0.1, 0.005
 PROBE_SCHEDULE = json.dumps([{"phase": "recommender", "epochs": PROBE_RECOMMENDER_EPOCHS, "learning_rate": 0.001},
@@ -51,7 +50,7 @@ def training_samples_per_epoch(dataset: SequenceDataset) -> int:
 
 def run_quality(prepared: Path, params: Path, overrides: list[str], workdir: Path, out: Path, kind: str, seed: int,
                 timeout_s: float) -> dict:
-    command = [sys.executable, str(QUALITY), "--prepared", str(prepared), "--params", str(params),
+    command = [sys.executable, "-m", "benchmarks.quality", "--prepared", str(prepared), "--params", str(params),
                "--kinds", kind, "--baselines", "--seeds", str(seed), "--workdir", str(workdir), "--out", str(out)]
     for override in overrides:
         command += ["--set", override]
@@ -125,10 +124,7 @@ def main() -> None:
     args = parser.parse_args()
     deadline = time.monotonic() + args.budget_s
 
-    sys.path.insert(0, str(QUALITY.parent))
-    from quality import load_params  # the same override rules as the runs themselves
-
-    raw = load_params(args.params, args.overrides)
+    raw = params_with_overrides(args.params, args.overrides)  # the same override rules as the runs themselves
     warmup_epochs = float(raw.get("warmup", {}).get("epochs", 10.0))
     probe_out = args.out.with_name(args.out.name + "-probe")
     probe = run_quality(

@@ -1,12 +1,12 @@
 """Wall time of the default pipeline, stage by stage (each stage forced, in DAG order).
 
-    python benchmarks/pipeline_times.py --out benchmarks/results/pipeline-ml-100k
+    python -m benchmarks.pipeline_times --out benchmarks/results/pipeline-ml-100k
 
 Runs `dvc repro --force --single-item STAGE` for every stage of dvc.yaml in order, so the
 total is what a fresh `dvc repro` costs on this machine once the data is fetched. The
-machine's dense matmul peaks are measured first and written beside the times: lent 2-core
-hosts differ (the same code's pipeline has taken 1.5x longer on one than on another), so a
-time means little without them.
+machine's CPU model and dense matmul peaks are written beside the times: 2-core machines
+differ (the same code's pipeline has taken 1.5x longer on one than on another), so a time
+means little without them.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ import yaml
 
 from idgenrec.atomic import atomic_write, write_json
 
-sys.path.insert(0, str(Path(__file__).parent))
-from speed import matmul_peaks, render_peaks  # noqa: E402
+from benchmarks.common import machine, matmul_peaks, render_peaks
 
 
 def stage_order(dvc_yaml: Path) -> list[str]:
@@ -55,8 +54,8 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], help="Stages not to time (e.g. register).")
     args = parser.parse_args()
     dvc = str(Path(sys.executable).with_name("dvc"))
-    machine = {"threads": torch.get_num_threads(), "peak_flops": matmul_peaks()}
-    print(f"matmul peak at {machine['threads']} threads: {render_peaks(machine['peak_flops'])}", flush=True)
+    setting = machine() | {"peak_flops": matmul_peaks()}
+    print(f"matmul peak at {setting['threads']} threads: {render_peaks(setting['peak_flops'])}", flush=True)
     rows = []
     for stage in stage_order(Path("dvc.yaml")):
         if stage in args.skip:
@@ -69,22 +68,22 @@ def main() -> None:
         rows.append({"stage": stage, "seconds": round(seconds, 1)})
         print(f"{stage:12s} {seconds:7.1f} s", flush=True)
     total = sum(r["seconds"] for r in rows)
-    # The issue's budget counts from prepared data to the evaluated model: the stages `evaluate`
-    # needs, after `prepare` (not the baselines beside them, nor registration after).
+    # Prepared data -> evaluated model: the stages `evaluate` needs after `prepare` (not the
+    # baselines beside them, nor registration after).
     path = upstream(Path("dvc.yaml"), "evaluate") - {"prepare"}
     to_model = sum(r["seconds"] for r in rows if r["stage"] in path)
     load = os.getloadavg()
     write_json(args.out.with_suffix(".json"),
                {"stages": rows, "total_seconds": round(total, 1), "prepared_to_evaluated_seconds": round(to_model, 1),
-                "prepared_to_evaluated_stages": sorted(path), "load_average_at_end": load, "machine": machine})
+                "prepared_to_evaluated_stages": sorted(path), "load_average_at_end": load, "machine": setting})
     lines = ["## Default pipeline wall time by stage (ML-100k, 2-core CPU)", "",
              "| stage | seconds |", "|---|---|", *[f"| {r['stage']} | {r['seconds']:.0f} |" for r in rows],
              f"| **total** | **{total:.0f}** ({total / 60:.1f} min) |",
              f"| prepared data -> evaluated model ({', '.join(r['stage'] for r in rows if r['stage'] in path)}) "
              f"| **{to_model:.0f}** ({to_model / 60:.1f} min) |", "",
              f"Load average at the end: {', '.join(f'{x:.1f}' for x in load)} (other work on the machine inflates these).", "",
-             f"Measured matmul peak at {machine['threads']} threads: {render_peaks(machine['peak_flops'])} "
-             "(`benchmarks/speed.py`'s `matmul_peaks`).", ""]
+             f"Measured matmul peak at {setting['threads']} threads: {render_peaks(setting['peak_flops'])} "
+             "(`benchmarks.common.matmul_peaks`).", ""]
     with atomic_write(args.out.with_suffix(".md")) as handle:
         handle.write("\n".join(lines))
     print(json.dumps({"total_seconds": total}))

@@ -4,8 +4,8 @@ Runs the library's own stages (warm-up, IDs, alternating training, evaluation) f
 (ID kind, seed), and the baselines for every seed, on a prepared dataset. Writes a JSON of
 every run plus mean / std per model, and a markdown table.
 
-    python benchmarks/quality.py --prepared artifacts/prepared --kinds learned title random \
-        --seeds 0 1 2 --baselines pop sasrec --out benchmarks/results/quality-ml-100k
+    python -m benchmarks.quality --kinds learned title random --seeds 0 1 2 --baselines pop sasrec \
+        --out benchmarks/results/quality-ml-100k-NAME
 
 ``--set key=value`` overrides params (dotted keys, YAML values), e.g.
 ``--set training.history_length=20 --set backbone.encoder_layers=1``.
@@ -18,16 +18,12 @@ and training resumes after its last finished phase (only with the same settings,
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import platform
 import resource
 import statistics
 import sys
 import time
 from pathlib import Path
-
-import yaml
 
 import idgenrec  # noqa: F401  (offline defaults before transformers is imported)
 from idgenrec.atomic import atomic_write, write_json
@@ -37,65 +33,11 @@ from idgenrec.evaluation import evaluate_protocol
 from idgenrec.progress import configure_logging
 from idgenrec.tracking import code_version
 
+from benchmarks.common import (BASELINES, KINDS, PREPARED, machine, model_folder, params_with_overrides, prepared,
+                               warmed_up_generator, with_seed)
+
 REPORTED = [f"{split}/{setting}/{metric}" for split in ("test", "valid") for setting in ("seen_included", "seen_excluded")
             for metric in ("recall@5", "recall@10", "ndcg@5", "ndcg@10")]
-
-
-KINDS = ("learned", "title", "random")
-BASELINES = ("pop", "sasrec")  # the names run_baseline knows
-
-
-def id_kind(model: str) -> str | None:
-    """The ID kind of a run's model name (``idgenrec-learned-user-ids`` -> ``learned``); None for baselines."""
-    rest = model.removeprefix("idgenrec-")
-    return next((kind for kind in KINDS if rest.startswith(kind)), None) if model.startswith("idgenrec-") else None
-
-
-def model_folder(workdir: Path, kind: str, seed: int) -> Path:
-    """Where :func:`run_idgenrec` trains the model of ``kind`` and ``seed`` (``best/`` inside is the selected one)."""
-    return workdir / f"model-{kind}-seed{seed}"
-
-
-def warmed_up_generator(dataset: SequenceDataset, params: Params, workdir: Path) -> Path:
-    """The generator warmed up on ``dataset`` with these settings; trained on first use, then reused.
-
-    The folder is named by a hash of what the warm-up reads (the params of dvc.yaml's `warmup`
-    stage and the dataset's content): every ID kind of a seed and a rerun share it, and a run
-    with other settings in the same workdir gets its own instead of a stale one.
-    """
-    from idgenrec.ids import warm_up_generator
-    from idgenrec.recommender.alternating import dataset_digest
-
-    dumped = params.model_dump(mode="json")
-    reads = {"backbone": dumped["backbone"], "warmup": dumped["warmup"],
-             "ids": {k: dumped["ids"][k] for k in ("seed", "max_input_tokens")}, "dataset": dataset_digest(dataset)}
-    key = hashlib.sha256(json.dumps(reads, sort_keys=True).encode()).hexdigest()[:12]
-    folder = workdir / f"generator-seed{params.ids.seed}-{key}"
-    if not folder.exists():  # written atomically: a folder that exists is whole
-        warm_up_generator(dataset, params, folder)
-    return folder
-
-
-def load_params(path: Path, overrides: list[str]) -> dict:
-    raw = yaml.safe_load(path.read_text()) or {}
-    for override in overrides:
-        key, _, value = override.partition("=")
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value)
-    return raw
-
-
-def with_seed(raw: dict, kind: str | None, seed: int) -> Params:
-    raw = json.loads(json.dumps(raw))
-    raw.setdefault("training", {})["seed"] = seed
-    raw.setdefault("ids", {})["seed"] = seed
-    raw.setdefault("sasrec", {})["seed"] = seed
-    if kind:
-        raw["ids"]["kind"] = kind
-    return Params.model_validate(raw)
 
 
 def run_idgenrec(dataset: SequenceDataset, params: Params, workdir: Path) -> dict:
@@ -188,7 +130,9 @@ def markdown(summary: dict, title: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
+    parser.add_argument("--dataset", choices=sorted(PREPARED), default="ml-100k",
+                        help="Which prepared splits to use when --prepared is not given (Beauty is prepared on first use).")
+    parser.add_argument("--prepared", type=Path, help="A prepared dataset folder (default: the --dataset's).")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--kinds", nargs="*", default=list(KINDS), choices=KINDS,
                         help="ID kinds to train (default: all three; the bare flag: none, to run baselines only).")
@@ -204,8 +148,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
+    args.prepared = args.prepared or prepared(args.dataset)
     dataset = SequenceDataset.load(args.prepared)
-    raw = load_params(args.params, args.overrides)
+    raw = params_with_overrides(args.params, args.overrides)
     runs: list[dict] = []
     out_json = args.out.with_suffix(".json")
     code = code_version(Path(__file__).resolve().parent.parent)  # before any result is written
@@ -213,12 +158,10 @@ def main(argv: list[str] | None = None) -> None:
     def save() -> None:
         summary = summarise(runs)
         write_json(out_json, {
-            "dataset": dataset.name, "prepared": str(args.prepared), "overrides": args.overrides, "command": " ".join(sys.argv),
+            "dataset": dataset.name, "prepared": str(args.prepared), "overrides": args.overrides, "command": " ".join(["python -m benchmarks.quality", *sys.argv[1:]]),
             "params": raw,  # what the runs used (params file plus overrides): defaults change, files stay
             "code": code,
-            "machine": {"python": platform.python_version(), "torch": torch.__version__,
-                        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-                        "threads": torch.get_num_threads()},
+            "machine": machine(),
             # what a machine running this needs: the process's peak so far (a Beauty title-ID run peaked above 12 GB)
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "summary": summary, "runs": runs,

@@ -1,437 +1,467 @@
-"""Regenerate the results tables from the benchmark outputs.
+"""Regenerate the results: ``benchmarks/results/headline.json``, the README's table and docs/results.md.
 
-    python benchmarks/report.py   # rewrites docs/results.md between the results markers, README.md between the headline markers
+    python -m benchmarks report        # or: python -m benchmarks.report
 
-Each included markdown table was written by a benchmark script next to its JSON; this
-script only stitches them together, with the command that reproduces each one.
+Reads the pipeline's DVC metrics (``metrics/*.json``, with the params ``dvc.lock`` recorded for
+them) and the result files in ``benchmarks/results/``; measures nothing. ``headline.json``:
+
+    {"quality":  {dataset: {model: {metric: {"mean": x, "std": s, "seeds": [...]}}}},
+     "settings": {dataset: {model: {"runs": [{"seed", "source", "command", "machine", ...}], ...}}},
+     "speed":    {"training" | "decoding" | "id_generation" | "pipeline": {..., "setting": {...}, "source", "command"}}}
+
+Models: ``popularity``, ``sasrec``, ``idgenrec-KIND`` (KIND: learned, title, random). Metric keys are
+the DVC metric keys (``test/seen_included/ndcg@10``, ...); ``seeds`` lists one value per seed, in
+seed order (``settings`` names each run's seed). On the dataset params.yaml names, a run counts
+only if it ran params.yaml's settings (seeds and ID kind aside); a run that differs from it only in
+``VARIANT_KNOBS`` (an architecture, say) is reported as ``idgenrec-KIND-VALUE``. Other top-level
+keys of an existing headline.json (``zero_shot``, ``scale``, ``reliability``, ...) are kept.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 import statistics
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from idgenrec.atomic import atomic_write
-from idgenrec.config import load_params
-from quality import KINDS, id_kind
+from benchmarks.common import KINDS, RESULTS, atomic_write, id_kind, write_json
 
-RESULTS = Path("benchmarks/results")
-RESULTS_DOC, README = Path("docs/results.md"), Path("README.md")
-START, END = "<!-- results:start -->", "<!-- results:end -->"
-HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
+HEADLINE = RESULTS / "headline.json"
+README, RESULTS_DOC = Path("README.md"), Path("docs/results.md")
+README_START, README_END = "<!-- headline:start -->", "<!-- headline:end -->"
+DOC_START, DOC_END = "<!-- results:start -->", "<!-- results:end -->"
+MODELS = ("popularity", "sasrec", *(f"idgenrec-{kind}" for kind in KINDS))
+DATASETS = ("ml-100k", "beauty")
+DISPLAY = {"popularity": "Popularity", "sasrec": "SASRec (CE)", "idgenrec-learned": "IDGenRec, learned IDs",
+           "idgenrec-title": "IDGenRec, title IDs", "idgenrec-random": "IDGenRec, random IDs"}
+FILE_MODELS = {"pop": "popularity", "sasrec": "sasrec"}  # quality.py's names for the baselines
 
-# (markdown file, command that reproduces it), in the order shown.
-SECTIONS = [
-    ("pipeline-ml-100k.md", "make pipeline  (dvc repro; stage times from benchmarks/pipeline_times.py)"),
-    ("tail-ml-100k.md", "python benchmarks/tail_probe.py --run FOLDER KIND SEED ... --tails 0.1 0.05 --out benchmarks/results/tail-ml-100k  "
-                        "(every run folder is in tail-ml-100k.json; tail-ml-100k-check.json: the pipeline's run rerun at its recorded 0.38)"),
-    ("training-step.md", "python benchmarks/training_step.py --prepared artifacts/prepared --out benchmarks/results/training-step"),
-    ("compiled-step.md", "python benchmarks/compiled_step.py --out benchmarks/results/compiled-step"),
-    ("speed.md", "python benchmarks/speed.py --prepared artifacts/prepared --out benchmarks/results/speed"),
-    ("precision.md", "python benchmarks/precision.py --prepared artifacts/prepared --epochs 0.1 --out benchmarks/results/precision"),
-    ("decoding-speed-ml-100k.md", "python benchmarks/decoding_speed.py --model artifacts/model/best --widths 10 20 "
-                                  "--out benchmarks/results/decoding-speed-ml-100k"),
-    ("beam-width-ml-100k.md", "python benchmarks/beam_width.py --widths 10 15 20 --model ... "
-                              "--out benchmarks/results/beam-width-ml-100k  (each model folder is in beam-width-ml-100k.json)"),
-    ("ids_benchmark_ml-100k.md", "python benchmarks/ids_benchmark.py --datasets ml-100k"),
-    ("ids_benchmark_beauty.md", "python benchmarks/ids_benchmark.py --datasets beauty"),
-    ("gpu-h200.md", "python benchmarks/gpu_check.py --params profiles/paper-offline.yaml --prepared artifacts/prepared "
-                    "--out benchmarks/results/gpu-h200  (on a CUDA machine; the command that ran is in gpu-h200.json)"),
-    ("step-overhead-h200.md", "python benchmarks/step_overhead.py --params profiles/paper-offline.yaml --prepared artifacts/prepared "
-                              "--out benchmarks/results/step-overhead-h200  (on a CUDA machine; step-overhead-h200-contended.json: "
-                              "the same beside three training runs on the lease's 2 host cores)"),
-    ("gpu-h200-paper-beauty-3ep.md", "the quality.py command above, S = 0, 1, 2, on a CUDA machine with Beauty prepared "
-                                     "('On a GPU', above)"),
-    ("gpu-h200-paper-beauty-alternation.md", "the quality.py command above with the schedules in the table, S = 0, 1, four runs side "
-                                             "by side on a CUDA machine with Beauty prepared ('On a GPU', above)"),
-    ("seen_items_ml-100k.md", "python benchmarks/seen_items.py --out benchmarks/results/seen_items_ml-100k --model ...  "
-                              "(the exact command, with every model folder, is in seen_items_ml-100k.json)"),
-    ("new-items-ml-100k.md", "python benchmarks/new_items.py --kinds learned title random --retrained learned "
-                             "--set 'training.schedule=[{phase: recommender, epochs: 0.3, learning_rate: 0.001}]' "
-                             "--out benchmarks/results/new-items-ml-100k"),
-    # Measured before session 13's default (random cross-attention) and own-token budget.
-    ("new-items-ml-100k-default.md", "python benchmarks/new_items.py --kinds learned --retrained "
-                                     "--set backbone.cross_attention_init=random "
-                                     "--out benchmarks/results/new-items-ml-100k-default  (params.yaml's schedule; new items' IDs before c5c86ee's own-token budget)"),
-    ("new-items-ml-100k-split1.md", "python benchmarks/new_items.py --split-seed 1 --kinds learned --retrained "
-                                    "--set backbone.cross_attention_init=random "
-                                    "--out benchmarks/results/new-items-ml-100k-split1  (params.yaml's schedule; new items' IDs before c5c86ee's own-token budget)"),
-    ("new-items-ml-100k-self.md", "python benchmarks/new_items.py --kinds learned --retrained "
-                                  "--out benchmarks/results/new-items-ml-100k-self  (params.yaml then: the 2+2-layer default)"),
-    ("new-items-ml-100k-self-split1.md", "python benchmarks/new_items.py --split-seed 1 --kinds learned --retrained "
-                                         "--out benchmarks/results/new-items-ml-100k-self-split1  (params.yaml then: the 2+2-layer default)"),
-    ("new-items-ml-100k-1x1.md", "python benchmarks/new_items.py --kinds learned --retrained "
-                                 "--out benchmarks/results/new-items-ml-100k-1x1  (params.yaml: the 1+1-layer default)"),
-]
-
-
-PIPELINE_METRICS = [("Pop", "metrics/popularity.json"), ("SASRec (CE)", "metrics/sasrec.json"),
-                    ("IDGenRec, learned IDs", "metrics/model.json")]
-COLUMNS = ["recall@5", "recall@10", "ndcg@5", "ndcg@10"]
-# (dataset key in the quality-*.json names, heading, whether `make pipeline` adds seed 0)
-DATASETS = [("ml-100k", "ML-100k", True), ("beauty", "Amazon Beauty", False)]
-
-
-def display_name(model: str) -> str:
-    """``idgenrec-learned-user-ids`` -> ``IDGenRec, learned IDs (user-ids)``; baselines by their usual names."""
-    if model in ("pop", "sasrec"):
-        return {"pop": "Pop", "sasrec": "SASRec (CE)"}[model]
-    rest = model.removeprefix("idgenrec-")
-    kind = id_kind(model) or rest
-    label = rest.removeprefix(kind).strip("- ")
-    return f"IDGenRec, {kind} IDs" + (f" ({label})" if label else "")
-
-
-# params.yaml's schedule changed in session 6: recommender 1.4, ID 0.02, recommender 0.4 epochs became
-# 1.3, 0.01, 0.2. Runs made on the new schedule before it was the default carry the label "resized",
-# later seeds of the default the label "default"; the IDGenRec runs in these files trained on the
-# earlier default and are labelled so in the tables.
-CURRENT_SCHEDULE_LABELS = ("resized", "default", "layers1x1")  # layers1x1: the 1+1 default, measured before it was one
-EARLIER_SCHEDULE = "earlier schedule: 1.4, 0.02, 0.4 epochs"
-EARLIER_SCHEDULE_FILES = {
-    "quality-ml-100k-ablation-seed0.json", "quality-ml-100k-ids-seed2.json", "quality-ml-100k-previous-default-seed0.json",
-    "quality-ml-100k-random-seed2.json", "quality-ml-100k-seed1.json", "quality-ml-100k-title-seed1.json",
-    "quality-ml-100k-user-ids-seed0.json",
+# A knob added to params.yaml after results were recorded, with the value that reproduces what the
+# code did before the knob existed: a run that does not record the knob is read as having that value.
+KNOB_BEFORE_RECORDED: dict[str, object] = {"backbone.architecture": "seq2seq"}
+# Knobs that name a variant of a model rather than another setting: a run that differs from
+# params.yaml only in these is reported as ``idgenrec-KIND-VALUE`` (params.yaml's value: ``idgenrec-KIND``).
+VARIANT_KNOBS: tuple[str, ...] = ("backbone.architecture",)
+# Knobs only one architecture reads: compared only between runs of that architecture.
+ARCHITECTURE_ONLY = {"causal": ("backbone.causal_layers", "backbone.causal_dropout", "training.window_stride")}
+# What a run's model reads from params.yaml, by model (dotted prefixes); seeds and the ID kind vary by run.
+READS = {
+    "popularity": ("data.k_core", "evaluation"),
+    "sasrec": ("data.k_core", "evaluation", "sasrec"),
+    "idgenrec": ("data.k_core", "data.text_fields", "data.fallback_text", "evaluation", "backbone", "warmup", "ids",
+                 "training"),
 }
-
-
-# params.yaml's backbone.cross_attention_init became "self" in session 13 (docs/results.md, "Collapsed runs").
-# quality.py records each file's params since then; the IDGenRec runs of older files started it random.
-EARLIER_CROSS_ATTENTION = "random"
-
-
-@functools.cache
-def recorded_params(path: Path) -> dict:
-    """The params a quality.py file records (empty for files from before session 13)."""
-    return json.loads(path.read_text()).get("params") or {}
-
-
-def recorded_backbone(path: Path) -> dict:
-    return recorded_params(path).get("backbone") or {}
-
-
-def cross_attention_init(path: Path) -> str:
-    return recorded_backbone(path).get("cross_attention_init", EARLIER_CROSS_ATTENTION)
-
-
-@functools.cache
-def default_cross_attention_init() -> str:
-    return load_params("params.yaml").backbone.cross_attention_init
-
-
-# params.yaml's backbone became 1+1 layers in session 21 (docs/results.md, "Depth"); every run
-# before it had 2+2, the default then, and files from before session 13 record no params.
-EARLIER_LAYERS = (2, 2)
-
-
-def layers(path: Path) -> tuple[int, int]:
-    backbone = recorded_backbone(path)
-    return backbone.get("encoder_layers", EARLIER_LAYERS[0]), backbone.get("decoder_layers", EARLIER_LAYERS[1])
-
-
-def depth_label(depth: tuple[int, int]) -> str:
-    return "{}+{} layers".format(*depth)
-
-
-@functools.cache
-def default_layers() -> tuple[int, int]:
-    backbone = load_params("params.yaml").backbone
-    return backbone.encoder_layers, backbone.decoder_layers
-
-
-# params.yaml's last recommender phase became 0.1 epoch in session 25 (0.38 before). A run of the
-# 1+1 default with the earlier length still counts as the default's where tail_probe.py reran its
-# last phase at the current length from the run's own checkpoints and the first phase stayed
-# selected: the default keeps that same checkpoint, so its test metrics are the run's. Elsewhere
-# a recorded schedule other than params.yaml's is named (2+2 runs: their depth label names their
-# profile, schedule included).
+PER_RUN = {"training.seed", "ids.seed", "sasrec.seed", "ids.kind", "sasrec.device"}
 TAIL_PROBE = RESULTS / "tail-ml-100k.json"
+QUALITY_COMMAND = "python -m benchmarks.quality"
 
 
-def recorded_schedule(path: Path) -> list[dict] | None:
-    return (recorded_params(path).get("training") or {}).get("schedule")
+@dataclass
+class Run:
+    model: str
+    seed: int
+    metrics: dict
+    source: str
+    command: str
+    params: dict | None  # what the run used (None: the file did not record it)
+    setting: dict = field(default_factory=dict)
+    records: list = field(default_factory=list)
 
 
-@functools.cache
-def default_schedule() -> list[dict]:
-    return [phase.model_dump(mode="json") for phase in load_params("params.yaml").training.schedule]
+# -- reading runs ---------------------------------------------------------------------------
 
 
-def schedule_label(schedule: list[dict]) -> str:
-    return "schedule " + " / ".join(f"{phase['epochs']:g}" for phase in schedule) + " epochs"
+def flatten(tree: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= flatten(value, f"{name}.")
+        else:
+            out[name] = value
+    return out
 
 
-def first_phase_best(records: list[dict]) -> float | None:
-    scores = [r["valid_ndcg@10"] for r in records if r.get("phase_index") == 0 and "valid_ndcg@10" in r]
-    return max(scores) if scores else None
+def pipeline_runs() -> list[Run]:
+    """Seed 0 of the pipeline: metrics/*.json, each with the params dvc.lock recorded for its stages."""
+    lock = yaml.safe_load(Path("dvc.lock").read_text())["stages"] if Path("dvc.lock").exists() else {}
 
+    def stage_params(*stages: str) -> dict:
+        merged: dict = {}
+        for stage in stages:
+            for section, value in (lock.get(stage, {}).get("params", {}).get("params.yaml") or {}).items():
+                node = merged
+                *parents, leaf = section.split(".")
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[leaf] = value
+        return merged
 
-@functools.cache
-def probed_runs() -> tuple[dict, ...]:
-    return tuple(json.loads(TAIL_PROBE.read_text())["runs"]) if TAIL_PROBE.exists() else ()
-
-
-def tail_probe(kind: str, seed: int, first_best: float | None) -> dict | None:
-    """tail_probe.py's rerun at params.yaml's length of the run of (kind, seed) whose first phase
-    scored ``first_best``, where that rerun kept the first phase selected (the run's checkpoint stands)."""
-    if first_best is None:
-        return None
-    length = default_schedule()[-1]["epochs"]
-    for run in probed_runs():
-        # The first phase's best score, to the last bit, tells this run from another of the same kind and seed (other code).
-        if (run["kind"], run["seed"], run.get("first_phase_best")) == (kind, seed, first_best):
-            probe = next((p for p in run["probes"] if p["epochs"] == length), None)
-            return probe if probe is not None and probe["selected_phase"] == 1 else None
-    return None
-
-
-def run_label(model: str, kind: str) -> str:
-    """``idgenrec-learned-user-ids`` -> ``user-ids``: what quality.py's --label added to the model name."""
-    return model.removeprefix(f"idgenrec-{kind}").strip("- ")
-
-
-def counted_by_probe(path: Path, run: dict) -> dict | None:
-    """The tail probe by which a default run of an earlier last-phase length counts as the current default's."""
-    kind = id_kind(run["model"])
-    if kind is None or layers(path) != default_layers():
-        return None
-    if run_label(run["model"], kind) not in ("", *CURRENT_SCHEDULE_LABELS):
-        return None
-    schedule, current = recorded_schedule(path), default_schedule()
-    if schedule is None or schedule == current or len(schedule) != len(current) or schedule[:-1] != current[:-1]:
-        return None
-    if {k: v for k, v in schedule[-1].items() if k != "epochs"} != {k: v for k, v in current[-1].items() if k != "epochs"}:
-        return None
-    return tail_probe(kind, run["seed"], first_phase_best(run.get("records", [])))
-
-
-def run_name(path: Path, run: dict) -> str:
-    """Display name of a run in ``path``, its labels saying which default schedule and initialisation it had."""
-    model = run["model"]
-    kind = id_kind(model)
-    if kind is None:
-        return display_name(model)
-    label = run_label(model, kind)
-    parts = [label] if label and label not in CURRENT_SCHEDULE_LABELS else []
-    if path.name in EARLIER_SCHEDULE_FILES:
-        parts.append(EARLIER_SCHEDULE)
-    depth = layers(path)
-    schedule = recorded_schedule(path)
-    if (depth == default_layers() and schedule is not None and schedule != default_schedule()
-            and counted_by_probe(path, run) is None):
-        parts.append(schedule_label(schedule))
-    if depth != default_layers():
-        parts.append(depth_label(depth))
-    if (init := cross_attention_init(path)) != default_cross_attention_init():
-        parts.append(f"{init} cross-attention")
-    return display_name(f"idgenrec-{kind}" + (f"-{', '.join(parts)}" if parts else ""))
-
-
-def result_files(dataset: str) -> list[Path]:
-    return sorted(RESULTS.glob(f"quality-{dataset}*.json"))
-
-
-def quality_runs(dataset: str, with_pipeline: bool) -> list[tuple[str, int, dict]]:
-    """(model, seed, run) from the pipeline's DVC metrics (seed 0) and every quality.py run on ``dataset``."""
+    sources = [("popularity", "metrics/popularity.json", ("prepare", "popularity")),
+               ("sasrec", "metrics/sasrec.json", ("prepare", "sasrec")),
+               ("idgenrec", "metrics/model.json", ("prepare", "register"))]
     runs = []
-    if with_pipeline:
-        runs = [(name, 0, {"metrics": json.loads(Path(path).read_text())})
-                for name, path in PIPELINE_METRICS if Path(path).exists()]
-    for path in result_files(dataset):
-        for run in json.loads(path.read_text())["runs"]:
-            name = run_name(path, run)
-            if probe := counted_by_probe(path, run):
-                run = {**run, "probed_tail": probe}
-            if (name, run["seed"]) not in {(n, s) for n, s, _ in runs}:
-                runs.append((name, run["seed"], run))
+    for model, path, stages in sources:
+        if not Path(path).exists():
+            continue
+        params = stage_params(*stages)
+        if model == "idgenrec":
+            model = f"idgenrec-{params.get('ids', {}).get('kind', 'learned')}"
+        seed = (params.get("sasrec") if model == "sasrec" else params.get("training", {})).get("seed", 0) if params else 0
+        runs.append(Run(model, seed, json.loads(Path(path).read_text()), path, "dvc repro", params,
+                        {"device": "cpu", "evaluated_users": "all"}))
     return runs
 
 
-def _mean_std(values: list[float]) -> str:
-    spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else ""
-    return f"{statistics.fmean(values):.4f}{spread}"
+def file_runs(path: Path) -> list[Run]:
+    """The runs of one quality.py file (or a file of its layout)."""
+    data = json.loads(path.read_text())
+    params = data.get("params") if isinstance(data.get("params"), dict) else None
+    machine = data.get("machine") or {"device": data.get("device")}
+    users = (params or {}).get("evaluation", {}).get("sample_users") if params else None
+    for override in data.get("overrides", []):
+        if override.startswith("evaluation.sample_users="):
+            users = int(override.partition("=")[2])
+    command = data.get("command", "")
+    if command.startswith("benchmarks/quality.py"):
+        command = command.replace("benchmarks/quality.py", QUALITY_COMMAND, 1)
+    runs = []
+    for run in data["runs"]:
+        name = run.get("model", "idgenrec-learned")
+        kind = id_kind(name)
+        model = FILE_MODELS.get(name) or (f"idgenrec-{kind}" if kind else name)
+        setting = {"device": machine.get("device") or "cpu", "threads": machine.get("threads"),
+                   "evaluated_users": users or "all", "overrides": data.get("overrides", [])}
+        if isinstance(data.get("params"), str):
+            setting["params"] = data["params"]
+        runs.append(Run(model, run["seed"], run["metrics"], f"benchmarks/results/{path.name}", command, params,
+                        {k: v for k, v in setting.items() if v not in (None, [])}, run.get("records", [])))
+    return runs
 
 
-def quality_table(dataset: str, heading: str, with_pipeline: bool, headline: bool = False) -> str:
-    """Mean ± std over seeds per model, both exclusion settings, from :func:`quality_runs`.
-
-    ``headline``: the baselines and the three ID kinds on the current defaults only, no notes.
-    """
-    runs = quality_runs(dataset, with_pipeline)
-    if headline:
-        runs = [run for run in runs if run[0] in HEADLINE_MODELS]
-    if not runs:
-        return ""
-    lines = [f"## Quality on {heading} (test, leave-one-out, full ranking)", "",
-             "Mean ± std over seeds. Left: nothing excluded (RecBole's convention, anchors.md); right: each user's "
-             "history excluded from the ranking (what the default profile decodes with).", "",
-             "| model | seeds | " + " | ".join(COLUMNS) + " | R@10, seen excluded | N@10, seen excluded |",
-             "|---|---|" + "---|" * (len(COLUMNS) + 2)]
-    for name in sorted(dict.fromkeys(n for n, _, _ in runs), key=_table_order):
-        rows = [(seed, run["metrics"]) for n, seed, run in runs if n == name]
-        cells = [_mean_std([m[f"test/seen_included/{c}"] for _, m in rows]) for c in COLUMNS]
-        cells += [_mean_std([m[f"test/seen_excluded/{c}"] for _, m in rows]) for c in ("recall@10", "ndcg@10")]
-        seeds = ",".join(str(seed) for seed, _ in sorted(rows, key=lambda r: r[0]))
-        lines.append(f"| {name} | {seeds} | " + " | ".join(cells) + " |")
-    if headline:
-        return "\n".join(lines) + "\n"
-    lines += ["", *budget_notes(dataset), sasrec_note(runs)]
-    if with_pipeline:
-        lines += [alternation_note(runs), user_id_note(runs)]
-    return "\n".join(line for line in lines if line is not None) + "\n"
+def all_runs() -> dict[str, list[Run]]:
+    runs: dict[str, list[Run]] = {dataset: [] for dataset in DATASETS}
+    runs["ml-100k"] += pipeline_runs()
+    for path in sorted(RESULTS.glob("quality-*.json")):
+        dataset = json.loads(path.read_text()).get("dataset")
+        runs.setdefault(dataset, []).extend(file_runs(path))
+    for path in sorted(RESULTS.glob("gpu-h200-paper-beauty-3ep.json")):
+        runs["beauty"].extend(file_runs(path))
+    return runs
 
 
-EARLIER_DEPTH_LABEL = depth_label(EARLIER_LAYERS)
-# The baselines, the three ID kinds on the current defaults, and on the 2+2 layers before them.
-HEADLINE_MODELS = ("Pop", "SASRec (CE)", *(display_name(f"idgenrec-{kind}") for kind in KINDS),
-                   *(display_name(f"idgenrec-{kind}-{EARLIER_DEPTH_LABEL}") for kind in KINDS))
+# -- which runs are the default's -----------------------------------------------------------
 
 
-def _table_order(name: str) -> tuple[int, str]:
-    """Baselines first, then the ID kinds in the paper's order, then variants."""
-    fixed = ["Pop", "SASRec (CE)", *(display_name(f"idgenrec-{kind}") for kind in KINDS),
-             *(display_name(f"idgenrec-{kind}-{EARLIER_DEPTH_LABEL}") for kind in KINDS),
-             *(display_name(f"idgenrec-{kind}-{EARLIER_CROSS_ATTENTION} cross-attention") for kind in KINDS)]
-    return (fixed.index(name), "") if name in fixed else (len(fixed), name)
+def normalised(value: object) -> object:
+    """``1e-06`` (a string to YAML 1.1) and ``1.0e-6`` (a float) are the same setting."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
-def is_default(override: str, params: dict) -> bool:
-    """Whether a ``--set key=value`` override equals what ``params`` (params.yaml now) says: a setting since adopted."""
-    key, _, value = override.partition("=")
-    node = params
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return node == yaml.safe_load(value)
+def architecture(params: dict) -> str:
+    return str(flatten(params).get("backbone.architecture", KNOB_BEFORE_RECORDED["backbone.architecture"]))
 
 
-def budget_notes(dataset: str) -> list[str]:
-    """What was changed from params.yaml for the runs on ``dataset`` (their --set overrides), files grouped by change."""
-    groups: dict[tuple[str, ...], list[tuple[str, set[str]]]] = {}
-    params = yaml.safe_load(Path("params.yaml").read_text())
-    for path in result_files(dataset):
-        data = json.loads(path.read_text())
-        if overrides := [o for o in data.get("overrides", []) if not is_default(o, params)]:
-            models = {run_name(path, r) for r in data["runs"]}
-            groups.setdefault(tuple(overrides), []).append((path.name, models))
-    notes = []
-    for overrides, files in groups.items():
-        models = sorted(set().union(*(m for _, m in files)), key=_table_order)
-        names = ", ".join(f"`{name}`" for name, _ in files)
-        notes.append(f"- {names} ({', '.join(models)}): " + ", ".join(f"`{o}`" for o in overrides))
-    return ["Settings changed from `params.yaml`:", "", *notes, ""] if notes else []
-
-
-def sasrec_note(runs: list[tuple[str, int, dict]]) -> str | None:
-    """How far each SASRec run trained: epochs run, the selected epoch, and the cap when one was set."""
-    cells = []
-    for name, seed, run in sorted(runs, key=lambda r: r[1]):
-        if name != "SASRec (CE)":
-            continue
-        training, metrics = run.get("training"), run["metrics"]
-        if training:  # a quality.py run
-            capped = " (stopped by the cap)" if training["epochs"] == training["max_epochs"] else ""
-            cells.append(f"seed {seed}: {training['epochs']} epochs{capped}, best epoch {training['best_epoch']}, "
-                         f"max_epochs {training['max_epochs']}, patience {training['patience']}")
-        elif "train/epochs" in metrics:  # the pipeline's metrics/sasrec.json
-            cells.append(f"seed {seed}: {metrics['train/epochs']:.0f} epochs, best epoch {metrics['train/best_epoch']:.0f}")
-    return ("SASRec training (each epoch predicts every training target once; selection on validation N@10): "
-            + "; ".join(cells) + ".\n") if cells else None
-
-
-def _rounds(records: list[dict]) -> tuple[float, float] | None:
-    """(best validation N@10 of the first recommender phase, best of the later ones)."""
-    key = next((k for r in records for k in r if k.startswith("valid_") and k.endswith("ndcg@10")), None)
-    first = [r[key] for r in records if r.get("phase_index") == 0 and key in r]
-    later = [r[key] for r in records if r.get("phase_index", 0) > 0 and key in r]
-    return (max(first), max(later)) if first and later else None
-
-
-def _pipeline_records() -> list[dict]:
-    curve = Path("metrics/training_curve.json")
-    return json.loads(curve.read_text()) if curve.exists() else []
-
-
-def alternation_note(runs: list[tuple[str, int, dict]]) -> str | None:
-    """Did the phases after the ID phase beat the first recommender phase (validation)?
-
-    Title and random IDs run the same schedule with the ID phase skipped, so they are the
-    control: what the extra recommender phase gives without any ID change.
-    """
-    cells = []
-    if pair := _rounds(_pipeline_records()):
-        cells.append(f"learned IDs seed 0: {pair[0]:.4f} -> {pair[1]:.4f}")
-    probed = False
-    for name, seed, run in runs:
-        if name.startswith("IDGenRec") and (pair := _rounds(run.get("records", []))):
-            later = f"{pair[1]:.4f}"
-            if probe := run.get("probed_tail"):  # the last phase at params.yaml's length (TAIL_PROBE)
-                later, probed = f"{probe['valid_ndcg@10']:.4f}*", True
-            cells.append(f"{name.removeprefix('IDGenRec, ')} seed {seed}: {pair[0]:.4f} -> {later}")
-    if not cells:
+def differences(run: Run, reference: dict) -> set[str] | None:
+    """Knobs (dotted) where ``run`` differs from ``reference`` among those its model reads; None if unknown."""
+    if run.params is None:
         return None
-    if probed:
-        cells.append("* the last phase rerun at params.yaml's length from the run's own checkpoints "
-                     "(benchmarks/tail_probe.py, tail-ml-100k.md)")
-    return ("Rounds (validation N@10 in the selection setting, as measured during training): best of the first "
-            "recommender phase -> best of the "
-            "recommender phase after the ID phase (title/random: the same phase, no ID change). Runs trained before "
-            "dfbe220 decoded the excluded setting by dropping seen items' beams, which lowers these numbers. "
-            + "; ".join(cells) + ".\n")
+    family = run.model if run.model in READS else "idgenrec"
+    recorded, current = flatten(run.params), flatten(reference)
+    ignored = set(PER_RUN)
+    if family == "idgenrec":
+        ours = architecture(run.params)
+        ignored |= {k for arch, knobs in ARCHITECTURE_ONLY.items() if arch != ours for k in knobs}
+    keys = {k for k in recorded.keys() | current.keys() if k.startswith(READS[family]) and k not in ignored}
+    missing = object()
+    return {k for k in keys
+            if normalised(recorded.get(k, KNOB_BEFORE_RECORDED.get(k, missing))) != normalised(current.get(k, missing))}
 
 
-def user_id_note(runs: list[tuple[str, int, dict]]) -> str | None:
-    """Validation N@10 of the selected checkpoint with user IDs against the same kind and seed without."""
-    key = "valid/seen_excluded/ndcg@10"
-    best = {(name, seed): run["metrics"].get(key) for name, seed, run in runs if name.startswith("IDGenRec")}
-    pairs = []
-    for (name, seed), score in best.items():
-        if "(user-ids" in name:
-            plain_name = name.replace("(user-ids)", "").replace("(user-ids, ", "(").strip()
-            plain = best.get((plain_name, seed))
-            if plain is not None and score is not None:
-                pairs.append(f"{plain_name.removeprefix('IDGenRec, ')} seed {seed}: {plain:.4f} without -> {score:.4f} with")
-    if not pairs:
+def probed_tail(run: Run, reference: dict) -> dict | None:
+    """The tail probe by which a run that differs from ``reference`` only in its last phase's length counts.
+
+    benchmarks/tail_probe.py reran that run's last phase at the reference length from the run's own
+    checkpoints; where the first phase stayed selected, the default's run selects the same checkpoint,
+    so its test metrics are this run's.
+    """
+    kind = id_kind(run.model)
+    schedule, current = run.params["training"]["schedule"], reference["training"]["schedule"]
+    if kind is None or len(schedule) != len(current) or schedule[:-1] != current[:-1] or not TAIL_PROBE.exists():
         return None
-    return (f"User IDs (`training.user_id_words`), `{key}` of the selected checkpoint: " + "; ".join(pairs) + ".\n")
+    if {k: v for k, v in schedule[-1].items() if k != "epochs"} != {k: v for k, v in current[-1].items() if k != "epochs"}:
+        return None
+    first = [r["valid_ndcg@10"] for r in run.records if r.get("phase_index") == 0 and "valid_ndcg@10" in r]
+    for probed in json.loads(TAIL_PROBE.read_text())["runs"]:
+        # the first phase's best score, to the last bit, tells this run from another of the same kind and seed
+        if first and (probed["kind"], probed["seed"], probed.get("first_phase_best")) == (kind, run.seed, max(first)):
+            probe = next((p for p in probed["probes"] if p["epochs"] == current[-1]["epochs"]), None)
+            if probe is not None and probe["selected_phase"] == 1:
+                return probe
+    return None
 
 
-def section() -> str:
-    parts = [START, "", "_Generated by `python benchmarks/report.py` from `metrics/` and `benchmarks/results/`; do not edit by hand._", "",
-             *[quality_table(*dataset) for dataset in DATASETS],
-             "Reproduce: `make pipeline` (ML-100k: Pop, SASRec, learned IDs seed 0); the other runs: "
-             "`python benchmarks/quality.py --prepared PREPARED --kinds KIND --baselines --seeds SEEDS "
-             "--out benchmarks/results/quality-DATASET-NAME` (each JSON there records its exact command)", ""]
-    for name, command in SECTIONS:
-        path = RESULTS / name
-        if not path.exists():
-            continue
-        body = path.read_text(encoding="utf-8").strip()
-        body = re.sub(r"^# ", "### ", body, flags=re.M)
-        body = re.sub(r"^## ", "### ", body, flags=re.M)
-        parts += [body, "", f"Reproduce: `{command}`", ""]
-        png = path.with_suffix(".png")
-        if png.exists():
-            parts += [f"![{path.stem}]({png.as_posix()})", ""]
-    parts.append(END)
-    return "\n".join(parts)
+def current_runs(dataset: str, runs: list[Run], reference: dict | None) -> dict[str, list[Run]]:
+    """Runs by headline model name: on the reference's dataset only the reference's settings (or a variant)."""
+    chosen: dict[str, list[Run]] = {}
+    for run in runs:
+        name = run.model
+        if reference is not None:
+            diff = differences(run, reference)
+            if diff is None:
+                continue
+            if diff == {"training.schedule"} and (probe := probed_tail(run, reference)):
+                run.setting["last_phase_epochs"] = run.params["training"]["schedule"][-1]["epochs"]
+                run.setting["counted_by"] = (f"{TAIL_PROBE}: its last phase rerun at "
+                                             f"{probe['epochs']:g} epoch kept the first phase selected")
+                diff = set()
+            if diff and diff <= set(VARIANT_KNOBS) and id_kind(name):
+                name += "-" + "-".join(str(flatten(run.params).get(k, KNOB_BEFORE_RECORDED.get(k))) for k in sorted(diff))
+                diff = set()
+            if diff:
+                continue
+        seeds = {r.seed for r in chosen.get(name, [])}
+        if run.seed not in seeds:  # the first source of a seed wins (the pipeline's metrics come first)
+            chosen.setdefault(name, []).append(run)
+    return {name: sorted(rs, key=lambda r: r.seed) for name, rs in sorted(chosen.items(), key=lambda x: model_order(x[0]))}
 
 
-def headline() -> str:
-    """The README's table: ML-100k, the baselines and the three ID kinds on the current defaults."""
-    dataset, heading, with_pipeline = DATASETS[0]
-    table = quality_table(dataset, heading, with_pipeline, headline=True).replace("## Quality on", "### Quality on", 1)
-    return "\n".join([HEADLINE_START, "", "_Generated by `python benchmarks/report.py`; every other run and table: "
-                      "[docs/results.md](docs/results.md#tables)._", "", table,
-                      "Reproduce: `make pipeline` (seed 0 of Pop, SASRec and learned IDs); the other seeds and kinds: "
-                      "`python benchmarks/quality.py --kinds KIND --seeds SEEDS --baselines --out benchmarks/results/quality-ml-100k-NAME` "
-                      "(each JSON there records its exact command).", "", HEADLINE_END])
+def model_order(name: str) -> tuple[int, str]:
+    return (MODELS.index(name), "") if name in MODELS else (len(MODELS), name)
+
+
+def summarise(runs: list[Run]) -> dict:
+    keys = sorted(set.intersection(*(set(r.metrics) for r in runs)))
+    out = {}
+    for key in keys:
+        values = [r.metrics[key] for r in runs]
+        out[key] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                    "seeds": values}
+    return out
+
+
+def run_settings(runs: list[Run]) -> dict:
+    return {"runs": [{"seed": r.seed, "source": r.source, "command": r.command, **r.setting} for r in runs]}
+
+
+# -- speed ----------------------------------------------------------------------------------
+
+
+def read(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def speed_section() -> dict:
+    speed: dict = {}
+    if data := read("speed.json"):
+        setting = {**data.get("machine", {}), "model": data.get("model"),
+                   "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in data["peak_flops"].items()}}
+        source = {"source": "benchmarks/results/speed.json", "command": data.get("command", "python -m benchmarks.speed")}
+        speed["training"] = {**source, "setting": setting, "rows": [
+            {"history_length": r["history_length"], "precision": "bf16" if r["bf16"] else "fp32",
+             "batch_size": 64, "samples_per_s": r["samples_per_s"], "target_positions_per_s": r.get("target_positions_per_s"),
+             "mfu": r["mfu"], "mfu_peak": "measured dense matmul peak of the same precision"} for r in data["training"]]}
+        speed["decoding"] = {**source, "setting": setting, "rows": [
+            {"history_length": r["history_length"], "items": r["items"], "trie": r["constrained"], "beams": 10,
+             "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "batched_users_per_s": r["batch_users_per_s"]}
+            for r in data["decoding"]]}
+    if data := read("ids_benchmark_ml-100k.json"):
+        result = data["results"][0]
+        speed["id_generation"] = {
+            "source": "benchmarks/results/ids_benchmark_ml-100k.json", "command": "python -m benchmarks.ids_benchmark --datasets ml-100k",
+            "setting": {**data["environment"], "dataset": "ml-100k", "backbone": result.get("backbone")},
+            "catalogue_items": result["items"], "catalogue_items_per_s": result["learned"]["items_per_second"],
+            "subset_items": result["speed"]["subset_items"],
+            "batched_items_per_s": result["speed"]["batched_items_per_second"],
+            "one_at_a_time_items_per_s": result["speed"]["one_at_a_time_items_per_second"]}
+    if data := read("pipeline-ml-100k.json"):
+        peaks = data["machine"].get("peak_flops", {})
+        speed["pipeline"] = {
+            "source": "benchmarks/results/pipeline-ml-100k.json", "command": "python -m benchmarks.pipeline_times",
+            "setting": {**{k: v for k, v in data["machine"].items() if k != "peak_flops"}, "dataset": "ml-100k",
+                        "params": "params.yaml", "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
+                        "load_average_at_end": [round(x, 2) for x in data.get("load_average_at_end", [])]},
+            "total_s": data["total_seconds"], "prepared_to_evaluated_s": data["prepared_to_evaluated_seconds"],
+            "stages_s": {r["stage"]: r["seconds"] for r in data["stages"]}}
+    return speed
+
+
+# -- the headline ---------------------------------------------------------------------------
+
+
+def headline() -> dict:
+    reference = yaml.safe_load(Path("params.yaml").read_text())
+    quality, settings = {}, {}
+    for dataset, runs in all_runs().items():
+        chosen = current_runs(dataset, runs, reference if dataset == reference["data"]["name"] else None)
+        if chosen:
+            quality[dataset] = {name: summarise(rs) for name, rs in chosen.items()}
+            settings[dataset] = {name: run_settings(rs) for name, rs in chosen.items()}
+    kept = json.loads(HEADLINE.read_text()) if HEADLINE.exists() else {}
+    return {**kept, "quality": quality, "settings": settings, "speed": speed_section()}
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+
+def cell(entry: dict | None) -> str:
+    if entry is None:
+        return "-"
+    return f"{entry['mean']:.4f}" + (f" ± {entry['std']:.4f}" if len(entry["seeds"]) > 1 else "")
+
+
+def quality_table(head: dict, dataset: str, keys: list[str]) -> list[str]:
+    labels = [k.replace("test/", "").replace("seen_included/", "").replace("seen_excluded/", "excl. ").replace("recall", "R")
+              .replace("ndcg", "N") for k in keys]
+    lines = ["| model | seeds | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(keys)]
+    for model, metrics in head["quality"].get(dataset, {}).items():
+        seeds = ",".join(str(r["seed"]) for r in head["settings"][dataset][model]["runs"])
+        lines.append(f"| {DISPLAY.get(model, model)} | {seeds} | " + " | ".join(cell(metrics.get(k)) for k in keys) + " |")
+    return lines
+
+
+HEADLINE_KEYS = ["test/seen_included/recall@10", "test/seen_included/ndcg@10",
+                 "test/seen_excluded/recall@10", "test/seen_excluded/ndcg@10"]
+FULL_KEYS = [f"test/{setting}/{metric}@{k}" for setting in ("seen_included", "seen_excluded")
+             for metric in ("recall", "ndcg") for k in (5, 10)]
+
+
+def findings(head: dict) -> list[str]:
+    """Findings computed from the headline numbers (no number here is typed in)."""
+    quality = head["quality"].get("ml-100k", {})
+    out = []
+    key, excluded = "test/seen_included/ndcg@10", "test/seen_excluded/ndcg@10"
+    pop, learned, sasrec = (quality.get(m, {}) for m in ("popularity", "idgenrec-learned", "sasrec"))
+    if key in pop and key in learned:
+        out.append(f"Learned IDs reach {learned[key]['mean'] / pop[key]['mean']:.1f}x popularity's NDCG@10 with nothing "
+                   f"excluded and {learned[excluded]['mean'] / pop[excluded]['mean']:.1f}x with seen items excluded.")
+    kinds = [m for m in ("idgenrec-learned", "idgenrec-title", "idgenrec-random") if key in quality.get(m, {})]
+    if len(kinds) == 3:
+        means = [quality[m][key]["mean"] for m in kinds]
+        lows_above = all(min(quality[a][key]["seeds"]) > max(quality[b][key]["seeds"]) for a, b in zip(kinds, kinds[1:]))
+        order = "learned > title > random" if means == sorted(means, reverse=True) else "not learned > title > random"
+        out.append(f"The paper's ablation holds: {order} IDs on the mean"
+                   + (", and every seed of each kind above every seed of the next." if lows_above else "."))
+    if key in sasrec and key in learned:
+        out.append(f"SASRec trained to convergence in the same harness stays ahead: NDCG@10 "
+                   f"{sasrec[key]['mean'] / learned[key]['mean']:.2f}x learned IDs'.")
+    return out
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
+def speed_lines(head: dict) -> list[str]:
+    speed, lines = head["speed"], []
+    if training := speed.get("training"):
+        s = training["setting"]
+        for row in training["rows"]:
+            lines.append(f"| training, history {row['history_length']}, batch 64, {row['precision']} | "
+                         f"{row['samples_per_s']:.0f} samples/s, {fmt(row['target_positions_per_s'])} target positions/s, "
+                         f"MFU {row['mfu']:.0%} | {s.get('cpu')}, {s.get('threads')} threads |")
+    if decoding := speed.get("decoding"):
+        s = decoding["setting"]
+        full = max(r["items"] for r in decoding["rows"])
+        for row in [r for r in decoding["rows"] if r["items"] == full]:
+            lines.append(f"| top-10 for one user, history {row['history_length']}, 10 beams, "
+                         f"{'trie' if row['trie'] else 'no trie'} | p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms | "
+                         f"{s.get('cpu')}, {s.get('threads')} threads |")
+    if ids := speed.get("id_generation"):
+        s = ids["setting"]
+        lines.append(f"| textual IDs, first {ids['subset_items']} ML-100k items | {ids['batched_items_per_s']:.0f} items/s batched, "
+                     f"{ids['one_at_a_time_items_per_s']:.0f} one at a time | {s.get('cpu', 'CPU')}, {s.get('threads')} threads |")
+    if pipeline := speed.get("pipeline"):
+        s = pipeline["setting"]
+        peaks = ", ".join(f"{k} {v:.0f}" for k, v in s["matmul_peak_gflops"].items())
+        lines.append(f"| `dvc repro`, every stage forced | {pipeline['total_s'] / 60:.1f} min "
+                     f"(prepared data -> evaluated model {pipeline['prepared_to_evaluated_s'] / 60:.1f} min) | "
+                     f"{s.get('cpu', 'CPU')}, {s.get('threads')} threads, matmul peak GFLOP/s: {peaks} |")
+    return ["| what | measured | setting |", "|---|---|---|", *lines] if lines else []
+
+
+def readme_block(head: dict) -> str:
+    lines = [README_START, "",
+             "_Generated by `python -m benchmarks report` from `benchmarks/results/headline.json`; "
+             "every table, setting and command: [docs/results.md](docs/results.md)._", "",
+             "ML-100k, test split, leave-one-out, full-catalogue ranking; mean ± std over seeds. "
+             "R/N = Recall/NDCG; \"excl.\" = each user's history excluded from the ranking.", "",
+             *quality_table(head, "ml-100k", HEADLINE_KEYS), "",
+             *[f"- {line}" for line in findings(head)], "",
+             "Reproduce: `make pipeline` (seed 0 of popularity, SASRec and learned IDs), then "
+             "`python -m benchmarks run full --only quality` (the other seeds and ID kinds) and "
+             "`python -m benchmarks report`.", "",
+             *speed_lines(head), "", README_END]
+    return "\n".join(lines)
+
+
+def settings_lines(head: dict, dataset: str) -> list[str]:
+    lines = []
+    for model, entry in head["settings"][dataset].items():
+        parts = []
+        for run in entry["runs"]:
+            extra = [f"{k} {v}" for k, v in run.items() if k in ("device", "evaluated_users", "last_phase_epochs", "params")]
+            extra += [f"`--set {o}`" for o in run.get("overrides", [])]
+            parts.append(f"seed {run['seed']}: `{run['source']}` ({', '.join(extra)})")
+        lines.append(f"- {DISPLAY.get(model, model)}: " + "; ".join(parts))
+    return lines
+
+
+INCLUDED = [  # (file, what it shows, command when the JSON does not record it)
+    ("tail-ml-100k.md", "The last recommender phase rerun at other lengths from each run's own checkpoints.", None),
+    ("quality-ml-100k-1x1-no-id-phase-learned-seed0.md",
+     "The alternation control: the default schedule with its ID phase left out (learned IDs, seed 0).", None),
+    ("new-items-ml-100k-1x1.md", "New items without retraining on the default profile (split seed 0).", None),
+    ("ids_benchmark_ml-100k.md", "Textual ID quality and generation speed.", "python -m benchmarks.ids_benchmark --datasets ml-100k"),
+    ("ids_benchmark_beauty.md", "Textual ID quality and generation speed on Amazon Beauty.",
+     "python -m benchmarks.ids_benchmark --datasets beauty"),
+    ("speed.md", "Training throughput, MFU and decoding latency.", None),
+    ("pipeline-ml-100k.md", "The default pipeline's wall time by stage.", "python -m benchmarks.pipeline_times"),
+    ("layer-cost.md", "Cost of a training step at each depth.", None),
+    ("training-step.md", "The library's CPU training step against PyTorch's defaults.", None),
+    ("decoding-speed-ml-100k.md", "Decoding with the self-attention-only cache reorder against the whole-cache reorder.", None),
+    ("gpu-h200.md", "GPU costs of the paper-offline profile's model on an NVIDIA H200.", None),
+    ("gpu-h200-paper-beauty-3ep.md", "The paper-offline profile on Amazon Beauty, 3 of its 30 recommender epochs "
+                                     "(NVIDIA H200).", None),
+    ("gpu-h200-paper-beauty-alternation.md", "An ID phase on the paper-offline profile against a control without it "
+                                             "(Amazon Beauty, NVIDIA H200).", None),
+]
+
+
+def included(name: str, caption: str, command: str | None) -> list[str]:
+    path = RESULTS / name
+    if not path.exists():
+        return []
+    body = re.sub(r"^#{1,3} ", "#### ", path.read_text(encoding="utf-8").strip(), flags=re.M)
+    data = read(path.with_suffix(".json").name) or {}
+    command = data.get("command") if isinstance(data.get("command"), str) else command
+    if command:
+        command = re.sub(r"^(python )?benchmarks/(\w+)\.py", r"python -m benchmarks.\2", command)
+    return [f"### {caption}", "", body, "", f"Source: `benchmarks/results/{name}`" + (f"; command: `{command}`" if command else ""), ""]
+
+
+def doc_block(head: dict) -> str:
+    lines = [DOC_START, "", "_Generated by `python -m benchmarks report` from `metrics/` and `benchmarks/results/`; "
+             "do not edit by hand._", ""]
+    for dataset in head["quality"]:
+        lines += [f"### Quality on {dataset} (test, leave-one-out, full-catalogue ranking)", "",
+                  "Mean ± std over seeds; left four: nothing excluded, right four: each user's history excluded.", "",
+                  *quality_table(head, dataset, FULL_KEYS), "", "Runs:", "", *settings_lines(head, dataset), ""]
+    lines += ["Reproduce: `make pipeline` (ML-100k seed 0), `python -m benchmarks run full --only quality`, and each "
+              "file's own command (in its JSON).", "", "### Speed", "", *speed_lines(head), ""]
+    for name, caption, command in INCLUDED:
+        lines += included(name, caption, command)
+    lines.append(DOC_END)
+    return "\n".join(lines)
 
 
 def replace_between(path: Path, start: str, end: str, block: str) -> None:
@@ -446,9 +476,14 @@ def replace_between(path: Path, start: str, end: str, block: str) -> None:
 
 
 def main() -> None:
-    replace_between(RESULTS_DOC, START, END, section())
-    replace_between(README, HEADLINE_START, HEADLINE_END, headline())
-    print(json.dumps({"updated": [str(RESULTS_DOC), str(README)], "sections": [n for n, _ in SECTIONS if (RESULTS / n).exists()]}))
+    head = headline()
+    write_json(HEADLINE, head)
+    replace_between(README, README_START, README_END, readme_block(head))
+    replace_between(RESULTS_DOC, DOC_START, DOC_END, doc_block(head))
+    print(json.dumps({"wrote": [str(HEADLINE), str(README), str(RESULTS_DOC)],
+                      "quality": {d: {m: len(v["test/seen_included/ndcg@10"]["seeds"]) for m, v in q.items()}
+                                  for d, q in head["quality"].items()},
+                      "speed": sorted(head["speed"])}))
 
 
 if __name__ == "__main__":

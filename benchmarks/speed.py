@@ -1,13 +1,19 @@
 """Speed and cost of the recommender, each as a ratio measured in this one process.
 
-- training throughput (samples/s, tokens/s) and model FLOP utilisation (FLOPs counted by
-  torch's FlopCounterMode) against a dense bf16 / fp32 matmul peak measured here;
+- training throughput (samples/s, target positions/s, tokens/s) and model FLOP utilisation
+  (FLOPs counted by torch's FlopCounterMode) against a dense bf16 / fp32 matmul peak measured here;
 - bf16 autocast against fp32 for the same steps;
 - recommendation latency p50 / p95 for one user and batch throughput, with and without the
   trie constraint at the same beam width;
 - how latency grows with catalogue size and history length; peak memory (RSS).
 
-    python benchmarks/speed.py --prepared artifacts/prepared --out benchmarks/results/speed
+    python -m benchmarks.speed --out benchmarks/results/speed                              # params.yaml's history length
+    python -m benchmarks.speed --history-lengths 5 10 20 --out benchmarks/results/speed     # and how cost grows with it
+
+The recommender is params.yaml's backbone with fresh weights and title IDs (the same length
+regime as learned IDs, no trained generator needed). Trie-constrained decoding runs the same number
+of steps whatever the weights (every beam must end on an ID), so its latency is set mostly by the
+beam width, the trie and the shapes.
 
 Writes ``speed.json``, ``speed.md`` and ``speed.png``. No assertions: a benchmark reports.
 """
@@ -15,81 +21,25 @@ Writes ``speed.json``, ``speed.md`` and ``speed.png``. No assertions: a benchmar
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import platform
 import random
 import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import idgenrec  # noqa: F401
 from idgenrec.atomic import atomic_write, write_json
-from idgenrec.backbone import build_seq2seq, build_tokenizer, vocabulary_corpus
-from idgenrec.config import BackboneConfig, IdConfig, PhaseConfig, TrainingConfig, load_params
-from idgenrec.data.dataset import SequenceDataset
-from idgenrec.ids import make_id_table
+from idgenrec.backbone import build_seq2seq
+from idgenrec.config import BackboneConfig, TrainingConfig
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
 from idgenrec.recommender.samples import PromptEncoder, collate, training_samples
-from idgenrec.recommender.training import iterate_batches, make_optimizer, optimisation_step
 
-
-def matmul_peak(dtype: torch.dtype, size: int = 1024, seconds: float = 3.0) -> float:
-    """Dense matmul FLOP/s on this machine for ``dtype`` (best of repeated square products)."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best, deadline = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < deadline:
-        start = time.perf_counter()
-        for _ in range(5):
-            a @ b
-        best = max(best, 5 * 2 * size**3 / (time.perf_counter() - start))
-    return best
-
-
-def matmul_peaks() -> dict[str, float]:
-    """FLOP/s of both precisions the model may train in: what MFU and host comparisons are held to."""
-    return {"bf16": matmul_peak(torch.bfloat16), "fp32": matmul_peak(torch.float32)}
-
-
-def render_peaks(peak_flops: dict[str, float]) -> str:
-    """'bf16 1410 GFLOP/s, fp32 179 GFLOP/s'."""
-    return ", ".join(f"{precision} {flops / 1e9:.0f} GFLOP/s" for precision, flops in peak_flops.items())
-
-
-def training_throughput(model, batches, bf16: bool, config: TrainingConfig) -> dict:
-    """Time optimisation steps over ``batches`` (after two warm-up steps); count FLOPs of one."""
-    device = torch.device("cpu")
-    optimizer, schedule = make_optimizer(model.parameters(), 1e-4, config, len(batches) + 2)
-
-    settings = config.model_copy(update={"bf16": bf16})
-
-    def step(batch) -> None:
-        optimisation_step(model, batch, optimizer, schedule, device, settings)  # exactly the training loop's step
-
-    model.train()
-    for batch in batches[:2]:
-        step(batch)
-    counter = FlopCounterMode(display=False)
-    with counter:
-        step(batches[0])
-    flops_per_sample = counter.get_total_flops() / batches[0].labels.size(0)
-    start = time.perf_counter()
-    samples = tokens = 0
-    for batch in batches:
-        step(batch)
-        samples += batch.labels.size(0)
-        tokens += int(batch.attention_mask.sum()) + int((batch.labels != -100).sum())
-    seconds = time.perf_counter() - start
-    model.eval()
-    return {"samples_per_s": samples / seconds, "tokens_per_s": tokens / seconds,
-            "flops_per_sample": flops_per_sample, "achieved_flops": flops_per_sample * samples / seconds}
+from benchmarks.common import machine, matmul_peaks, render_peaks, title_id_setup, training_throughput
 
 
 def latency(model: IDGenRecModel, histories, constrained: bool, repeats: int) -> dict:
@@ -119,56 +69,15 @@ def subset_model(model: IDGenRecModel, num_items: int, rng: random.Random) -> ID
     return smaller
 
 
-@contextlib.contextmanager
-def patched(module, **names):
-    """``module``'s attributes ``names`` replaced by the given values inside the block, restored after it.
-
-    How a benchmark times the library with one piece swapped for what it replaced.
-    """
-    saved = {name: getattr(module, name) for name in names}
-    for name, value in names.items():
-        setattr(module, name, value)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(module, name, value)
-
-
-def title_id_setup(params_path: Path, prepared: Path):
-    """(params, dataset, tokenizer, ID table, its quality) for a recommender benchmark.
-
-    Title IDs: the same length regime as learned IDs, without needing a trained generator.
-    """
-    params = load_params(params_path)
-    dataset = SequenceDataset.load(prepared)
-    tokenizer = build_tokenizer(params.backbone, vocabulary_corpus(dataset))
-    table, quality = make_id_table("title", dataset, None, tokenizer, IdConfig(kind="title"))
-    return params, dataset, tokenizer, table, quality
-
-
-def title_id_batches(params_path: Path, prepared: Path, steps: int):
-    """(params, dataset, tokenizer, ``steps`` full training batches of title-ID prompts) for a step-timing benchmark.
-
-    The training loop's own batching (length-grouped, the configured templates) over a fixed
-    random sample of ML-100k's training prefixes, so every variant times the same batches.
-    """
-    params, dataset, tokenizer, table, _ = title_id_setup(params_path, prepared)
-    config = params.training
-    encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), config.history_length)
-    samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], config.history_length)
-    rng = random.Random(0)
-    indices = rng.sample(range(len(samples)), config.batch_size * steps)
-    batches = list(iterate_batches(encoder, samples, indices, config, rng, tokenizer.pad_token_id, 0))
-    return params, dataset, tokenizer, batches
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--steps", type=int, default=30, help="Timed training steps per setting.")
     parser.add_argument("--users", type=int, default=60, help="Users timed one at a time.")
+    parser.add_argument("--history-lengths", type=int, nargs="+", help="Prompt history lengths (default: params.yaml's).")
+    parser.add_argument("--catalogue-sizes", type=int, nargs="*", default=[],
+                        help="Also time decoding with the trie cut to these many items (e.g. 100 300 1000).")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed"))
     parser.add_argument("--render", action="store_true",
                         help="Measure nothing: rewrite OUT.md from the measurements already in OUT.json.")
@@ -183,9 +92,10 @@ def main() -> None:
     torch.manual_seed(0)
     recommender = build_seq2seq(backbone, tokenizer, "recommender", seed=0)
     rng = random.Random(0)
+    lengths = sorted(set(args.history_lengths or [params.training.history_length]))
     results: dict = {
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "processor": platform.processor() or platform.machine()},
+        "command": " ".join(["python -m benchmarks.speed", *sys.argv[1:]]),
+        "machine": machine(),
         "model": {"layers": [backbone.encoder_layers, backbone.decoder_layers], "vocabulary": len(tokenizer),
                   "parameters": sum(p.numel() for p in recommender.parameters()), "id_tokens_mean": quality.get("mean_tokens")},
     }
@@ -194,7 +104,7 @@ def main() -> None:
     # -- training throughput and MFU, by history length and precision ------------------
     config = TrainingConfig(batch_size=params.training.batch_size, history_length=params.training.history_length)
     training = []
-    for history_length in sorted({5, params.training.history_length, 20}):
+    for history_length in lengths:
         encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), history_length)
         samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], history_length)
         chosen = rng.sample(samples, config.batch_size * (args.steps + 2))
@@ -205,20 +115,27 @@ def main() -> None:
                     recommender.config.decoder_start_token_id)
             for i in range(0, len(prompts), config.batch_size)
         ]
-        for bf16 in (False, True):
+        for bf16 in [False, True] if "bf16" in results["peak_flops"] else [False]:
             row = training_throughput(recommender, batches, bf16, config)
-            peak = results["peak_flops"]["bf16" if bf16 else "fp32"]
-            row |= {"history_length": history_length, "bf16": bf16, "mfu": row["achieved_flops"] / peak,
+            row |= {"history_length": history_length, "bf16": bf16,
                     "prompt_tokens_mean": statistics.fmean(len(p.input_ids) for p in prompts)}
             training.append(row)
-            print(f"train history={history_length} bf16={bf16}: {row['samples_per_s']:.0f} samples/s, MFU {row['mfu']:.1%}", flush=True)
+            print(f"train history={history_length} bf16={bf16}: {row['samples_per_s']:.0f} samples/s, "
+                  f"{row['target_positions_per_s']:.0f} target positions/s", flush=True)
+    # The peak again after training, the best of the two kept: on a shared machine one reading can
+    # catch other work, and a peak read low would inflate MFU.
+    after = matmul_peaks()
+    results["peak_flops"] = {k: max(v, after[k]) for k, v in results["peak_flops"].items()}
+    for row in training:
+        row["mfu"] = row["achieved_flops"] / results["peak_flops"]["bf16" if row["bf16"] else "fp32"]
+        print(f"train history={row['history_length']} bf16={row['bf16']}: MFU {row['mfu']:.1%}", flush=True)
     results["training"] = training
 
     # -- decoding: constrained vs unconstrained, by history length and catalogue size ----
     histories, _ = dataset.split_examples("test")
     rng.shuffle(histories)
     decoding = []
-    for history_length in sorted({5, params.training.history_length, 20}):
+    for history_length in lengths:
         model = IDGenRecModel(recommender, tokenizer, table, DecodingSettings(history_length, params.training.num_beams, True))
         for constrained in (True, False):
             row = latency(model, histories, constrained, args.users)
@@ -226,12 +143,13 @@ def main() -> None:
             decoding.append(row)
             print(f"decode history={history_length} constrained={constrained}: p50 {row['p50_ms']:.1f} ms", flush=True)
     full = IDGenRecModel(recommender, tokenizer, table, DecodingSettings(params.training.history_length, params.training.num_beams, True))
-    for num_items in (100, 300, 1000):
+    for num_items in args.catalogue_sizes:
         if num_items < dataset.num_items:
             row = latency(subset_model(full, num_items, rng), histories, True, args.users)
             decoding.append(row | {"history_length": params.training.history_length, "constrained": True, "items": num_items})
     results["decoding"] = decoding
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results["machine"] = machine()  # load average at the end
 
     write_json(args.out.with_suffix(".json"), results)
     with atomic_write(args.out.with_suffix(".md")) as handle:
@@ -244,6 +162,8 @@ def render_markdown(results: dict) -> str:
     peak = results["peak_flops"]
     lines = [
         "## Speed (CPU, one process)", "",
+        f"`{results.get('command', 'python -m benchmarks.speed')}`; CPU {results['machine'].get('cpu', results['machine'].get('processor'))}, "
+        f"load average at the end {', '.join(f'{x:.1f}' for x in results['machine'].get('load_average', []))}.", "",
         f"Recommender: {results['model']['layers'][0]}+{results['model']['layers'][1]} layers, "
         f"{results['model']['parameters'] / 1e6:.1f}M parameters, vocabulary {results['model']['vocabulary']}; "
         f"torch {results['machine']['torch']}, {results['machine']['threads']} threads. "
@@ -251,13 +171,15 @@ def render_markdown(results: dict) -> str:
         f"Peak RSS {results['peak_rss_mb']:.0f} MB.", "",
         "MFU is the model's FLOPs per second over a measured matmul peak: over the peak of the precision "
         "the step runs in, and over the fp32 peak (what the same model trained without autocast is held to).", "",
-        "| history | precision | prompt tokens | samples/s | tokens/s | MFU (vs same-precision peak) | MFU (vs fp32 peak) |",
-        "|---|---|---|---|---|---|---|",
+        "| history | precision | prompt tokens | samples/s | target positions/s | tokens/s | MFU (vs same-precision peak) | MFU (vs fp32 peak) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in results["training"]:
         lines.append(f"| {row['history_length']} | {'bf16' if row['bf16'] else 'fp32'} | {row['prompt_tokens_mean']:.0f} | "
-                     f"{row['samples_per_s']:.0f} | {row['tokens_per_s']:.0f} | {row['mfu']:.1%} | "
+                     f"{row['samples_per_s']:.0f} | {row.get('target_positions_per_s', float('nan')):.0f} | {row['tokens_per_s']:.0f} | {row['mfu']:.1%} | "
                      f"{row['achieved_flops'] / peak['fp32']:.1%} |")
+    if "bf16" not in peak:
+        lines += ["", "This CPU has no bf16 kernels, so training runs in fp32 only (the library's fallback)."]
     lines += ["", "| history | items | trie | p50 ms (1 user) | p95 ms | users/s (batches of 64) |", "|---|---|---|---|---|---|"]
     for row in results["decoding"]:
         lines.append(f"| {row['history_length']} | {row['items']} | {'yes' if row['constrained'] else 'no'} | "
@@ -280,6 +202,8 @@ def plot(results: dict, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     for bf16 in (False, True):
         rows = [r for r in results["training"] if r["bf16"] == bf16]
+        if not rows:
+            continue
         left.plot([r["history_length"] for r in rows], [r["samples_per_s"] for r in rows], marker="o", label="bf16" if bf16 else "fp32")
     left.set(xlabel="history length (items)", ylabel="training samples/s", title="Training throughput")
     left.legend()

@@ -10,7 +10,7 @@ length takes the same steps as the original run: a rerun at the recorded length 
 recorded validation and loss to the last bit (the "identical" column; tail-ml-100k-check.md is
 that check on the pipeline's run).
 
-    python benchmarks/tail_probe.py --run artifacts/model learned 0 \\
+    python -m benchmarks.tail_probe --run artifacts/model learned 0 \\
         --run bench/w/ml-100k/model-learned-seed1 learned 1 --tails 0.38 0.1 --out benchmarks/results/tail-ml-100k
 
 Each run is a folder, its ID kind and its seed (quality.py's ``model-KIND-seedS`` or the
@@ -38,8 +38,7 @@ from idgenrec.progress import configure_logging
 from idgenrec.recommender import alternating
 from idgenrec.tracking import code_version
 
-sys.path.insert(0, str(Path(__file__).parent))
-from quality import with_seed  # noqa: E402
+from benchmarks.common import with_seed
 
 LAST_PHASE = 2  # the schedule's third phase: the recommender phase after the ID phase
 
@@ -147,7 +146,7 @@ def main() -> None:
         parser.error(f"{args.params}: the probe needs a 3-phase schedule (recommender, ids, recommender)")
     dataset = SequenceDataset.load(args.prepared)
     runs = [probe(Path(folder), kind, int(seed), raw, args.tails, dataset) for folder, kind, seed in args.run]
-    command = "python benchmarks/tail_probe.py " + " ".join(f"--run {' '.join(r)}" for r in args.run)
+    command = "python -m benchmarks.tail_probe " + " ".join(f"--run {' '.join(r)}" for r in args.run)
     command += " --tails " + " ".join(str(t) for t in args.tails) + f" --out {args.out}"
     results = {"command": command, "code": code_version(Path(__file__).resolve().parents[1]), "params": str(args.params), "runs": runs}
     write_json(args.out.with_suffix(".json"), results)

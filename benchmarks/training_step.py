@@ -13,7 +13,7 @@ CPU mask comes from ``bernoulli_``) against the library's ``sasrec.dropout``, th
 otherwise. Variants alternate over ``--rounds``, each from the same fresh weights, so a host
 slowing down mid-run hits all alike.
 
-    python benchmarks/training_step.py --prepared artifacts/prepared --out benchmarks/results/training-step
+    python -m benchmarks.training_step --prepared artifacts/prepared --out benchmarks/results/training-step
 
 Writes ``training-step.json`` and ``.md``. No assertions: a benchmark reports.
 """
@@ -38,7 +38,7 @@ from idgenrec.backbone import build_seq2seq, training_kernels
 from idgenrec.models import sasrec
 from idgenrec.optim import adamw
 from idgenrec.recommender import training
-from speed import matmul_peaks, patched, render_peaks, title_id_batches, training_throughput
+from benchmarks.common import matmul_peaks, patched, render_peaks, title_id_batches, training_throughput
 
 
 def math_kernel(device: torch.device, *models) -> contextlib.AbstractContextManager:
@@ -135,7 +135,7 @@ def main() -> None:
     before_steps = statistics.median(steps["before"])
     before_epoch = statistics.median(epochs["torch dropout"])
     results = {
-        "command": "python benchmarks/training_step.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "render"),
+        "command": "python -m benchmarks.training_step " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "render"),
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads()},
         "peak_flops": matmul_peaks(),
         "backbone": {"encoder_layers": params.backbone.encoder_layers, "decoder_layers": params.backbone.decoder_layers},

@@ -3,12 +3,12 @@
 Prints one JSON line: warm-up loss at start / end, and how many of 256 items got distinct top-1
 candidates from diverse beam search (10 groups). Run once per variant of the profile:
 
-    python benchmarks/warmup_probe.py profiles/paper-offline.yaml asis '{}'
-    python benchmarks/warmup_probe.py profiles/paper-offline.yaml nodropout '{"backbone": {"dropout": 0.0}}'
-    python benchmarks/warmup_probe.py profiles/paper-offline.yaml lr3e-4 '{"warmup": {"learning_rate": 0.0003}}'
+    python -m benchmarks.warmup_probe profiles/paper-offline.yaml asis '{}'
+    python -m benchmarks.warmup_probe profiles/paper-offline.yaml nodropout '{"backbone": {"dropout": 0.0}}'
+    python -m benchmarks.warmup_probe profiles/paper-offline.yaml lr3e-4 '{"warmup": {"learning_rate": 0.0003}}'
 
-Reads artifacts/prepared. Session 6's lines, in benchmarks/results/warmup_probe_paper-offline.jsonl,
-were measured on 1 thread while the profile still warmed up at lr 1e-3 ("asis"); it now uses 3e-4.
+Reads artifacts/prepared. The lines in benchmarks/results/warmup_probe_paper-offline.jsonl were
+measured on 1 thread with the profile's warm-up at lr 1e-3 ("asis"); the profile uses 3e-4.
 """
 
 import json
