@@ -13,8 +13,15 @@ import shlex
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from benchmarks.common import SCRIPTS, SUITES
+
+
+def unregistered() -> list[str]:
+    """Modules of the package that no SCRIPTS entry names (listed, so a new script is seen before it is added)."""
+    names = {entry.name for entry in SCRIPTS} | {"common", "report", "__init__", "__main__"}
+    return sorted(path.stem for path in Path(__file__).parent.glob("*.py") if path.stem not in names)
 
 
 def list_scripts() -> None:
@@ -23,6 +30,9 @@ def list_scripts() -> None:
         print(f"{entry.name}  [{suites}; {entry.running_time}]\n    {entry.measures}")
         for command in entry.commands:
             print("    $ " + shlex.join(entry.argv(command)).replace(sys.executable, "python"))
+    for name in unregistered():
+        print(f"{name}  [not in SCRIPTS yet: add a Benchmark entry in benchmarks/common.py]\n"
+              f"    $ python -m benchmarks.{name} --help")
 
 
 def run(suite: str, only: list[str], dry_run: bool) -> None:

@@ -70,16 +70,20 @@ SCRIPTS: tuple[Benchmark, ...] = (
               (("--kinds", *KINDS, "--seeds", "1", "2", "--baselines", *BASELINES, "--label", "default",
                 "--out", f"{QUALITY_ML100K}-seeds12"),
                ("--kinds", "title", "random", "--seeds", "0", "--baselines", "--label", "default",
-                "--out", f"{QUALITY_ML100K}-seed0")),
-              "about 15-25 min per IDGenRec run, 4 min per SASRec run (about 2.5 h in all)",
+                "--out", f"{QUALITY_ML100K}-seed0"),
+               ("--dataset", "beauty", "--kinds", "--seeds", "0", "1", "2", "--baselines", *BASELINES,
+                "--set", "evaluation.sample_users=2000", "--set", "sasrec.max_epochs=50", "--set", "sasrec.patience=10",
+                "--out", "benchmarks/results/quality-beauty-baselines")),
+              "ML-100k: 11-26 min of training per IDGenRec run (random < title < learned IDs), about 4 min per SASRec run, "
+              "about 3 h in all; Beauty's baselines on 2,000 sampled users: longer",
               "benchmarks/results/quality-DATASET-*.{json,md}", suites=("full",)),
     Benchmark("speed", "Training throughput (samples/s, target positions/s) and MFU against the measured matmul "
               "peak; decoding latency p50/p95 with and without the trie, by history length and catalogue size.",
-              (("--out", "benchmarks/results/speed"),), "about 2 min (`--history-lengths 5 10 20`: about 6 min)",
+              (("--out", "benchmarks/results/speed"),), "about 2 min (`--history-lengths 5 10 20 --catalogue-sizes 100 300 1000`: several times that)",
               "benchmarks/results/speed.{json,md,png}", suites=("quick", "full")),
     Benchmark("ids_benchmark", "Textual ID quality (unique, length, own words) and generation speed, "
               "batched and one item at a time, after the default warm-up.",
-              (("--datasets", "ml-100k"),), "about 3 min on ML-100k (Beauty: about 40 min)",
+              (("--datasets", "ml-100k"),), "a few minutes on ML-100k (warm-up, then 1,349 IDs); Beauty's 12,101 items take far longer",
               "benchmarks/results/ids_benchmark_DATASET.{json,md}", suites=("full",)),
     Benchmark("pipeline_times", "Wall time of every stage of `dvc repro`, each forced, with the machine's matmul peaks.",
               (("--out", "benchmarks/results/pipeline-ml-100k"),), "about 25 min",
@@ -87,7 +91,8 @@ SCRIPTS: tuple[Benchmark, ...] = (
     Benchmark("new_items", "New items without retraining: 10% of the items held out of training, added with "
               "`add_items`, ranked in the full catalogue and among new items only, against chance.",
               (("--kinds", "learned", "--retrained", "--out", "benchmarks/results/new-items-ml-100k-1x1"),),
-              "about 50 min", "benchmarks/results/new-items-ml-100k-*.{json,md}", suites=("full",)),
+              "about 25 min of warm-up and training, then the scoring", "benchmarks/results/new-items-ml-100k-*.{json,md}",
+              suites=("full",)),
     Benchmark("tail_probe", "A finished run's last recommender phase rerun at other lengths from the run's own "
               "checkpoints (what a shorter last phase would have selected).",
               (("--run", "FOLDER", "KIND", "SEED", "--tails", "0.1", "0.05", "--out", "benchmarks/results/tail-ml-100k"),),
@@ -103,7 +108,7 @@ SCRIPTS: tuple[Benchmark, ...] = (
     Benchmark("decoding_speed", "Batched trie-constrained decoding with the library's self-attention-only cache "
               "reorder against transformers' whole-cache reorder (same lists and scores).",
               (("--model", "artifacts/model/best", "--out", "benchmarks/results/decoding-speed-ml-100k"),),
-              "about 5 min", "benchmarks/results/decoding-speed-ml-100k.{json,md}", needs="a trained model"),
+              "a few minutes", "benchmarks/results/decoding-speed-ml-100k.{json,md}", needs="a trained model"),
     Benchmark("gpu_check", "GPU costs of a profile's model: training steps (bf16 with the library's attention "
               "choice, PyTorch's, fp32), decoding, ID generation.",
               (("--params", "profiles/paper-offline.yaml", "--out", "benchmarks/results/gpu-h200"),),
@@ -112,9 +117,9 @@ SCRIPTS: tuple[Benchmark, ...] = (
               (("--params", "profiles/paper-offline.yaml", "--probe-prepared", "artifacts/prepared", "--prepared",
                 "PREPARED", "--budget-s", "540", "--out", "OUT"),),
               "the budget", "OUT.{json,md}, OUT-probe.*, OUT-plan.json", needs="a GPU for the paper's profiles"),
-    Benchmark("warmup_probe", "ID generator warm-up at one learning rate: loss and distinct first-choice IDs "
-              "per epoch (JSON lines).", (("profiles/paper-offline.yaml", "lr3e-4", '{"warmup": {"learning_rate": 0.0003}}'),),
-              "about 15 min (6+6 layers, 10 epochs on 256 items)", "stdout (one JSON line)"),
+    Benchmark("warmup_probe", "One ID generator warm-up of a profile variant: loss at start and end, and how many "
+              "of the first 256 items get distinct first-choice IDs.", (("profiles/paper-offline.yaml", "lr3e-4", '{"warmup": {"learning_rate": 0.0003}}'),),
+              "not timed (one warm-up of the profile's generator)", "stdout (one JSON line)"),
 )
 
 SUITES = {
