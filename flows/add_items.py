@@ -1,14 +1,15 @@
 """Catalogue refresh flow: new items into the served model between retrainings, without training.
 
-The champion plus the items of a TSV (``item_id``, ``text``, optional ``title``): the champion is
-loaded from the registry, the new items get textual IDs (``idgenrec.recommender.new_items``),
+The champion plus the items of a TSV (``item_id``, ``text``, optional ``title``), by
+:func:`idgenrec.registry.grow_champion`, the implementation behind ``idgenrec registry add-items``,
+with the same options: the champion is loaded from the registry, the new items get textual IDs,
 the grown model is scored on the prepared dataset like any version, registered with tag
 ``grown_from``, and promoted if it kept the champion's validation score within
-``registry.margin`` (adding items cannot raise it: nothing is trained). The same work as
-``idgenrec registry add-items``, as Prefect tasks; the next retraining learns the items properly.
-Items the champion already knows are skipped; a file with nothing new ends the run with no version,
-and so does one whose new items were already added to this champion (the decision on that version
-stands: a rejected one is not re-registered every hour, a rollback to the parent is not undone).
+``registry.margin`` (adding items cannot raise it: nothing is trained). The next retraining
+learns the items properly. Items the champion already knows are skipped; a file with nothing new
+ends the run with no version, and so does one whose new items were already added to this
+champion (the decision on that version stands: a rejected one is not re-registered every hour,
+a rollback to the parent is not undone).
 
 Run once:  python -m flows.add_items --items new_items.tsv
 Schedule:  python -m flows.serve --add-items new_items.tsv   (hourly by default; see flows/README.md)
@@ -19,58 +20,37 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
-from flows.retrain import PROJECT_ROOT, io_step, library_logs_to_run, promote, register, registry_step, step
+from flows.retrain import PROJECT_ROOT, library_logs_to_run, stage_task, transient
 from idgenrec.config import Params, load_params
-from idgenrec.tracking import LoggedRun
+from idgenrec.layout import LAYOUT
+from idgenrec.registry import Growth
 
 
-@io_step
+@task(name="read-items", task_run_name="read-items", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10,
+      retry_condition_fn=transient)
 def read_items(path: Path):
     from idgenrec.recommender.new_items import read_new_items
 
     return read_new_items(path)
 
 
-@registry_step
-def load_champion(params: Params, root: Path):
-    from idgenrec.registry import champion_model, registered_model_name
+# No retries: a retry after the grown model was registered would find its items already added and stop there.
+@stage_task("add-items")
+def grow_champion(
+    params: Params, items, output: Path, prepared: Path, root: Path, kind: str | None, own_tokens: bool, promote_model: bool
+) -> Growth:
+    from idgenrec.registry import grow_champion as grow
     from idgenrec.tracking import configure_tracking
-
-    configure_tracking(root)
-    return champion_model(registered_model_name(params.data.name))
-
-
-@registry_step
-def check_growth(params: Params, version: str, champion, items, root: Path) -> tuple[str | None, str | None]:
-    """(digest of the new items, why not to grow): nothing new, or these items already tried on this champion."""
-    from idgenrec.registry import growth_check, registered_model_name
-    from idgenrec.tracking import configure_tracking
-
-    configure_tracking(root)
-    return growth_check(registered_model_name(params.data.name), version, champion, items)
-
-
-@step
-def grow(model, items, params: Params, output: Path) -> dict:
-    """The new items' IDs, vocabulary and trie; saves the grown model."""
-    from idgenrec.recommender.new_items import add_items
-
-    grown, stats = add_items(model, items, params.ids.kind, params.ids)
-    grown.save(output)
-    return stats
-
-
-@registry_step
-def log_grown(params: Params, output: Path, prepared: Path, root: Path, grown_from: str, new_items: str) -> LoggedRun:
-    from prefect.runtime import flow_run
-
-    from idgenrec.tracking import configure_tracking, log_model_folder
 
     configure_tracking(root)
     tags = {"idgenrec.trigger": "prefect add-items", "prefect.flow_run_id": str(flow_run.get_id() or "")}
-    return log_model_folder(params, output, prepared, root=root, tags=tags, grown_from=grown_from, new_items_digest=new_items)
+    return grow(
+        params, items, output, prepared, root=root, kind=kind, own_tokens=own_tokens, promote_model=promote_model, tags=tags
+    )
 
 
 @flow(name="idgenrec-add-items", log_prints=True)
@@ -78,8 +58,10 @@ def add_new_items(
     items: str,
     params_path: str = "params.yaml",
     root: str | None = None,
-    output: str = "artifacts/model-plus",
-    prepared: str = "artifacts/prepared",
+    output: str = str(LAYOUT.grown_model),
+    prepared: str = str(LAYOUT.prepared),
+    kind: str | None = None,
+    own_tokens: bool = True,
     promote_model: bool = True,
 ) -> dict:
     """The champion plus the new items of ``items``; returns the registry record ({} when not grown).
@@ -90,25 +72,22 @@ def add_new_items(
         root: project root (default: the folder above flows/).
         output: folder for the grown model, relative to ``root``.
         prepared: prepared dataset the grown model is scored on.
+        kind: ID kind the champion was trained with (default: ids.kind of params.yaml).
+        own_tokens: learned IDs only from tokens of the item's own text (else any vocabulary token).
         promote_model: apply the rule for grown models (else the version stays challenger).
     """
-    from idgenrec.registry import registered_model_name, registry_record
-
     root_dir = Path(root).resolve() if root else PROJECT_ROOT
     params = load_params(root_dir / params_path)
     with library_logs_to_run(), contextlib.chdir(root_dir):
         new_items = read_items(root_dir / items)
-        version, champion = load_champion(params, root_dir)
-        digest, reason_not_to = check_growth(params, version, champion, new_items, root_dir)
-        if reason_not_to:
-            get_run_logger().info(f"{items}: {reason_not_to}")
+        growth = grow_champion(
+            params, new_items, root_dir / output, root_dir / prepared, root_dir, kind, own_tokens, promote_model
+        )
+        if growth.skipped:
+            get_run_logger().info(f"{items}: {growth.skipped}")
             return {}
-        stats = grow(champion, new_items, params, root_dir / output)
-        get_run_logger().info(f"{stats['items_added']} new items added to champion v{version}")
-        logged = log_grown(params, root_dir / output, root_dir / prepared, root_dir, version, digest)
-        registered = register(logged, params, root_dir)
-        decision = promote(params, registered, root_dir) if promote_model else None
-        return registry_record(logged, registered_model_name(params.data.name), registered, decision)
+        get_run_logger().info(f"{growth.stats['items_added']} new items added to champion v{growth.champion}")
+        return growth.record
 
 
 if __name__ == "__main__":
@@ -118,6 +97,10 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Add new items to the champion once (no schedule); see flows/serve.py.")
     parser.add_argument("--items", required=True, help="TSV of new items: item_id, text, optional title")
     parser.add_argument("--params-path", default="params.yaml")
-    parser.add_argument("--output", default="artifacts/model-plus")
+    parser.add_argument("--output", default=str(LAYOUT.grown_model))
+    parser.add_argument("--prepared", default=str(LAYOUT.prepared))
+    parser.add_argument("--kind", help="ID kind the champion was trained with (default: ids.kind of params.yaml)")
+    parser.add_argument("--any-tokens", dest="own_tokens", action="store_false",
+                        help="learned IDs from any vocabulary token, not only the item's own text's")
     parser.add_argument("--no-promote", dest="promote_model", action="store_false")
     print(json.dumps(add_new_items(**vars(parser.parse_args())), indent=2, default=str))

@@ -1,4 +1,4 @@
-"""Orchestration overhead: the retrain flow's steps called directly (``task.fn``) versus the flow.
+"""Orchestration overhead: the retrain flow's work called directly (the library's stage functions) versus the flow.
 
     python -m flows.measure_overhead --repeats 3      # tiny config, fresh project per run
 
@@ -38,28 +38,29 @@ def fresh_project(base: Path, name: str, with_dvc: bool) -> Path:
 
 
 def direct(root: Path) -> None:
-    """The flow's steps without Prefect: each task's undecorated function, in the flow's order."""
+    """The flow's work without Prefect: each stage's library function, in the flow's order."""
     import contextlib
 
-    from flows import retrain as r
+    from idgenrec import stages
     from idgenrec.config import load_params
-    from idgenrec.tracking import PipelineFiles
+    from idgenrec.layout import LAYOUT
+    from idgenrec.tracking import configure_tracking
 
     params = load_params(root / "params.yaml")
-    files = PipelineFiles().under(root)
+    files = LAYOUT.under(root)
+    run_stage = {
+        "prepare": lambda: stages.prepare(params, files),
+        "validate": lambda: stages.validate(params, files),
+        "warmup": lambda: stages.warm_up(params, files, progress=False),
+        "ids": lambda: stages.generate_ids(params, files, progress=False),
+        "train": lambda: stages.train(params, files),
+        "evaluate": lambda: stages.evaluate(params, files),
+        "register": lambda: stages.register(params, files, root=root),
+    }
     with contextlib.chdir(root):
-        r.prepare.fn(params, files)
-        r.validate.fn(params, files)
-        r.warm_up.fn(params, files)
-        r.generate_ids.fn(params, files)
-        r.start_training.fn(params, files)
-        for index, phase in enumerate(params.training.schedule):
-            r.train_phase.fn(params, files, index, phase.phase)
-        r.write_training_curve.fn(files)
-        r.evaluate.fn(params, files)
-        logged = r.log_run.fn(params, files, root, None)
-        version = r.register.fn(logged, params, root)
-        r.write_registry_record.fn(logged, params, version, r.promote.fn(params, version, root), files)
+        configure_tracking(root)
+        for stage in stages.MODEL_STAGES:
+            run_stage[stage]()
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
 """The Prefect retraining flow under `prefect_test_harness`: end to end on the tiny project in a
-temporary DVC repository (stages gated and versioned by DVC, model registered and promoted),
-the cron deployment, and task logic through `task.fn`."""
+temporary DVC repository (stages gated and versioned by DVC, model registered and promoted, task
+runs named for their stages), the cron deployment, and task logic through `task.fn`."""
 
 from __future__ import annotations
 
@@ -21,21 +21,19 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `flows` is a top-level folder of the project, not an installed package
 
 from flows import retrain as retrain_module  # noqa: E402
-from flows.retrain import PIPELINE_STAGES, retrain  # noqa: E402
-from idgenrec.tracking import PipelineFiles  # noqa: E402
+from flows.retrain import UP_TO_DATE, retrain  # noqa: E402
+from idgenrec.layout import LAYOUT  # noqa: E402
+from idgenrec.stages import MODEL_STAGES  # noqa: E402
 from test_tracking import new_store, write_tiny_project  # noqa: E402
 
+pytestmark = pytest.mark.flow
+
 DVC = str(Path(sys.executable).with_name("dvc"))
-# The `register` stage as dvc.yaml declares it (added here if this checkout's dvc.yaml predates it).
-REGISTER_STAGE = {
-    "cmd": "idgenrec registry log-run --output metrics/registry.json",
-    "deps": [
-        "artifacts/prepared", "artifacts/validation/report.json", "artifacts/model", "metrics/model.json",
-        "metrics/ids.json", "metrics/training_curve.json", "idgenrec/tracking.py", "idgenrec/registry.py", "idgenrec/serving",
-    ],
-    "params": ["data", "evaluation", "backbone", "warmup", "ids", "training", "registry"],
-    "outs": [{"metrics/registry.json": {"cache": False}}],
-}
+# The task runs of a retraining run that runs every stage, in order: one per stage and one per phase.
+TASK_RUNS = [
+    "prepare", "validate", "warmup", "ids", "train", "round-00-recommender", "round-01-ids", "round-02-recommender",
+    "training-curve", "evaluate", "register",
+]
 
 
 @pytest.fixture(scope="session")
@@ -51,16 +49,10 @@ def dvc_project(root: Path) -> Path:
     write_tiny_project(root)
     new_store(root)
     shutil.copytree(ROOT / "idgenrec", root / "idgenrec", ignore=shutil.ignore_patterns("__pycache__"))
-    pipeline = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))
-    pipeline["stages"].setdefault("register", REGISTER_STAGE)
-    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False), encoding="utf-8")
+    shutil.copyfile(ROOT / "dvc.yaml", root / "dvc.yaml")
     subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=root, check=True)
     subprocess.run([DVC, "remote", "add", "-d", "-q", "store", str(root / "dvc-remote")], cwd=root, check=True)
     return root
-
-
-def stage_outs(stage: dict) -> set[str]:
-    return {next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots") for o in stage.get(key, [])}
 
 
 def test_the_code_a_training_run_resumes_on_is_the_code_dvc_retrains_it_for():
@@ -83,33 +75,21 @@ def test_timings_inside_stage_outputs_are_kept_out_of_their_hashes():
     assert ignored.stdout.split() == timing_files, ignored.stderr
 
 
-def test_flow_writes_where_dvc_yaml_says():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
-    files = PipelineFiles()
-    expected = {
-        "prepare": {files.prepared}, "validate": {files.validation_report}, "warmup": {files.generator},
-        "ids": {files.ids, files.ids_metrics}, "train": {files.workdir, files.training_curve},
-        "evaluate": {files.model_metrics},
-    }
-    for stage, paths in expected.items():
-        assert {str(p) for p in paths} <= stage_outs(stages[stage]), stage
-    if "register" in stages:
-        assert str(files.registry_record) in stage_outs(stages["register"])
-    assert set(PIPELINE_STAGES) - {"register"} <= set(stages)
-
-
 def test_retrain_flow_runs_registers_and_versions_like_dvc_repro(prefect_server, tmp_path, monkeypatch):
     monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
     root = dvc_project(tmp_path / "project")
 
-    record = retrain(root=str(root), run_name="scheduled")
+    state = retrain(root=str(root), return_state=True)
+    record = state.result()
     assert record["model_version"] == "1" and record["promotion"]["promoted"]
+    # Prefect: a task run per stage and per phase, named for it, in the flow's order
+    assert task_runs(state) == [(name, "Completed") for name in TASK_RUNS] + [("dvc-push", "Completed")]
     assert json.loads((root / "metrics/registry.json").read_text()) == record
 
     # DVC: every flow stage recorded in dvc.lock and up to date; outputs pushed to the remote
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    assert set(PIPELINE_STAGES) <= set(lock["stages"])
-    status = subprocess.run([DVC, "status", *PIPELINE_STAGES, "--json"], cwd=root, capture_output=True, text=True, check=True)
+    assert set(MODEL_STAGES) <= set(lock["stages"])
+    status = subprocess.run([DVC, "status", *MODEL_STAGES, "--json"], cwd=root, capture_output=True, text=True, check=True)
     assert json.loads(status.stdout) == {}
     assert any((root / "dvc-remote").rglob("*"))
     assert (root / "artifacts/model/rounds/ids-02.tsv").exists()
@@ -120,28 +100,46 @@ def test_retrain_flow_runs_registers_and_versions_like_dvc_repro(prefect_server,
     prefect_handlers = logging.getLogger("prefect.extra").handlers
     assert prefect_handlers and not set(prefect_handlers) & set(logging.getLogger("idgenrec").handlers)
 
-    # MLflow: the run, its rounds, the champion
+    # MLflow: the run, named for what it trained, its rounds, the champion
     mlflow.set_tracking_uri(record["tracking_uri"])
     client = MlflowClient()
     run = client.get_run(record["run_id"])
-    assert run.data.tags["idgenrec.trigger"] == "prefect" and run.info.run_name == "scheduled"
+    assert run.data.tags["idgenrec.trigger"] == "prefect" and run.info.run_name == "tiny-learned-seed0"
     assert client.get_model_version_by_alias("idgenrec-tiny", "champion").version in (1, "1")
 
-    # A second scheduled run with nothing changed: every stage skipped, nothing re-registered.
+    # A second scheduled run with nothing changed: every stage skipped (shown as such), nothing re-registered.
     lock_before = (root / "dvc.lock").read_text()
-    assert retrain(root=str(root)) == record
+    state = retrain(root=str(root), return_state=True)
+    assert state.result() == record
+    assert task_runs(state) == [(stage, UP_TO_DATE) for stage in MODEL_STAGES] + [("dvc-push", "Completed")]
     assert (root / "dvc.lock").read_text() == lock_before
     assert len(client.search_model_versions("name = 'idgenrec-tiny'")) == 1
 
     # A changed knob re-runs only what depends on it: a new margin re-registers, nothing retrains.
     params = (root / "params.yaml").read_text().replace("margin: 0.0", "margin: 0.5")
     (root / "params.yaml").write_text(params)
-    second = retrain(root=str(root))
+    second = retrain(root=str(root), run_name="margin-0.5")
     assert second["model_version"] == "2" and not second["promotion"]["promoted"]
+    assert client.get_run(second["run_id"]).info.run_name == "margin-0.5"
     assert "does not beat champion v1" in second["promotion"]["reason"]
     lock_after = yaml.safe_load((root / "dvc.lock").read_text())
     assert lock_after["stages"]["train"] == lock["stages"]["train"]
     mlflow.set_tracking_uri(None)
+
+
+def task_runs(flow_state) -> list[tuple[str, str]]:
+    """(name, state name) of each task run of the flow run that ended in ``flow_state``, in start order."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async def read():
+        async with get_client() as client:
+            return await client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_state.state_details.flow_run_id]))
+            )
+
+    runs = sorted(asyncio.run(read()), key=lambda run: run.start_time or run.expected_start_time)
+    return [(run.name, run.state.name) for run in runs]
 
 
 def stored_log_lines(text: str, logger: str | None = None) -> list[str]:
@@ -186,13 +184,13 @@ def test_task_logic_through_fn(tmp_path):
 
     (tmp_path / "dvc.yaml").write_text("stages:\n  prepare:\n    cmd: echo\n")
     assert retrain_module.declared_stages(tmp_path) == {"prepare"}
-    assert retrain_module.stage_is_current.fn(tmp_path, "register") is False  # undeclared stages always run
+    assert retrain_module.stage_is_current(tmp_path, "register") is False  # undeclared stages always run
 
-    files = PipelineFiles().under(tmp_path)
+    files = LAYOUT.under(tmp_path)
     files.workdir.mkdir(parents=True)
     TrainingState(fingerprint="x", completed_phases=1, best_score=0.5, best_phase=0, best_epoch=2,
                   records=[{"phase_index": 0, "epoch": 1, "train_loss": 2.0}, {"phase_index": 0, "epoch": 2, "train_loss": 1.0}]).save(files.workdir)
-    assert retrain_module.write_training_curve.fn(files) == {"best_phase": 0, "best_epoch": 2, "best_score": 0.5}
+    assert retrain_module.finish_training.fn(files) == {"best_phase": 0, "best_epoch": 2, "best_score": 0.5}
     assert [r["step"] for r in json.loads(files.training_curve.read_text())] == [1, 2]
 
     subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
@@ -236,7 +234,7 @@ def test_add_items_flow_grows_the_champion_registers_and_promotes_it(prefect_ser
 
     root = trained_tiny_project(tmp_path, monkeypatch)
     configure_tracking(root)
-    assert record_pipeline_run(load_params(root / "params.yaml"), PipelineFiles(), root=root)["promotion"]["promoted"]
+    assert record_pipeline_run(load_params(root / "params.yaml"), LAYOUT, root=root)["promotion"]["promoted"]
     # a wide margin: the tiny model's validation order can move when an item joins (the rule itself: test_registry)
     (root / "params.yaml").write_text((root / "params.yaml").read_text().replace("margin: 0.0", "margin: 1.0"))
     (root / "new.tsv").write_text("item_id\ttitle\ttext\n100\tbanana bread\ttitle: banana bread\n", encoding="utf-8")

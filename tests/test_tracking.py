@@ -24,15 +24,18 @@ from mlflow import MlflowClient
 
 from idgenrec.backbone.seq2seq import pick_device, training_precision
 from idgenrec.config import Params, load_params
+from idgenrec.layout import LAYOUT, PipelineFiles, find_project_root
 from idgenrec.tracking import (
-    PipelineFiles,
     configure_tracking,
     default_tracking_uri,
     ensure_experiment,
-    find_project_root,
     flatten_params,
     metric_key,
+    model_folder_run_name,
+    run_name,
 )
+
+pytestmark = pytest.mark.flow
 
 WORDS = ["apple pie", "banana split", "cherry tart", "date cake", "fig roll", "grape jam", "kiwi tea", "lemon curd"]
 TINY_PARAMS = """\
@@ -86,7 +89,7 @@ def run_tiny_pipeline(root: Path) -> PipelineFiles:
     from idgenrec.recommender.model import IDGenRecModel
 
     params = load_params(root / "params.yaml")
-    files = PipelineFiles().under(root)
+    files = LAYOUT.under(root)
     data = params.data.model_copy(update={"path": root / params.data.path})
     dataset = prepare(data, files.prepared)
     assert validate(data, files.prepared, files.validation_report).success
@@ -190,11 +193,12 @@ def test_pipeline_run_logs_parent_nested_rounds_metrics_artifacts_dataset_and_mo
     from idgenrec.tracking import log_pipeline_run
 
     params = load_params(tiny_project / "params.yaml")
-    logged = log_pipeline_run(params, PipelineFiles(), root=tiny_project, run_name="tiny", tags={"idgenrec.trigger": "test"})
+    logged = log_pipeline_run(params, LAYOUT, root=tiny_project, tags={"idgenrec.trigger": "test"})
     client = MlflowClient()
     run = client.get_run(logged.run_id)
 
-    # params, tags, final metrics (keys sanitised), dataset input
+    # named for what it trained; params, tags, final metrics (keys sanitised), dataset input
+    assert run.info.run_name == "tiny-learned-seed0"
     assert run.data.params["training.schedule.1.phase"] == "ids"
     assert run.data.tags["idgenrec.trigger"] == "test"
     assert run.data.tags["idgenrec.precision"] == training_precision(pick_device(), params.training.bf16)
@@ -233,8 +237,23 @@ def test_pipeline_run_logs_parent_nested_rounds_metrics_artifacts_dataset_and_mo
     assert len(out["item_ids"][0]) == 3
 
 
+def test_runs_are_named_for_what_they_trained():
+    params = Params.model_validate(yaml.safe_load(TINY_PARAMS))
+    assert run_name(params) == "tiny-learned-seed0"
+    seeded = params.model_copy(update={
+        "ids": params.ids.model_copy(update={"kind": "title", "seed": 1}),
+        "training": params.training.model_copy(update={"seed": 2}),
+    })
+    assert run_name(seeded) == "tiny-title-seed2-idseed1"
+    if "architecture" in type(params.backbone).model_fields:  # the decoder-only recommender names itself
+        causal = params.model_copy(update={"backbone": params.backbone.model_copy(update={"architecture": "causal"})})
+        assert run_name(causal) == "tiny-learned-causal-seed0"
+    assert model_folder_run_name(params, Path("artifacts/model-plus"), grown_from="3") == "tiny-v3-plus-new-items"
+    assert model_folder_run_name(params, Path("elsewhere/candidate"), grown_from=None) == "tiny-candidate"
+
+
 def test_code_version_names_the_commit_and_a_modified_library(tmp_path):
-    from idgenrec.tracking import code_version
+    from idgenrec.provenance import code_version
 
     assert code_version(tmp_path) is None  # not a git checkout
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]

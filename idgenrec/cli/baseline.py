@@ -7,34 +7,31 @@ from typing import Annotated
 
 import typer
 
-from idgenrec.cli.common import DEFAULT_PARAMS, ParamsOption, read_params
+from idgenrec.cli.common import DEFAULT_PARAMS, ParamsOption, PreparedOption, read_params
+from idgenrec.layout import LAYOUT
 
 app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("popularity")
 def popularity(
-    prepared: Annotated[Path, typer.Option(help="Prepared dataset folder.")] = Path("artifacts/prepared"),
-    output: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = Path("metrics/popularity.json"),
+    prepared: PreparedOption = LAYOUT.prepared,
+    output: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = LAYOUT.popularity_metrics,
     params: ParamsOption = DEFAULT_PARAMS,
 ) -> None:
     """Most-popular items: test and validation Recall/NDCG@k, seen items included and excluded."""
-    from idgenrec.atomic import write_json
-    from idgenrec.data.dataset import SequenceDataset
-    from idgenrec.baselines.popularity import popularity_metrics
+    from idgenrec import stages
 
-    config = read_params(params)
-    results = popularity_metrics(SequenceDataset.load(prepared), config.evaluation)
-    write_json(output, results)
+    results = stages.popularity(read_params(params), LAYOUT.with_paths(prepared=prepared, popularity_metrics=output))
     for key in sorted(results):
         typer.echo(f"{key:40s} {results[key]:.4f}")
 
 
 @app.command("sasrec")
 def sasrec(
-    prepared: Annotated[Path, typer.Option(help="Prepared dataset folder.")] = Path("artifacts/prepared"),
-    output: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = Path("metrics/sasrec.json"),
-    model_dir: Annotated[Path, typer.Option(help="Folder for the selected model (weights + config).")] = Path("artifacts/sasrec"),
+    prepared: PreparedOption = LAYOUT.prepared,
+    output: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = LAYOUT.sasrec_metrics,
+    model_dir: Annotated[Path, typer.Option(help="Folder for the selected model (weights + config).")] = LAYOUT.sasrec_model,
     params: ParamsOption = DEFAULT_PARAMS,
     threads: Annotated[int, typer.Option(help="torch CPU threads (0: torch's default).")] = 0,
     progress: Annotated[bool, typer.Option(help="Progress bar per epoch.")] = True,
@@ -42,30 +39,11 @@ def sasrec(
     """SASRec (CE over all items): train, select the epoch on validation, report test and validation metrics."""
     import torch
 
-    from idgenrec.atomic import write_json
-    from idgenrec.data.dataset import SequenceDataset
-    from idgenrec.evaluation import evaluate_protocol
-    from idgenrec.baselines.sasrec import SASRecRecommender
+    from idgenrec import stages
 
     if threads > 0:
         torch.set_num_threads(threads)
-    config = read_params(params)
-    dataset = SequenceDataset.load(prepared)
-    model = SASRecRecommender.fit(
-        dataset,
-        config.sasrec,
-        ks=config.evaluation.ks,
-        selection_metric=config.evaluation.selection_metric,
-        exclude_seen=config.evaluation.exclude_seen,
-        progress=progress,
-    )
-    model.save(model_dir)
-    results = evaluate_protocol(model, dataset, config.evaluation.ks, config.evaluation.sample_users)
-    epochs = len(model.log.epochs)
-    results["train/epochs"] = epochs
-    results["train/best_epoch"] = model.log.best_epoch
-    results["train/seconds"] = round(model.log.seconds, 1)
-    results["train/seconds_per_epoch"] = round(sum(e.seconds for e in model.log.epochs) / epochs, 2)
-    write_json(output, results)
+    files = LAYOUT.with_paths(prepared=prepared, sasrec_metrics=output, sasrec_model=model_dir)
+    results = stages.sasrec(read_params(params), files, progress=progress)
     for key in sorted(results):
         typer.echo(f"{key:40s} {results[key]:.4f}")

@@ -8,9 +8,11 @@ from typing import Annotated
 import typer
 
 from idgenrec.config import ConfigError, Params, load_params
+from idgenrec.layout import LAYOUT
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="The pipeline's params.yaml.")]
-DEFAULT_PARAMS = Path("params.yaml")
+PreparedOption = Annotated[Path, typer.Option("--prepared", help="Prepared dataset folder.")]
+DEFAULT_PARAMS = LAYOUT.params
 
 
 def read_params(path: Path) -> Params:

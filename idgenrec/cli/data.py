@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from idgenrec.cli.common import DEFAULT_PARAMS, ParamsOption, fail, read_params
+from idgenrec.cli.common import DEFAULT_PARAMS, ParamsOption, PreparedOption, fail, read_params
+from idgenrec.layout import LAYOUT
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -34,15 +35,16 @@ def fetch(
 @app.command("prepare")
 def prepare(
     params: ParamsOption = DEFAULT_PARAMS,
-    output: Annotated[Path, typer.Option(help="Folder for items.tsv, sequences.tsv, stats.json.")] = Path("artifacts/prepared"),
+    output: Annotated[Path, typer.Option(help="Folder for items.tsv, sequences.tsv, stats.json.")] = LAYOUT.prepared,
 ) -> None:
     """Read the raw data named in params.yaml (data.*), apply k-core and time order, build item text, save."""
-    from idgenrec.data.prepare import prepare as prepare_dataset
+    from idgenrec import stages
     from idgenrec.data.textfile import DataFormatError
 
-    config = read_params(params).data
+    full = read_params(params)
+    config = full.data
     try:
-        dataset = prepare_dataset(config, output)
+        dataset = stages.prepare(full, LAYOUT.with_paths(prepared=output))
     except DataFormatError as err:
         fail(str(err))
     stats = dataset.stats
@@ -63,15 +65,15 @@ def prepare(
 @app.command("validate")
 def validate(
     params: ParamsOption = DEFAULT_PARAMS,
-    prepared: Annotated[Path, typer.Option(help="Prepared dataset folder.")] = Path("artifacts/prepared"),
-    report: Annotated[Path, typer.Option(help="JSON report to write (also on failure).")] = Path("artifacts/validation/report.json"),
+    prepared: PreparedOption = LAYOUT.prepared,
+    report: Annotated[Path, typer.Option(help="JSON report to write (also on failure).")] = LAYOUT.validation_report,
 ) -> None:
     """Great Expectations suites on the raw data, item text and prepared splits; exit 1 on any failure."""
-    from idgenrec.data.validate import validate as run_validation
+    from idgenrec import stages
 
-    config = read_params(params).data
+    config = read_params(params)
     try:
-        outcome = run_validation(config, prepared, report)
+        outcome = stages.validate(config, LAYOUT.with_paths(prepared=prepared, validation_report=report))
     except (ValueError, FileNotFoundError) as err:  # DataFormatError is a ValueError
         fail(f"{err} (report: {report})")
     for line in outcome.summary_lines():

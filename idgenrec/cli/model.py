@@ -7,30 +7,26 @@ from typing import Annotated, get_args
 
 import typer
 
-from idgenrec.cli.common import DEFAULT_PARAMS, ParamsOption, fail, read_params
+from idgenrec.cli.common import DEFAULT_PARAMS, ParamsOption, PreparedOption, fail, read_params
+from idgenrec.layout import LAYOUT
 
-PreparedOption = Annotated[Path, typer.Option("--prepared", help="Prepared dataset folder.")]
 ModelOption = Annotated[Path, typer.Option("--model", help="Model folder (the selected checkpoint).")]
-DEFAULT_PREPARED = Path("artifacts/prepared")
-DEFAULT_MODEL = Path("artifacts/model/best")
 
 
 def train(
     params: ParamsOption = DEFAULT_PARAMS,
-    prepared: PreparedOption = DEFAULT_PREPARED,
-    generator: Annotated[Path, typer.Option(help="Warmed-up ID generator folder.")] = Path("artifacts/generator"),
-    ids: Annotated[Path, typer.Option(help="Initial item-ID table.")] = Path("artifacts/ids/item_ids.tsv"),
-    workdir: Annotated[Path, typer.Option(help="Training folder (checkpoints, rounds, best model).")] = Path("artifacts/model"),
-    curve: Annotated[Path, typer.Option(help="Per-epoch / per-round records for `dvc plots`.")] = Path("metrics/training_curve.json"),
+    prepared: PreparedOption = LAYOUT.prepared,
+    generator: Annotated[Path, typer.Option(help="Warmed-up ID generator folder.")] = LAYOUT.generator,
+    ids: Annotated[Path, typer.Option(help="Initial item-ID table.")] = LAYOUT.id_table,
+    workdir: Annotated[Path, typer.Option(help="Training folder (checkpoints, rounds, best model).")] = LAYOUT.workdir,
+    curve: Annotated[Path, typer.Option(help="Per-epoch / per-round records for `dvc plots`.")] = LAYOUT.training_curve,
 ) -> None:
     """Alternating training per `training.schedule`; resumes an interrupted run with the same params."""
-    from idgenrec.atomic import write_json
-    from idgenrec.data.dataset import SequenceDataset
-    from idgenrec.recommender.alternating import train as run_training
+    from idgenrec import stages
 
     config = read_params(params)
-    state = run_training(config, SequenceDataset.load(prepared), generator, ids, workdir)
-    write_json(curve, [{"step": step, **record} for step, record in enumerate(state.records, start=1)])
+    files = LAYOUT.with_paths(prepared=prepared, generator=generator, id_table=ids, workdir=workdir, training_curve=curve)
+    state = stages.train(config, files)
     typer.echo(
         f"selected phase {state.best_phase} epoch {state.best_epoch}: "
         f"valid {config.evaluation.selection_metric} = {state.best_score:.4f}"
@@ -39,26 +35,18 @@ def train(
 
 def evaluate(
     params: ParamsOption = DEFAULT_PARAMS,
-    prepared: PreparedOption = DEFAULT_PREPARED,
-    model: ModelOption = DEFAULT_MODEL,
-    output: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = Path("metrics/model.json"),
+    prepared: PreparedOption = LAYOUT.prepared,
+    model: ModelOption = LAYOUT.model,
+    output: Annotated[Path, typer.Option(help="Metrics JSON to write.")] = LAYOUT.model_metrics,
 ) -> None:
     """Validation and test Recall/NDCG@k of the selected model, both seen-item settings."""
-    from idgenrec.atomic import write_json
-    from idgenrec.data.dataset import SequenceDataset
-    from idgenrec.evaluation import evaluate_protocol
-    from idgenrec.recommender.model import IDGenRecModel
-    from idgenrec.backbone import pick_device
+    from idgenrec import stages
 
     config = read_params(params)
-    dataset = SequenceDataset.load(prepared)
-    recommender = IDGenRecModel.load(model, device=pick_device())
     try:
-        recommender = recommender.for_catalogue(dataset.item_ids)  # a model grown by add-items numbers items its own way
+        results = stages.evaluate(config, LAYOUT.with_paths(prepared=prepared, model_metrics=output), model=model)
     except ValueError as err:
-        fail(f"{model} cannot be evaluated on {prepared}: {err}")
-    results = evaluate_protocol(recommender, dataset, config.evaluation.ks, config.evaluation.sample_users)
-    write_json(output, results)
+        fail(str(err))
     for key in sorted(results):
         typer.echo(f"{key:40s} {results[key]:.4f}")
 
@@ -67,8 +55,8 @@ def recommend(
     user: Annotated[str, typer.Option(help="Original user id (as in the raw data).")],
     k: Annotated[int, typer.Option(help="How many items to recommend.")] = 10,
     exclude_seen: Annotated[bool, typer.Option(help="Never recommend items already in the history.")] = False,
-    prepared: PreparedOption = DEFAULT_PREPARED,
-    model: ModelOption = DEFAULT_MODEL,
+    prepared: PreparedOption = LAYOUT.prepared,
+    model: ModelOption = LAYOUT.model,
     among: Annotated[
         Path | None, typer.Option(help="Recommend only items of this TSV (an item_id column), e.g. the new items of add-items.")
     ] = None,
@@ -120,7 +108,7 @@ def recommend(
 def add_items(
     items: Annotated[Path, typer.Option(help="TSV with a header: item_id, text and optionally title (a prepared items.tsv works).")],
     output: Annotated[Path, typer.Option(help="Folder for the model that also knows the new items (may be --model itself).")],
-    model: ModelOption = DEFAULT_MODEL,
+    model: ModelOption = LAYOUT.model,
     params: ParamsOption = DEFAULT_PARAMS,
     kind: Annotated[str | None, typer.Option(help="ID kind the model was trained with (default: ids.kind of --params).")] = None,
     own_tokens: Annotated[

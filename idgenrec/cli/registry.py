@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from idgenrec.cli.common import DEFAULT_PARAMS, ParamsOption, fail, read_params
+from idgenrec.layout import LAYOUT
 
 app = typer.Typer(no_args_is_help=True, help="MLflow tracking and model registry: log runs, promote, roll back.")
 
@@ -22,7 +23,8 @@ ModelNameOption = Annotated[
 
 def _connect(params_path: Path):
     """(project root, Params) with MLflow pointed at the project's store."""
-    from idgenrec.tracking import configure_tracking, find_project_root
+    from idgenrec.layout import find_project_root
+    from idgenrec.tracking import configure_tracking
 
     config = read_params(params_path)
     root = find_project_root(params_path.resolve().parent)
@@ -40,42 +42,43 @@ def _model_name(name: str | None, params_path: Path) -> str:
 @app.command("log-run")
 def log_run(
     params: ParamsOption = DEFAULT_PARAMS,
-    output: Annotated[Path, typer.Option(help="Record of the run id, model version and promotion decision.")] = Path(
-        "metrics/registry.json"
-    ),
+    output: Annotated[
+        Path, typer.Option(help="Record of the run id, model version and promotion decision.")
+    ] = LAYOUT.registry_record,
     register: Annotated[bool, typer.Option(help="Register the selected model as a new version (alias challenger).")] = True,
     promote: Annotated[bool, typer.Option(help="Then apply the promotion rule (registry.margin) to it.")] = True,
-    run_name: Annotated[str | None, typer.Option(help="MLflow run name (default: generated).")] = None,
+    run_name: Annotated[
+        str | None, typer.Option(help="MLflow run name (default: what it trained, e.g. ml-100k-learned-seed0).")
+    ] = None,
 ) -> None:
     """Log the finished pipeline (files at the dvc.yaml paths) as one MLflow run with a nested run per round."""
-    from idgenrec.registry import record_pipeline_run
-    from idgenrec.tracking import PipelineFiles
+    from idgenrec import stages
 
     root, config = _connect(params)
-    files = PipelineFiles(params=params)
+    files = LAYOUT.with_paths(params=params, registry_record=output)
     try:
-        record = record_pipeline_run(
+        record = stages.register(
             config, files, root=root, run_name=run_name, register_model=register, promote_model=promote,
             tags={"idgenrec.trigger": "cli"},
         )
     except (FileNotFoundError, ValueError) as err:
         fail(str(err))
-    _report(record, output)
+    _report(record)
 
 
 @app.command("log-model")
 def log_model(
     model: Annotated[Path, typer.Option(help="Model folder, e.g. the output of `idgenrec add-items`.")],
-    prepared: Annotated[Path, typer.Option(help="Prepared dataset it is scored on (validation and test).")] = Path(
-        "artifacts/prepared"
-    ),
+    prepared: Annotated[Path, typer.Option(help="Prepared dataset it is scored on (validation and test).")] = LAYOUT.prepared,
     params: ParamsOption = DEFAULT_PARAMS,
     output: Annotated[Path | None, typer.Option(help="Also write the record (run id, version, decision) as JSON.")] = None,
     promote: Annotated[bool, typer.Option(help="Apply the promotion rule (registry.margin) to the new version.")] = True,
     grown_from: Annotated[
         str | None, typer.Option(help="Registered version the folder was grown from by add-items (changes the rule, see README).")
     ] = None,
-    run_name: Annotated[str | None, typer.Option(help="MLflow run name (default: generated).")] = None,
+    run_name: Annotated[
+        str | None, typer.Option(help="MLflow run name (default: <dataset>-<folder>, or <dataset>-v<N>-plus-new-items).")
+    ] = None,
 ) -> None:
     """Score a model folder the pipeline did not train (e.g. grown by add-items), log and register it."""
     from idgenrec.registry import record_model_folder
@@ -94,8 +97,8 @@ def log_model(
 @app.command("add-items")
 def add_items(
     items: Annotated[Path, typer.Option(help="TSV of new items: item_id, text, optional title (see `idgenrec add-items`).")],
-    output: Annotated[Path, typer.Option(help="Folder for the champion plus the new items.")] = Path("artifacts/model-plus"),
-    prepared: Annotated[Path, typer.Option(help="Prepared dataset the grown model is scored on.")] = Path("artifacts/prepared"),
+    output: Annotated[Path, typer.Option(help="Folder for the champion plus the new items.")] = LAYOUT.grown_model,
+    prepared: Annotated[Path, typer.Option(help="Prepared dataset the grown model is scored on.")] = LAYOUT.prepared,
     params: ParamsOption = DEFAULT_PARAMS,
     kind: Annotated[str | None, typer.Option(help="ID kind (default: ids.kind of --params).")] = None,
     own_tokens: Annotated[
@@ -112,18 +115,22 @@ def add_items(
     root, config = _connect(params)
     try:
         new_items = read_new_items(items)
-        record, stats = grow_champion(
+        growth = grow_champion(
             config, new_items, output, prepared, root=root, kind=kind, own_tokens=own_tokens, promote_model=promote,
             tags={"idgenrec.trigger": "cli add-items"},
         )
     except (DataFormatError, RegistryError, FileNotFoundError, ValueError) as err:
         fail(str(err))
+    if growth.skipped:
+        fail(growth.skipped)
+    stats = growth.stats
     typer.echo(f"{stats['items_added']} new items ({stats['items_already_known']} already known, skipped) "
-               f"added to champion v{record['grown_from']}; model saved to {output}")
-    _report(record, record_file)
+               f"added to champion v{growth.champion}; model saved to {output}")
+    _report(growth.record, record_file)
 
 
-def _report(record: dict, output: Path | None) -> None:
+def _report(record: dict, output: Path | None = None) -> None:
+    """Print the record; write it to ``output`` when given."""
     from idgenrec.atomic import write_json
 
     if output is not None:
