@@ -5,6 +5,8 @@ import yaml
 
 from idgenrec.config import ConfigError, Params, PhaseConfig, load_params
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -26,6 +26,8 @@ from idgenrec.data.fetch import (
     sha256,
 )
 
+pytestmark = pytest.mark.data
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -18,6 +18,8 @@ from idgenrec.data.prepare import build_dataset, chronological, k_core, prepare
 from idgenrec.data.readers import read_raw
 from idgenrec.data.textfile import DataFormatError
 
+pytestmark = pytest.mark.data
+
 ROOT = Path(__file__).resolve().parents[1]
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"

@@ -10,6 +10,8 @@ from idgenrec.config import DataConfig
 from idgenrec.data.readers import read_raw, split_movielens_title
 from idgenrec.data.textfile import DataFormatError
 
+pytestmark = pytest.mark.data
+
 INTER_HEADER = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
 ITEM_HEADER = "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"
 

@@ -17,6 +17,8 @@ from idgenrec.data.dataset import SequenceDataset
 from idgenrec.data.prepare import prepare
 from idgenrec.data.validate import validate
 
+pytestmark = pytest.mark.data
+
 pytest.importorskip("great_expectations")
 
 ITEMS = "asin\ttitle\tbrand\tcategories\tdescription\n" + "".join(f"{i}\tThing {i}\t\tCat\t\n" for i in "ABCD")

@@ -6,6 +6,8 @@ from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import catalogue_coverage, evaluate, ranking_metrics, seen_shares, target_ranks
 from idgenrec.baselines.popularity import PopularityRecommender
 
+pytestmark = pytest.mark.unit
+
 
 def test_metrics_match_hand_computed_values():
     ranked = [[3, 1, 2], [5, 6, 4], [9, 8, 7]]

@@ -75,6 +75,7 @@ def test_timings_inside_stage_outputs_are_kept_out_of_their_hashes():
     assert ignored.stdout.split() == timing_files, ignored.stderr
 
 
+@pytest.mark.slow
 def test_retrain_flow_runs_registers_and_versions_like_dvc_repro(prefect_server, tmp_path, monkeypatch):
     monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
     root = dvc_project(tmp_path / "project")
@@ -222,6 +223,7 @@ def test_flow_refuses_a_folder_without_dvc_unless_told(tmp_path):
         retrain.fn(root=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_add_items_flow_grows_the_champion_registers_and_promotes_it(prefect_server, tmp_path, monkeypatch):
     """The catalogue refresh: champion v1 + a new item -> v2 (grown_from 1), promoted; a rerun adds nothing."""
     import pandas as pd

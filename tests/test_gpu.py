@@ -11,7 +11,7 @@ import torch
 from idgenrec.config import PhaseConfig
 from test_recommender import THREE_PHASES, WORDS, _tiny_params, planted_dataset, warm_generator_and_ids
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+pytestmark = pytest.mark.gpu  # skipped without a CUDA device (tests/conftest.py)
 
 
 def test_textual_ids_on_the_gpu_equal_those_on_the_cpu(tmp_path):

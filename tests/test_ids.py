@@ -17,6 +17,8 @@ from idgenrec.ids.table import HEADER
 from idgenrec.ids.text import keyword_phrase, normalise, round_trips
 from idgenrec.ids.trie import IdTrie
 
+pytestmark = pytest.mark.model
+
 TINY = BackboneConfig(profile="tiny", hidden_size=32, encoder_layers=1, decoder_layers=1)
 FAST_IDS = IdConfig(beam_groups=4, length_span=4, max_diversity_penalty=3.0, batch_size=16)
 

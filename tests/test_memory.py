@@ -6,6 +6,8 @@ import pytest
 
 from idgenrec.memory import _malloc_trim, release_free_heap
 
+pytestmark = pytest.mark.unit
+
 
 def _resident_bytes() -> int:
     with open("/proc/self/statm") as statm:

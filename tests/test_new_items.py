@@ -23,6 +23,8 @@ NEW = NewItems(
     texts=["title: vacation house; genres: travel", "title: zebra tea; genres: drink", "title: cherry tart; genres: food"],
 )
 
+pytestmark = pytest.mark.model
+
 
 @pytest.fixture(scope="module")
 def model(backbone, trained):

@@ -1,8 +1,11 @@
 """The shared AdamW: fused where the device has the kernel, the same update as torch's reference loop."""
 
+import pytest
 import torch
 
 from idgenrec.optim import adamw
+
+pytestmark = pytest.mark.unit
 
 
 def test_fused_adamw_makes_the_reference_update():

@@ -10,6 +10,8 @@ import pytest
 
 from idgenrec.progress import LOGGER, Progress, configure_logging
 
+pytestmark = pytest.mark.unit
+
 
 class FakeClock:
     def __init__(self):

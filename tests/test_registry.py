@@ -14,6 +14,8 @@ from idgenrec import registry
 from idgenrec.tracking import configure_tracking
 from test_tracking import new_store
 
+pytestmark = pytest.mark.flow
+
 NAME = "idgenrec-tiny"
 
 
@@ -146,6 +148,7 @@ def test_cli_list_promote_rollback(store):
     assert missing.exit_code == 1 and "no version 999" in missing.output
 
 
+@pytest.mark.slow
 def test_record_pipeline_run_logs_registers_and_promotes(tmp_path, monkeypatch):
     """The DVC `register` stage's command end to end on the tiny project: record written, v1 champion."""
     from idgenrec.cli.registry import app
@@ -173,6 +176,7 @@ def test_record_pipeline_run_logs_registers_and_promotes(tmp_path, monkeypatch):
     assert floor == pytest.approx(expected) and record["selection_score"] > floor
 
 
+@pytest.mark.slow
 def test_a_model_grown_by_add_items_is_scored_registered_and_served_with_its_new_items(tmp_path, monkeypatch):
     """add-items -> registry log-model -> promote --force -> the champion's pyfunc recommends the new item."""
     import pandas as pd

@@ -33,6 +33,8 @@ TINY = SASRecConfig(
     seed=7,
 )
 
+pytestmark = pytest.mark.model
+
 
 def planted_dataset(users: int = 60, length: int = 12, seed: int = 0) -> SequenceDataset:
     """Item i is always followed by item i+1 (mod NUM_ITEMS); users start at random items."""

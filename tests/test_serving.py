@@ -24,6 +24,8 @@ from idgenrec.serving import log_recommender_model, parse_requests
 from idgenrec.tracking import configure_tracking, ensure_experiment
 from test_tracking import new_store
 
+pytestmark = pytest.mark.flow
+
 WORDS = ["apple pie", "banana split", "cherry tart", "date cake", "fig roll", "grape jam", "kiwi tea", "lemon curd"]
 ITEM_IDS = [str(i + 1) for i in range(len(WORDS))]
 NAME = "idgenrec-tiny"
@@ -122,6 +124,7 @@ def _post(url: str, payload) -> tuple[int, dict]:
         return err.code, json.loads(err.read())
 
 
+@pytest.mark.slow
 def test_rest_server_answers_and_rejects_bad_requests(champion, tmp_path):
     port = _free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": champion, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}

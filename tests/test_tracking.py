@@ -169,6 +169,7 @@ def test_store_is_absolute_under_the_project_root_from_any_cwd(tmp_path, monkeyp
     mlflow.set_tracking_uri(None)
 
 
+@pytest.mark.slow
 def test_experiment_per_dataset_with_artifacts_under_mlruns(store):
     experiment_id = ensure_experiment("tiny", store)
     assert ensure_experiment("tiny", store) == experiment_id
@@ -189,6 +190,7 @@ def test_params_flatten_to_every_knob_with_valid_keys():
     assert metric_key("valid/ndcg@10") == "valid/ndcg_at_10"
 
 
+@pytest.mark.slow
 def test_pipeline_run_logs_parent_nested_rounds_metrics_artifacts_dataset_and_model(tiny_project, store):
     from idgenrec.tracking import log_pipeline_run
 
