@@ -2,14 +2,14 @@
 
 glibc's allocator cannot reuse one step's freed blocks for the next step's tensors when their
 sizes differ, and a training step's sizes change with its batch (prompt lengths; with later
-targets, rows and ID lengths too): an ML-100k run with 4 later targets grew to 12.3 GB resident
-while its live tensors stayed near 1.5 GB. Later-target batches now keep one decoder shape
-(``training.iterate_batches``), which removes most of it; ``malloc_trim`` every few optimiser
-steps of either phase (``training.apply_gradients``) hands what is left, free pages inside the
-heap, back to the kernel. Measured on that run's batches
-(1 thread, batch 64, 4 later targets, 140 steps, before the fixed shapes): peak RSS 6.2 GB
-untrimmed, 5.0 GB trimming every 10 steps at the same speed, 2.9 GB trimming every step at 15%
-slower; a fixed ``MALLOC_MMAP_THRESHOLD_`` bounds it too, at 1.4-1.8x the time per step.
+targets, rows and ID lengths too), so resident memory can grow far past the live tensors (an
+ML-100k run with 4 later targets: 12.3 GB resident, 1.5 GB live). Batches of later targets keep
+one decoder shape (``training.iterate_batches``), which removes most of the growth;
+``malloc_trim`` every ``TRIM_EVERY_STEPS`` optimiser steps of either phase
+(``training.apply_gradients``) hands the free pages left inside the heap back to the kernel.
+On variable-shape batches (1 thread, batch 64, 4 later targets, 140 steps), trimming every 10
+steps keeps the step's speed and lowers peak RSS from 6.2 to 5.0 GB; every step reaches 2.9 GB
+at 15% more time; a fixed ``MALLOC_MMAP_THRESHOLD_`` bounds it too, at 1.4-1.8x the time per step.
 """
 
 from __future__ import annotations

@@ -81,7 +81,8 @@ class ItemIdTable:
 
 
 def id_quality(table: ItemIdTable, dataset: SequenceDataset, tokenizer: PreTrainedTokenizerBase) -> dict:
-    """Issue 3's metrics: size, uniqueness, lengths, and how much of each ID is the item's own words."""
+    """ID quality: size, uniqueness, lengths, and how much of each ID is the item's own words
+    (an ID built from the item's text is readable and carries over to items never trained on)."""
     table.check_aligned(dataset)
     token_lengths = np.array([len(t) for t in table.token_ids(tokenizer)], dtype=float)
     word_lists = [text.split() for text in table.textual_ids]

@@ -67,7 +67,7 @@ def load(folder: str | Path, device: str | None = None) -> "SASRecRecommender":
     log = payload.get("training", {})
     timings = _load_timings(folder / TIMINGS_FILE, len(log.get("epochs", [])))
     model.log = TrainingLog(
-        # `seconds` in an entry: a model saved before the timings moved out of config.json
+        # `seconds` inside an entry: the older format kept the timings in config.json; such folders still load
         epochs=[EpochLog(**{"seconds": seconds, **entry}) for entry, seconds in zip(log.get("epochs", []), timings["epochs"])],
         best_epoch=log.get("best_epoch", 0),
         seconds=log.get("seconds", timings["seconds"]),
