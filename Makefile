@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install pipeline test
+.PHONY: install pipeline test test-quick
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,7 @@ pipeline: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# Everything but the tests that train a whole tiny pipeline or start a server (markers: pyproject.toml).
+test-quick: install
+	$(BIN)/python -m pytest -m "not slow"

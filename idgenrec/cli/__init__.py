@@ -1,7 +1,8 @@
 """The `idgenrec` command line: one subcommand per pipeline stage.
 
-Each DVC stage and each Prefect task calls the same library functions these commands
-call; heavy imports (torch, transformers) happen inside commands so `--help` is instant.
+Each stage command is a thin wrapper over its function in :mod:`idgenrec.stages`, which the
+Prefect flows call too; its path options default to :data:`idgenrec.layout.LAYOUT`, the paths
+dvc.yaml names. Heavy imports (torch, transformers) happen inside commands so `--help` is instant.
 """
 
 from __future__ import annotations
