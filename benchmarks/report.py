@@ -362,6 +362,13 @@ def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}"
 
 
+def where(setting: dict) -> str:
+    """'AMD EPYC, 2 threads, load 5.2' (the load average over the last minute, at the end)."""
+    load = setting.get("load_average") or setting.get("load_average_at_end")
+    return ", ".join(filter(None, [setting.get("cpu"), f"{setting.get('threads')} threads",
+                                   f"load {load[0]:.1f}" if load else None]))
+
+
 def speed_lines(head: dict) -> list[str]:
     speed, lines = head["speed"], []
     if training := speed.get("training"):
@@ -369,24 +376,24 @@ def speed_lines(head: dict) -> list[str]:
         for row in training["rows"]:
             lines.append(f"| training, history {row['history_length']}, batch 64, {row['precision']} | "
                          f"{row['samples_per_s']:.0f} samples/s, {fmt(row['target_positions_per_s'])} target positions/s, "
-                         f"MFU {row['mfu']:.0%} | {s.get('cpu')}, {s.get('threads')} threads |")
+                         f"MFU {row['mfu']:.0%} | {where(s)} |")
     if decoding := speed.get("decoding"):
         s = decoding["setting"]
         full = max(r["items"] for r in decoding["rows"])
         for row in [r for r in decoding["rows"] if r["items"] == full]:
             lines.append(f"| top-10 for one user, history {row['history_length']}, 10 beams, "
                          f"{'trie' if row['trie'] else 'no trie'} | p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms | "
-                         f"{s.get('cpu')}, {s.get('threads')} threads |")
+                         f"{where(s)} |")
     if ids := speed.get("id_generation"):
         s = ids["setting"]
         lines.append(f"| textual IDs, first {ids['subset_items']} ML-100k items | {ids['batched_items_per_s']:.0f} items/s batched, "
-                     f"{ids['one_at_a_time_items_per_s']:.0f} one at a time | {s.get('cpu', 'CPU')}, {s.get('threads')} threads |")
+                     f"{ids['one_at_a_time_items_per_s']:.0f} one at a time | {where(s)} |")
     if pipeline := speed.get("pipeline"):
         s = pipeline["setting"]
         peaks = ", ".join(f"{k} {v:.0f}" for k, v in s["matmul_peak_gflops"].items())
         lines.append(f"| `dvc repro`, every stage forced | {pipeline['total_s'] / 60:.1f} min "
                      f"(prepared data -> evaluated model {pipeline['prepared_to_evaluated_s'] / 60:.1f} min) | "
-                     f"{s.get('cpu', 'CPU')}, {s.get('threads')} threads, matmul peak GFLOP/s: {peaks} |")
+                     f"{where(s)}, matmul peak GFLOP/s: {peaks} |")
     return ["| what | measured | setting |", "|---|---|---|", *lines] if lines else []
 
 
@@ -401,6 +408,8 @@ def readme_block(head: dict) -> str:
              "Reproduce: `make pipeline` (seed 0 of popularity, SASRec and learned IDs), then "
              "`python -m benchmarks run full --only quality` (the other seeds and ID kinds) and "
              "`python -m benchmarks report`.", "",
+             "Speed, each figure with the machine it ran on and its load average (other work on a 2-core machine "
+             "slows every figure; `python -m benchmarks.speed` remeasures training and decoding in about 2 minutes):", "",
              *speed_lines(head), "", README_END]
     return "\n".join(lines)
 
