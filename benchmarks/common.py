@@ -101,6 +101,11 @@ SCRIPTS: tuple[Benchmark, ...] = (
     Benchmark("layer_cost", "Cost of a recommender training step at each depth (the ratio that sizes a schedule "
               "for another depth at the same compute).",
               (("--out", "benchmarks/results/layer-cost"),), "about 3 min", "benchmarks/results/layer-cost.{json,md}"),
+    Benchmark("architectures", "The causal recommender against the seq2seq one: training target items and positions per "
+              "second at the same tokens per batch, FLOPs and MFU (speed); validation NDCG@10 against training wall time "
+              "of finished runs, with a plot (curve).",
+              (("speed", "--prepared", "artifacts/prepared", "--out", "benchmarks/results/architectures-speed"),),
+              "about 2 min (speed)", "benchmarks/results/architectures-*.{json,md,png}", suites=("quick", "full")),
     Benchmark("training_step", "The library's CPU training step and SASRec epoch against the same with eager "
               "attention, fused AdamW and SASRec's dropout masks swapped back for PyTorch's defaults.",
               (("--out", "benchmarks/results/training-step"),), "about 4 min",

@@ -19,6 +19,8 @@ from idgenrec.config import BackboneConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.recommender.prompts import prompt_vocabulary_text
 
+pytestmark = pytest.mark.model
+
 TINY = BackboneConfig(profile="tiny", hidden_size=32, encoder_layers=1, decoder_layers=1)
 CORPUS = [
     "title: Toy Story (1995); year: 1995; genres: Animation, Children's, Comedy",

@@ -13,6 +13,8 @@ from idgenrec.recommender.sequences import SequenceEncoder, TrainingWindow, trai
 from idgenrec.recommender.training import WindowBatches, sequence_batch_loss, train_recommender_phase
 from test_recommender import THREE_PHASES, WORDS, _tiny_params, folder_bytes, planted_dataset, warm_generator_and_ids
 
+pytestmark = pytest.mark.model
+
 TINY_CAUSAL = BackboneConfig(
     profile="tiny", hidden_size=32, encoder_layers=1, decoder_layers=1, architecture="causal", causal_layers=2,
     causal_dropout=0.0,

@@ -14,6 +14,8 @@ from idgenrec.recommender.decoding import beam_search
 from idgenrec.recommender.samples import PromptEncoder, UserIdWriter, pad_batch, seen_item_branches, training_samples
 from idgenrec.recommender.soft_ids import ItemTextInputs, anchor_loss, differentiable_greedy_decode, id_phase_loss
 from idgenrec.recommender.training import (
+
+pytestmark = pytest.mark.model
     PromptBatches,
     iterate_batches,
     recommender_loss,
