@@ -8,18 +8,25 @@ chronological (ties broken by file order). Leave-one-out:
     training input  = sequence[:-2]
     validation      = predict sequence[-2] from sequence[:-2]
     test            = predict sequence[-1] from sequence[:-1]
+
+Ids are any non-empty text without tabs or line breaks (what RecBole's tab-separated files
+can hold): titles with spaces, quotes and non-ASCII letters work. The saved files are
+tab-separated without quoting, like the raw files; ``sequences.tsv`` lists a user's items
+separated by spaces, so there an id's whitespace and ``%`` are percent-encoded
+(``"Toy Story"`` -> ``Toy%20Story``; ids without either are written as they are).
 """
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pandas as pd
+from urllib.parse import quote, unquote
 
 from idgenrec.atomic import atomic_directory, write_json
+from idgenrec.data.textfile import DataFormatError, read_delimited
 
 Split = str  # "valid" or "test"
 SPLITS: tuple[Split, ...] = ("valid", "test")
@@ -75,39 +82,75 @@ class SequenceDataset:
 
     def save(self, folder: str | Path) -> None:
         with atomic_directory(folder) as tmp:
-            pd.DataFrame(
-                {"item_id": self.item_ids, "title": self.item_titles, "text": self.item_texts}
-            ).to_csv(tmp / "items.tsv", sep="\t", index=False)
-            pd.DataFrame(
-                {
-                    "user_id": self.user_ids,
-                    "items": [" ".join(self.item_ids[i] for i in seq) for seq in self.sequences],
-                }
-            ).to_csv(tmp / "sequences.tsv", sep="\t", index=False)
+            _write_tsv(tmp / "items.tsv", ["item_id", "title", "text"], zip(self.item_ids, self.item_titles, self.item_texts))
+            rows = ((user, " ".join(encode_id(self.item_ids[i]) for i in seq)) for user, seq in zip(self.user_ids, self.sequences))
+            _write_tsv(tmp / "sequences.tsv", ["user_id", "items"], rows)
             write_json(tmp / "stats.json", {"name": self.name, **self.stats})
 
     @classmethod
     def load(cls, folder: str | Path) -> "SequenceDataset":
+        """Read a prepared folder; a damaged file is a :class:`DataFormatError` naming it, its line and field."""
         folder = Path(folder)
         missing = [f for f in ("items.tsv", "sequences.tsv", "stats.json") if not (folder / f).exists()]
         if missing:
             raise FileNotFoundError(f"{folder}: prepared dataset incomplete, missing {missing} (run `idgenrec data prepare`)")
-        items = pd.read_csv(folder / "items.tsv", sep="\t", dtype=str, keep_default_na=False)
-        users = pd.read_csv(folder / "sequences.tsv", sep="\t", dtype=str, keep_default_na=False)
-        stats = json.loads((folder / "stats.json").read_text(encoding="utf-8"))
-        index = {item: i for i, item in enumerate(items["item_id"])}
+        items = _read_tsv(folder / "items.tsv", ["item_id", "title", "text"])
+        users = _read_tsv(folder / "sequences.tsv", ["user_id", "items"])
+        stats_path = folder / "stats.json"
+        try:
+            stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise DataFormatError(stats_path, None, None, f"not valid JSON ({err}); rerun `idgenrec data prepare`") from None
+        if not isinstance(stats, dict) or not isinstance(stats.get("name"), str):
+            raise DataFormatError(stats_path, None, "name", "expected a JSON object with the dataset's `name`")
+        item_ids = [row[0] for row in items]
+        index: dict[str, int] = {}
+        for line, item in enumerate(item_ids, start=2):
+            if not item or item in index:
+                problem = "empty item id" if not item else f"duplicate item {item!r} (first on line {index[item] + 2})"
+                raise DataFormatError(folder / "items.tsv", line, "item_id", problem)
+            index[item] = line - 2
         sequences = []
-        for row, line in enumerate(users["items"], start=2):
+        for line, (_, text) in enumerate(users, start=2):
             try:
-                sequences.append([index[i] for i in line.split()])
+                sequences.append([index[decode_id(i)] for i in text.split()])
             except KeyError as err:
-                raise ValueError(f"{folder / 'sequences.tsv'} line {row}: unknown item {err.args[0]!r}") from None
+                raise DataFormatError(folder / "sequences.tsv", line, "items", f"unknown item {err.args[0]!r}") from None
         return cls(
             name=stats.pop("name"),
-            item_ids=list(items["item_id"]),
-            item_titles=list(items["title"]),
-            item_texts=list(items["text"]),
-            user_ids=list(users["user_id"]),
+            item_ids=item_ids,
+            item_titles=[row[1] for row in items],
+            item_texts=[row[2] for row in items],
+            user_ids=[row[0] for row in users],
             sequences=sequences,
             stats=stats,
         )
+
+
+def encode_id(item: str) -> str:
+    """An id as one space-free token of ``sequences.tsv``: whitespace and ``%`` percent-encoded."""
+    if not any(ch.isspace() or ch == "%" for ch in item):
+        return item
+    return "".join(quote(ch, safe="") if ch.isspace() or ch == "%" else ch for ch in item)
+
+
+def decode_id(token: str) -> str:
+    return unquote(token) if "%" in token else token
+
+
+def _write_tsv(path: Path, header: list[str], rows) -> None:
+    """Tab-separated, no quoting; a tab or line break inside a field would shift columns, so it is an error."""
+    lines = ["\t".join(header)]
+    for row in rows:
+        for name, value in zip(header, row):
+            if any(ch in value for ch in "\t\n\r"):
+                raise ValueError(f"{path.name}: {name} {value!r} contains a tab or line break")
+        lines.append("\t".join(row))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _read_tsv(path: Path, header: Sequence[str]) -> list[list[str]]:
+    names, rows = read_delimited(path, "\t")
+    if names != list(header):
+        raise DataFormatError(path, 1, "header", f"expected columns {list(header)}, found {names}; rerun `idgenrec data prepare`")
+    return [row.fields for row in rows]

@@ -78,12 +78,12 @@ def item_texts(
             continue
         parts = []
         for field in fields:
-            value = str(row.get(field, "") or "").strip()
+            value = _one_line(row.get(field))
             if value:
                 parts.append(f"{field}: {value}")
             else:
                 missing[field] += 1
-        titles.append(str(row.get("title", "") or "").strip())
+        titles.append(_one_line(row.get("title")))
         if not parts:
             empty_text.append(item)
         texts.append("; ".join(parts) if parts else fallback.format(item_id=item))
@@ -95,6 +95,11 @@ def item_texts(
         "items_with_empty_text_examples": empty_text[:EXAMPLES],
     }
     return titles, texts, counts
+
+
+def _one_line(value) -> str:
+    """A text field as one line of a tab-separated file (tabs and carriage returns become spaces)."""
+    return str(value or "").replace("\t", " ").replace("\r", " ").strip()
 
 
 def build_dataset(raw: RawDataset, config: DataConfig) -> SequenceDataset:

@@ -261,12 +261,13 @@ def read_p5(folder: Path, name: str) -> RawDataset:
 
 
 def _token(path: Path, row: Row, column: int, header: Sequence[str]) -> str:
-    """An id: non-empty, without whitespace (sequences.tsv joins ids with spaces)."""
+    """An id: any non-empty text (spaces, quotes, any script), stripped of surrounding
+    whitespace. A tab or carriage return inside it cannot be written to a tab-separated line."""
     value = row.fields[column].strip()
     if not value:
         raise DataFormatError(path, row.line, header[column], "empty id")
-    if any(ch.isspace() for ch in value):
-        raise DataFormatError(path, row.line, header[column], f"id {value!r} contains whitespace")
+    if "\t" in value or "\r" in value:
+        raise DataFormatError(path, row.line, header[column], f"id {value!r} contains a tab or carriage return")
     return value
 
 
