@@ -5,6 +5,7 @@ registry and the served model unchanged."""
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
 import mlflow
@@ -17,6 +18,8 @@ from typer.testing import CliRunner
 from idgenrec.cli import app
 from idgenrec.data.dataset import SequenceDataset, decode_id, encode_id
 from idgenrec.ids import ItemIdTable
+from idgenrec.serving.server import scoring_app
+from network_guard import offline, serving
 from test_tracking import TINY_PARAMS, new_store, run_tiny_pipeline
 
 pytestmark = pytest.mark.data
@@ -84,12 +87,20 @@ def write_odd_project(root: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_odd_ids_end_to_end(tmp_path, monkeypatch):
-    """Prepare, train, recommend, add items, register and serve (pyfunc) with odd ids."""
+def test_odd_ids_end_to_end_with_the_network_refused(tmp_path, monkeypatch):
+    """Prepare, train, recommend, add items, register and serve (pyfunc and REST) with odd ids, while
+    every non-loopback connection and name look-up is refused: nothing reaches for a hub or telemetry."""
     monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
     root = write_odd_project(tmp_path / "project")
     new_store(root)
     monkeypatch.chdir(root)
+    with offline() as attempts:
+        _pipeline_recommend_register_serve(root)
+    assert attempts == []
+    mlflow.set_tracking_uri(None)
+
+
+def _pipeline_recommend_register_serve(root: Path) -> None:
     run_tiny_pipeline(root)
 
     dataset = SequenceDataset.load(root / "artifacts/prepared")
@@ -121,4 +132,9 @@ def test_odd_ids_end_to_end(tmp_path, monkeypatch):
     assert set(out["item_ids"][0]) <= {*ODD_ITEMS, 'mango "lassi" №1'}
     shelf = model.predict(pd.DataFrame({"history": [["50% off"]], "k": [1]}), params={"candidates": ['mango "lassi" №1']})
     assert shelf["item_ids"][0] == ['mango "lassi" №1']
-    mlflow.set_tracking_uri(None)
+
+    with serving(scoring_app(f"models:/idgenrec-tiny/{grown['model_version']}")) as url:
+        request = {"dataframe_records": [{"history": history, "k": 2}], "params": {"candidates": ["crème brûlée", "50% off"]}}
+        reply = urllib.request.urlopen(urllib.request.Request(
+            f"{url}/invocations", data=json.dumps(request).encode(), headers={"Content-Type": "application/json"}), timeout=60)
+        assert sorted(json.loads(reply.read())["predictions"][0]["item_ids"]) == ["50% off", "crème brûlée"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from idgenrec.cli import baseline, data, ids, model, registry
+from idgenrec.cli import baseline, data, ids, model, registry, serve
 
 app = typer.Typer(
     help="IDGenRec: generative recommendation with learned textual item IDs.",
@@ -21,6 +21,7 @@ app.add_typer(ids.app, name="ids", help="Warm up the ID generator, generate and 
 app.add_typer(baseline.app, name="baseline", help="Evaluate baselines under the same protocol.")
 app.add_typer(registry.app, name="registry", help="MLflow tracking and the model registry: log runs, promote, roll back.")
 model.register(app)
+serve.register(app)
 
 
 @app.callback()

@@ -5,15 +5,18 @@ Request (one row per user)::
     {"dataframe_records": [{"history": ["50", "172", "133"], "k": 5}],
      "params": {"exclude_seen": true, "candidates": ["1682", "1681"]}}
 
-``history`` lists original item ids (strings, as in the raw data), oldest first; ``k`` is
-optional (default 10, at most 100). ``candidates`` (optional, for every row) restricts the
+``history`` lists original item ids (strings, as in the raw data), oldest first, at most
+``MAX_HISTORY`` of them (the model reads the last ``history_length``; the rest only serve
+``exclude_seen``); ``k`` is optional (default 10, at most 100); a request has at most
+``MAX_ROWS`` rows. ``candidates`` (optional, for every row) restricts the
 recommendations to those items, e.g. the new arrivals added with ``idgenrec add-items``;
 empty or absent means the whole catalogue. Response, one row per request row::
 
     {"predictions": [{"item_ids": [...], "textual_ids": [...], "scores": [...]}]}
 
 ``scores`` are the beam log-probabilities of each item's textual ID, best first. A bad
-request (unknown item id in a history or in ``candidates``, empty history, k out of range) raises ``MlflowException`` with
+request (unknown item id in a history or in ``candidates``, empty or over-long history, k out of
+range, too many rows or candidates) raises ``MlflowException`` with
 ``INVALID_PARAMETER_VALUE``, which MLflow's scoring server answers with HTTP 400 and the
 message; schema violations (missing ``history``, wrong types) are rejected by MLflow
 itself, also with 400.
@@ -38,6 +41,11 @@ from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec
 MODEL_ARTIFACT = "idgenrec_model"  # key of the bundled model folder in the pyfunc's artifacts
 DEFAULT_K = 10
 MAX_K = 100  # k is the beam width of the search: bound what one request can cost
+# A row is one beam search (about a second on a CPU): bound the rows and what each may carry, so
+# one request cannot hold the server for minutes or fill its memory. The request's bytes are
+# bounded before they are decoded by `idgenrec serve` (server.py) or a reverse proxy.
+MAX_ROWS = 64
+MAX_HISTORY = 2_000
 MAX_UNKNOWN_SHOWN = 5
 
 
@@ -60,6 +68,8 @@ def _as_item_list(value, row: int) -> list[str]:
         raise invalid(f"row {row}: `history` must be a list of item ids, got {type(value).__name__} {value!r}")
     if not items:
         raise invalid(f"row {row}: `history` is empty; give at least one item id")
+    if len(items) > MAX_HISTORY:
+        raise invalid(f"row {row}: `history` has {len(items)} items, at most {MAX_HISTORY} are accepted (send the most recent ones)")
     out = []
     for item in items:
         if isinstance(item, (str, np.str_)):
@@ -90,6 +100,8 @@ def parse_requests(frame: pd.DataFrame, index: Mapping[str, int]) -> list[Reques
         raise invalid(f"expected a DataFrame with a `history` column, got {type(frame).__name__}")
     if "history" not in frame.columns:
         raise invalid(f"missing column `history` (got columns {list(frame.columns)})")
+    if len(frame) > MAX_ROWS:
+        raise invalid(f"{len(frame)} rows in one request, at most {MAX_ROWS} are accepted (split it)")
     requests = []
     for row, record in enumerate(frame.to_dict("records")):
         items = _as_item_list(record["history"], row)
@@ -110,6 +122,8 @@ def parse_candidates(value, index: Mapping[str, int]) -> list[int] | None:
     if value is None or len(value) == 0:
         return None
     items = [str(item) for item in (value if isinstance(value, (list, tuple, np.ndarray)) else [value])]
+    if len(items) > len(index):
+        raise invalid(f"`candidates` lists {len(items)} item ids, more than the model's {len(index)} items")
     unknown = [item for item in items if item not in index]
     if unknown:
         raise invalid(
