@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 
-.PHONY: install pipeline test test-quick
+.PHONY: install pipeline test test-quick results results-full
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,13 @@ test: install
 # Everything but the tests that train a whole tiny pipeline or start a server (markers: pyproject.toml).
 test-quick: install
 	$(BIN)/python -m pytest -m "not slow"
+
+# The benchmark suite (benchmarks/README.md): the quick set reruns the ML-100k headline and the speed
+# figures, the full set every seed, ID kind and dataset; both regenerate the results tables.
+results: install
+	$(BIN)/idgenrec data fetch ml-100k
+	$(BIN)/python -m benchmarks run quick
+
+results-full: install
+	$(BIN)/idgenrec data fetch ml-100k
+	$(BIN)/python -m benchmarks run full
