@@ -133,9 +133,14 @@ def generate_ids(params: Params, files: PipelineFiles, progress: bool = True) ->
 
 def start_training(params: Params, files: PipelineFiles) -> "TrainingState":
     """Resume a run with the same params and inputs after its last finished phase, else start afresh."""
+    from idgenrec.ids import ItemIdTable
     from idgenrec.recommender.alternating import start_or_resume
 
     dataset = SequenceDataset.load(files.prepared)
+    try:  # an ID table with an item missing or added would train on the wrong catalogue
+        ItemIdTable.load(files.id_table).check_aligned(dataset)
+    except ValueError as err:
+        raise ValueError(f"{files.id_table}: {err}; regenerate it with `idgenrec ids generate`") from None
     return start_or_resume(params, dataset, files.generator, files.id_table, files.workdir)
 
 

@@ -24,9 +24,14 @@ def train(
     """Alternating training per `training.schedule`; resumes an interrupted run with the same params."""
     from idgenrec import stages
 
+    from idgenrec.backbone import BackboneUnavailableError
+
     config = read_params(params)
     files = LAYOUT.with_paths(prepared=prepared, generator=generator, id_table=ids, workdir=workdir, training_curve=curve)
-    state = stages.train(config, files)
+    try:
+        state = stages.train(config, files)
+    except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:  # damaged or missing inputs, named
+        fail(str(err))
     typer.echo(
         f"selected phase {state.best_phase} epoch {state.best_epoch}: "
         f"valid {config.evaluation.selection_metric} = {state.best_score:.4f}"
@@ -43,9 +48,11 @@ def evaluate(
     from idgenrec import stages
 
     config = read_params(params)
+    from idgenrec.backbone import BackboneUnavailableError
+
     try:
         results = stages.evaluate(config, LAYOUT.with_paths(prepared=prepared, model_metrics=output), model=model)
-    except ValueError as err:
+    except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:
         fail(str(err))
     for key in sorted(results):
         typer.echo(f"{key:40s} {results[key]:.4f}")
@@ -67,12 +74,17 @@ def recommend(
     from idgenrec.recommender.model import IDGenRecModel
     from idgenrec.recommender.new_items import read_new_items
 
-    dataset = SequenceDataset.load(prepared)
+    from idgenrec.backbone import BackboneUnavailableError
+
+    try:
+        dataset = SequenceDataset.load(prepared)
+        recommender = IDGenRecModel.load(model)
+    except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:
+        fail(str(err))
     try:
         index = dataset.user_ids.index(user)
     except ValueError:
         fail(f"user {user!r} is not in {prepared} ({dataset.num_users} users, e.g. {dataset.user_ids[:3]})")
-    recommender = IDGenRecModel.load(model)
     titles = {item: title for item, title in zip(dataset.item_ids, dataset.item_titles)}
     history_ids = [dataset.item_ids[i] for i in dataset.sequences[index]]  # everything known: recommend what comes next
     try:
@@ -116,7 +128,6 @@ def add_items(
     ] = True,
 ) -> None:
     """Give new items textual IDs and make the model recommend them, without training (zero-shot)."""
-    from idgenrec.data.textfile import DataFormatError
     from idgenrec.ids.kinds import IdKind
     from idgenrec.recommender.model import IDGenRecModel
     from idgenrec.recommender.new_items import add_items as extend, read_new_items
@@ -125,11 +136,13 @@ def add_items(
     kind = kind or config.ids.kind
     if kind not in get_args(IdKind):
         fail(f"--kind must be one of {', '.join(get_args(IdKind))}, got {kind!r}")
+    from idgenrec.backbone import BackboneUnavailableError
+
     try:
         new_items = read_new_items(items)
-    except DataFormatError as err:
+        recommender = IDGenRecModel.load(model)
+    except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:  # DataFormatError is a ValueError
         fail(str(err))
-    recommender = IDGenRecModel.load(model)
     try:
         grown, stats = extend(recommender, new_items, kind, config.ids, own_tokens=own_tokens)
     except ValueError as err:

@@ -25,10 +25,14 @@ def _connect(params_path: Path):
     """(project root, Params) with MLflow pointed at the project's store."""
     from idgenrec.layout import find_project_root
     from idgenrec.tracking import configure_tracking
+    from idgenrec.tracking.store import DamagedStoreError
 
     config = read_params(params_path)
     root = find_project_root(params_path.resolve().parent)
-    configure_tracking(root)
+    try:
+        configure_tracking(root)
+    except DamagedStoreError as err:
+        fail(str(err))
     return root, config
 
 

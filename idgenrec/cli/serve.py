@@ -27,15 +27,16 @@ def serve(
     from idgenrec.registry import registered_model_name
     from idgenrec.serving.server import serve as run_server
     from idgenrec.tracking import configure_tracking
+    from idgenrec.tracking.store import DamagedStoreError
 
-    if "MLFLOW_TRACKING_URI" not in os.environ and (model is None or model.startswith(("models:/", "runs:/"))):
-        configure_tracking(find_project_root(params.resolve().parent))  # the project's store, as `registry` uses
-    if model is None:
-        model = f"models:/{registered_model_name(read_params(params).data.name)}@champion"
     try:
+        if "MLFLOW_TRACKING_URI" not in os.environ and (model is None or model.startswith(("models:/", "runs:/"))):
+            configure_tracking(find_project_root(params.resolve().parent))  # the project's store, as `registry` uses
+        if model is None:
+            model = f"models:/{registered_model_name(read_params(params).data.name)}@champion"
         run_server(model, host=host, port=port, max_request_bytes=max_request_bytes)
-    except (MlflowException, OSError) as err:
-        fail(f"cannot serve {model}: {err}")
+    except (MlflowException, OSError, DamagedStoreError) as err:
+        fail(f"cannot serve {model or 'the champion'}: {err}")
 
 
 def register(app: typer.Typer) -> None:

@@ -24,6 +24,7 @@ itself, also with 400.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import warnings
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 MODEL_ARTIFACT = "idgenrec_model"  # key of the bundled model folder in the pyfunc's artifacts
+DIGESTS_KEY = "idgenrec_sha256"  # model_config entry: the folder's files as logged, checked at load
 DEFAULT_K = 10
 MAX_K = 100  # k is the beam width of the search: bound what one request can cost
 # A row is one beam search (about a second on a CPU): bound the rows and what each may carry, so
@@ -140,7 +142,11 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
         from idgenrec.recommender.model import IDGenRecModel
         from idgenrec.backbone import pick_device
 
-        self.model = IDGenRecModel.load(context.artifacts[MODEL_ARTIFACT], device=pick_device())
+        folder = Path(context.artifacts[MODEL_ARTIFACT])
+        recorded = (getattr(context, "model_config", None) or {}).get(DIGESTS_KEY)
+        if recorded:  # models logged before digests were recorded have none
+            check_folder(folder, recorded)
+        self.model = IDGenRecModel.load(folder, device=pick_device())
         self.index = {item: i for i, item in enumerate(self.model.id_table.item_ids)}
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
@@ -159,6 +165,32 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
                     "scores": [float(s) for s in row_scores],
                 }
         return pd.DataFrame([rows[r.row] for r in requests], columns=["item_ids", "textual_ids", "scores"])
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file in ``folder``, by path relative to it."""
+    digests = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        sha = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+        digests[path.relative_to(folder).as_posix()] = sha.hexdigest()
+    return digests
+
+
+def check_folder(folder: Path, recorded: Mapping[str, str]) -> None:
+    """Refuse a bundled model folder whose files differ from those logged (truncated weights, an
+    edited ID table): serving damaged state would answer wrong without a sign."""
+    found = folder_digests(folder)
+    missing = sorted(set(recorded) - set(found))
+    changed = sorted(name for name in recorded if name in found and found[name] != recorded[name])
+    if missing or changed:
+        damaged = [f"{name} (missing)" for name in missing] + [f"{name} (SHA-256 differs)" for name in changed]
+        raise MlflowException(
+            f"{folder}: damaged model files, not as logged: {', '.join(damaged[:5])}"
+            f"{' and more' if len(damaged) > 5 else ''}; register the model again from an intact folder"
+        )
 
 
 def model_signature() -> ModelSignature:
@@ -208,4 +240,5 @@ def log_recommender_model(model_folder: str | Path, example_histories: Sequence[
             signature=model_signature(),
             input_example=input_example(example_histories, num_items),
             pip_requirements=_requirements(),
+            model_config={DIGESTS_KEY: folder_digests(model_folder)},
         )

@@ -10,7 +10,9 @@ tell a user's choice from an earlier configuration in the same process.)
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from pathlib import Path
 
 import mlflow
@@ -33,9 +35,33 @@ def configure_tracking(root: str | Path, uri: str | None = None) -> str:
     uri = uri or os.environ.get(TRACKING_URI_VARIABLE) or default_tracking_uri(root)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        check_store(Path(uri.removeprefix("sqlite:///")))
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
+
+
+class DamagedStoreError(RuntimeError):
+    """The sqlite store cannot be read as a database: MLflow would fail later without naming it."""
+
+
+def check_store(path: Path) -> None:
+    """Refuse a damaged sqlite store (truncated, overwritten) with its path; a missing or empty file
+    is a new store, and a store another process is writing is left to MLflow's own waiting."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    advice = "restore it from a backup, or move it aside and the next command starts an empty store"
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)) as db:
+            result = db.execute("PRAGMA quick_check(1)").fetchall()
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err) or "busy" in str(err):
+            return
+        raise DamagedStoreError(f"{path}: damaged MLflow store ({err}); {advice}") from None
+    except sqlite3.DatabaseError as err:
+        raise DamagedStoreError(f"{path}: damaged MLflow store ({err}); {advice}") from None
+    if result != [("ok",)]:
+        raise DamagedStoreError(f"{path}: damaged MLflow store (integrity check: {result[0][0][:200]}); {advice}")
 
 
 def experiment_name(dataset_name: str) -> str:
