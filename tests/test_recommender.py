@@ -14,8 +14,6 @@ from idgenrec.recommender.decoding import beam_search
 from idgenrec.recommender.samples import PromptEncoder, UserIdWriter, pad_batch, seen_item_branches, training_samples
 from idgenrec.recommender.soft_ids import ItemTextInputs, anchor_loss, differentiable_greedy_decode, id_phase_loss
 from idgenrec.recommender.training import (
-
-pytestmark = pytest.mark.model
     PromptBatches,
     iterate_batches,
     recommender_loss,
@@ -23,6 +21,8 @@ pytestmark = pytest.mark.model
     sequence_loss,
     train_recommender_phase,
 )
+
+pytestmark = pytest.mark.model
 
 WORDS = ["apple pie", "banana split", "cherry tart", "date cake", "fig roll", "grape jam", "kiwi tea", "lemon curd"]
 TINY = BackboneConfig(profile="tiny", hidden_size=32, encoder_layers=1, decoder_layers=1)
