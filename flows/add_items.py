@@ -27,6 +27,7 @@ from prefect.runtime import flow_run
 from flows.retrain import PROJECT_ROOT, library_logs_to_run, stage_task, transient
 from idgenrec.config import Params, load_params
 from idgenrec.layout import LAYOUT
+from idgenrec.locking import project_lock
 from idgenrec.registry import Growth
 
 
@@ -78,7 +79,7 @@ def add_new_items(
     """
     root_dir = Path(root).resolve() if root else PROJECT_ROOT
     params = load_params(root_dir / params_path)
-    with library_logs_to_run(), contextlib.chdir(root_dir):
+    with project_lock(root_dir, "an add-items flow"), library_logs_to_run(), contextlib.chdir(root_dir):
         new_items = read_items(root_dir / items)
         growth = grow_champion(
             params, new_items, root_dir / output, root_dir / prepared, root_dir, kind, own_tokens, promote_model

@@ -34,6 +34,7 @@ from prefect.states import Completed, State
 from idgenrec import stages
 from idgenrec.config import Params, load_params
 from idgenrec.layout import LAYOUT, PipelineFiles
+from idgenrec.locking import project_lock
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 UP_TO_DATE = "Up to date"  # the state of a stage's task run when DVC finds the stage current
@@ -262,7 +263,8 @@ def retrain(
         "register": lambda: register(params, files, root_dir, run_name, promote_model),
     }
     # Paths inside params.yaml (data.path) are relative to the project root, as under `dvc repro`.
-    with library_logs_to_run(), contextlib.chdir(root_dir):
+    # One writer per project: a second flow run (or add-items) is refused while this one runs.
+    with project_lock(root_dir, "a retraining flow"), library_logs_to_run(), contextlib.chdir(root_dir):
         for stage in stages.MODEL_STAGES:  # dvc.yaml's order; the baselines are left to `dvc repro`
             if gate.is_current(stage):
                 up_to_date(stage)
