@@ -32,7 +32,13 @@ def lock_path(root: str | Path) -> Path:
 @contextlib.contextmanager
 def project_lock(root: str | Path, holder: str, wait_s: float = 0.0) -> Iterator[Path]:
     """Hold the project's lock for the block; wait up to ``wait_s`` seconds, then ProjectBusyError."""
-    path = lock_path(root)
+    with file_lock(lock_path(root), holder, wait_s, where=Path(root).resolve()) as path:
+        yield path
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, holder: str, wait_s: float = 0.0, where: Path | None = None) -> Iterator[Path]:
+    """An exclusive flock on ``path`` for the block (created if missing), naming its holder inside."""
     path.parent.mkdir(parents=True, exist_ok=True)
     deadline = time.monotonic() + wait_s
     with path.open("a+", encoding="utf-8") as handle:
@@ -45,7 +51,7 @@ def project_lock(root: str | Path, holder: str, wait_s: float = 0.0) -> Iterator
                     handle.seek(0)
                     other = handle.read().strip() or "another run"
                     raise ProjectBusyError(
-                        f"{Path(root).resolve()}: {other} is running (lock {path}); {holder} not started, try again when it ends"
+                        f"{where or path.parent}: {other} is running (lock {path}); {holder} not started, try again when it ends"
                     ) from None
                 time.sleep(0.5)
         handle.seek(0)

@@ -9,13 +9,17 @@ add-items (nothing trained) only has to keep the champion's score within the mar
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+import mlflow
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
+from idgenrec.locking import file_lock
 from idgenrec.registry.versions import (
     CHALLENGER,
     CHAMPION,
@@ -32,6 +36,8 @@ from idgenrec.registry.versions import (
     tag_score,
     existing_version,
 )
+
+ALIAS_LOCK_WAIT_S = 60.0  # a promotion takes well under a second; waiting beats refusing here
 
 
 @dataclass(frozen=True)
@@ -97,8 +103,28 @@ def _judge(candidate: ModelVersion, champion: ModelVersion | None, margin: float
     )
 
 
+@contextlib.contextmanager
+def alias_lock(holder: str):
+    """Serialise read-judge-move of the aliases between processes on the local sqlite store: two
+    promotions at once would both judge against the same champion and the later one would record
+    it as the version it replaced, so a rollback would skip the other. (A tracking server's
+    clients cannot share a file lock; there, promote from one place.)"""
+    uri = mlflow.get_registry_uri() or ""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    store = Path(uri.removeprefix("sqlite:///"))
+    with file_lock(store.with_name(f".{store.name}.aliases.lock"), holder, wait_s=ALIAS_LOCK_WAIT_S):
+        yield
+
+
 def promote(name: str, margin: float, version: str | int | None = None, force: bool = False) -> PromotionDecision:
     """Move ``champion`` to ``version`` (default: the ``challenger``) if it wins; record why either way."""
+    with alias_lock(f"a promotion of {name}"):
+        return _promote(name, margin, version, force)
+
+
+def _promote(name: str, margin: float, version: str | int | None, force: bool) -> PromotionDecision:
     client = MlflowClient()
     if version is None:
         candidate = version_with_alias(client, name, CHALLENGER)
@@ -126,6 +152,11 @@ def promote(name: str, margin: float, version: str | int | None = None, force: b
 
 def rollback(name: str) -> PromotionDecision:
     """Give ``champion`` back to the version it was taken from."""
+    with alias_lock(f"a rollback of {name}"):
+        return _rollback(name)
+
+
+def _rollback(name: str) -> PromotionDecision:
     client = MlflowClient()
     champion = version_with_alias(client, name, CHAMPION)
     if champion is None:
