@@ -210,33 +210,70 @@ def probed_tail(run: Run, reference: dict) -> dict | None:
     return None
 
 
+# Profiles whose runs are reported beside the default's, as ``idgenrec-KIND-LABEL`` (on the default's dataset).
+VARIANT_PROFILES = {"seq2seq": Path("profiles/cpu-seq2seq.yaml")}
+
+
+def settings_match(run: Run, reference: dict) -> bool | None:
+    """Whether ``run`` has ``reference``'s settings (a last phase the tail probe covers counts); None if unknown."""
+    diff = differences(run, reference)
+    if diff is None:
+        return None
+    if diff == {"training.schedule"} and (probe := probed_tail(run, reference)):
+        run.setting["last_phase_epochs"] = run.params["training"]["schedule"][-1]["epochs"]
+        run.setting["counted_by"] = (f"{TAIL_PROBE}: its last phase rerun at "
+                                     f"{probe['epochs']:g} epoch kept the first phase selected")
+        return True
+    return not diff
+
+
+def headline_name(run: Run, reference: dict) -> str | None:
+    """``run``'s model name in the headline against ``reference`` (params.yaml), None where it is not reported."""
+    name = run.model
+    match = settings_match(run, reference)
+    if match is None:
+        return None
+    if match:
+        return name
+    diff = differences(run, reference)
+    if diff <= set(VARIANT_KNOBS) and id_kind(name):
+        return name + "-" + "-".join(str(flatten(run.params).get(k, KNOB_BEFORE_RECORDED.get(k))) for k in sorted(diff))
+    if id_kind(name):
+        for label, path in VARIANT_PROFILES.items():
+            if path.exists() and settings_match(run, yaml.safe_load(path.read_text())):
+                return f"{name}-{label}"
+    return None
+
+
 def current_runs(dataset: str, runs: list[Run], reference: dict | None) -> dict[str, list[Run]]:
     """Runs by headline model name: on the reference's dataset only the reference's settings (or a variant)."""
     chosen: dict[str, list[Run]] = {}
     for run in runs:
-        name = run.model
-        if reference is not None:
-            diff = differences(run, reference)
-            if diff is None:
-                continue
-            if diff == {"training.schedule"} and (probe := probed_tail(run, reference)):
-                run.setting["last_phase_epochs"] = run.params["training"]["schedule"][-1]["epochs"]
-                run.setting["counted_by"] = (f"{TAIL_PROBE}: its last phase rerun at "
-                                             f"{probe['epochs']:g} epoch kept the first phase selected")
-                diff = set()
-            if diff and diff <= set(VARIANT_KNOBS) and id_kind(name):
-                name += "-" + "-".join(str(flatten(run.params).get(k, KNOB_BEFORE_RECORDED.get(k))) for k in sorted(diff))
-                diff = set()
-            if diff:
-                continue
+        name = run.model if reference is None else headline_name(run, reference)
+        if name is None:
+            continue
         seeds = {r.seed for r in chosen.get(name, [])}
         if run.seed not in seeds:  # the first source of a seed wins (the pipeline's metrics come first)
             chosen.setdefault(name, []).append(run)
     return {name: sorted(rs, key=lambda r: r.seed) for name, rs in sorted(chosen.items(), key=lambda x: model_order(x[0]))}
 
 
-def model_order(name: str) -> tuple[int, str]:
-    return (MODELS.index(name), "") if name in MODELS else (len(MODELS), name)
+def model_order(name: str) -> tuple[int, int, str]:
+    """The default's models in MODELS' order, then each variant's ID kinds in the same order."""
+    base = next((m for m in MODELS if name.startswith(m + "-")), None)
+    if name in MODELS:
+        return (0, MODELS.index(name), "")
+    return (1, MODELS.index(base) if base else len(MODELS), name)
+
+
+def display(name: str) -> str:
+    """'IDGenRec, learned IDs' for the default's model; 'IDGenRec seq2seq, learned IDs' for a variant's."""
+    if name in DISPLAY:
+        return DISPLAY[name]
+    base = next((m for m in MODELS if name.startswith(m + "-")), None)
+    if base is None or not base.startswith("idgenrec-"):
+        return name
+    return DISPLAY[base].replace("IDGenRec,", f"IDGenRec {name[len(base) + 1:]},")
 
 
 def summarise(runs: list[Run]) -> dict:
@@ -275,6 +312,12 @@ def speed_section() -> dict:
             {"history_length": r["history_length"], "items": r["items"], "trie": r["constrained"], "beams": 10,
              "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "batched_users_per_s": r["batch_users_per_s"]}
             for r in data["decoding"]]}
+    if data := read("architectures-speed.json"):
+        speed["architectures"] = {
+            "source": "benchmarks/results/architectures-speed.json",
+            "command": "python -m benchmarks.architectures speed --prepared artifacts/prepared --out "
+                       "benchmarks/results/architectures-speed",
+            "setting": data["setting"], "rows": data["architectures"], "causal_over_seq2seq": data["ratio"]}
     if data := read("ids_benchmark_ml-100k.json"):
         result = data["results"][0]
         speed["id_generation"] = {
@@ -326,7 +369,7 @@ def quality_table(head: dict, dataset: str, keys: list[str]) -> list[str]:
     lines = ["| model | seeds | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(keys)]
     for model, metrics in head["quality"].get(dataset, {}).items():
         seeds = ",".join(str(r["seed"]) for r in head["settings"][dataset][model]["runs"])
-        lines.append(f"| {DISPLAY.get(model, model)} | {seeds} | " + " | ".join(cell(metrics.get(k)) for k in keys) + " |")
+        lines.append(f"| {display(model)} | {seeds} | " + " | ".join(cell(metrics.get(k)) for k in keys) + " |")
     return lines
 
 
@@ -353,8 +396,13 @@ def findings(head: dict) -> list[str]:
         out.append(f"The paper's ablation holds: {order} IDs on the mean"
                    + (", and every seed of each kind above every seed of the next." if lows_above else "."))
     if key in sasrec and key in learned:
-        out.append(f"SASRec trained to convergence in the same harness stays ahead: NDCG@10 "
-                   f"{sasrec[key]['mean'] / learned[key]['mean']:.2f}x learned IDs'.")
+        ratio = learned[key]["mean"] / sasrec[key]["mean"]
+        out.append(f"Against SASRec trained to convergence in the same harness, learned IDs reach {ratio:.2f}x its "
+                   "NDCG@10 with nothing excluded.")
+    seq2seq = quality.get("idgenrec-learned-seq2seq", {})
+    if key in seq2seq and key in learned:
+        out.append(f"The causal recommender's learned IDs score {learned[key]['mean'] / seq2seq[key]['mean']:.2f}x the "
+                   f"seq2seq recommender's NDCG@10 (seeds {len(learned[key]['seeds'])} and {len(seq2seq[key]['seeds'])}).")
     return out
 
 
@@ -377,6 +425,13 @@ def speed_lines(head: dict) -> list[str]:
             lines.append(f"| training, history {row['history_length']}, batch 64, {row['precision']} | "
                          f"{row['samples_per_s']:.0f} samples/s, {fmt(row['target_positions_per_s'])} target positions/s, "
                          f"MFU {row['mfu']:.0%} | {where(s)} |")
+    if architectures := speed.get("architectures"):
+        s, rows, ratio = architectures["setting"], architectures["rows"], architectures["causal_over_seq2seq"]
+        cpu = f"{s['cpu']}, {s['threads']} threads, {s['precision']}"
+        lines.append(f"| training, causal against seq2seq, {rows['causal']['tokens_per_step']:.0f} tokens a step | "
+                     f"{rows['causal']['target_items_per_s']:.0f} against {rows['seq2seq']['target_items_per_s']:.0f} "
+                     f"target items/s ({ratio['target_items_per_s']:.1f}x), MFU {rows['causal']['mfu']:.0%} against "
+                     f"{rows['seq2seq']['mfu']:.0%} | {cpu} |")
     if decoding := speed.get("decoding"):
         s = decoding["setting"]
         full = max(r["items"] for r in decoding["rows"])
@@ -432,7 +487,7 @@ def settings_lines(head: dict, dataset: str) -> list[str]:
                 extra.append(f"command `{run['command']}`")
             seeds = ",".join(str(r["seed"]) for r in runs)
             parts.append(f"`{source}` (seed {seeds}; {'; '.join(extra)})")
-        lines.append(f"- {DISPLAY.get(model, model)}: " + ", ".join(parts))
+        lines.append(f"- {display(model)}: " + ", ".join(parts))
     return lines
 
 

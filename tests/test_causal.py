@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -232,3 +234,65 @@ def test_causal_settings_that_only_prompts_have_are_refused():
         Params(backbone=TINY_CAUSAL, training=TrainingConfig(user_id_words=2))
     with pytest.raises(ValueError, match="paper profile is seq2seq"):
         BackboneConfig(profile="paper", architecture="causal")
+
+
+CAUSAL_PROJECT = """\
+data: {name: tiny, format: p5, path: data/tiny, k_core: 5, text_fields: [title, genres]}
+evaluation: {ks: [5, 10]}
+backbone: {profile: tiny, hidden_size: 32, encoder_layers: 1, decoder_layers: 1, architecture: causal, causal_layers: 2, causal_dropout: 0.0}
+warmup: {epochs: 3, batch_size: 8, learning_rate: 0.003}
+ids: {kind: learned, beam_groups: 4, batch_size: 8, max_input_tokens: 64, seed: 0}
+training:
+  history_length: 5
+  window_stride: 4
+  batch_size: 8
+  bf16: false
+  num_beams: 4
+  soft_id_max_tokens: 4
+  schedule:
+    - {phase: recommender, epochs: 3, learning_rate: 0.003}
+    - {phase: ids, epochs: 0.5, learning_rate: 0.001}
+    - {phase: recommender, epochs: 1, learning_rate: 0.001}
+registry: {margin: 0.0}
+sasrec: {max_epochs: 2, patience: 1}
+"""
+
+
+@pytest.mark.slow
+def test_a_causal_run_is_evaluated_registered_served_and_grown(tmp_path, monkeypatch):
+    """The stages after training take a causal model as they take a seq2seq one: evaluation, the MLflow
+    run and registry, the served pyfunc, and a new item added to the champion without training."""
+    import mlflow
+    import pandas as pd
+
+    from idgenrec.config import load_params
+    from idgenrec.layout import LAYOUT
+    from idgenrec.registry import grow_champion, record_pipeline_run
+    from idgenrec.tracking import configure_tracking
+    from test_tracking import new_store, run_tiny_pipeline, write_tiny_project
+
+    monkeypatch.delenv("IDGENREC_TRACKING_URI", raising=False)
+    root = write_tiny_project(tmp_path, CAUSAL_PROJECT)
+    new_store(root)
+    monkeypatch.chdir(root)
+    files = run_tiny_pipeline(root)
+    metrics = json.loads(files.model_metrics.read_text())
+    assert 0 <= metrics["test/seen_included/ndcg@10"] <= 1
+    configure_tracking(root)
+    record = record_pipeline_run(load_params(root / "params.yaml"), LAYOUT, root=root)
+    assert record["promotion"]["promoted"]
+    run = mlflow.MlflowClient().get_run(record["run_id"])
+    assert run.info.run_name == "tiny-learned-causal-seed0" and run.data.params["backbone.architecture"] == "causal"
+    served = mlflow.pyfunc.load_model("models:/idgenrec-tiny@champion")
+    answer = served.predict(pd.DataFrame({"history": [["1", "2", "3"]], "k": [3]}), params={"exclude_seen": True})
+    assert len(answer.iloc[0]["item_ids"]) == 3 and not {"1", "2", "3"} & set(answer.iloc[0]["item_ids"])
+    (root / "new.tsv").write_text("item_id\ttitle\ttext\n100\tbanana bread\ttitle: banana bread\n", encoding="utf-8")
+    from idgenrec.recommender.new_items import read_new_items
+
+    grown = grow_champion(load_params(root / "params.yaml"), read_new_items(root / "new.tsv"), files.grown_model,
+                          files.prepared, root=root)
+    assert grown.skipped is None and grown.stats["items_added"] == 1
+    served = mlflow.pyfunc.load_model(f"models:/idgenrec-tiny/{grown.record['model_version']}")
+    answer = served.predict(pd.DataFrame({"history": [["1", "2"]], "k": [1]}), params={"candidates": ["100"]})
+    assert answer.iloc[0]["item_ids"] == ["100"]
+    mlflow.set_tracking_uri(None)
