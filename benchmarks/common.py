@@ -122,6 +122,11 @@ SCRIPTS: tuple[Benchmark, ...] = (
               (("--params", "profiles/paper-offline.yaml", "--probe-prepared", "artifacts/prepared", "--prepared",
                 "PREPARED", "--budget-s", "540", "--out", "OUT"),),
               "the budget", "OUT.{json,md}, OUT-probe.*, OUT-plan.json", needs="a GPU for the paper's profiles"),
+    Benchmark("reliability", "kill -9 across a tiny `dvc repro` (random moments, ID generation, training, registration, "
+              "dvc.lock updates) and add-items, then recovery and identical outputs; corrupt artifacts named; a second "
+              "`dvc repro` and simultaneous promotions; 50 loopback clients on `idgenrec serve` (latency, 5xx, memory) "
+              "and fuzzed requests.",
+              ((),), "about 25 min on 2 busy cores", "benchmarks/results/reliability.{json,md}, headline.json `reliability`"),
     Benchmark("warmup_probe", "One ID generator warm-up of a profile variant: loss at start and end, and how many "
               "of the first 256 items get distinct first-choice IDs.", (("profiles/paper-offline.yaml", "lr3e-4", '{"warmup": {"learning_rate": 0.0003}}'),),
               "not timed (one warm-up of the profile's generator)", "stdout (one JSON line)"),
