@@ -8,6 +8,13 @@ transformers. A group whose best token is eos records a finished hypothesis (sco
 divided by its length) and continues with its best other token; it is done once its
 finished score beats what the running beam can still reach. With one beam per group
 there is never any beam reordering, so the decoder's key/value cache is reused as is.
+
+The decoder computes only the rows that can still change a result: step 0 one row per item
+(every group of an item starts from the same token, so all its groups share those logits),
+then one row per live beam. A beam that is done emits padding and its scores never move, so
+its rows leave the batch (with their cache rows) once enough beams are done to pay for the
+copy. Without this, every beam of a batch ran until the batch's slowest beam finished, and the
+first step repeated each item's cross-attention keys and values once per group.
 """
 
 from __future__ import annotations
@@ -47,25 +54,29 @@ def diverse_beam_candidates(
     eos = tokenizer.eos_token_id
     device = next(model.parameters()).device  # the search's state lives beside the model (CPU or GPU)
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    hidden = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    hidden = hidden.repeat_interleave(groups, dim=0)  # (N, S, H)
-    mask = attention_mask.repeat_interleave(groups, dim=0)  # (N, S)
+    item_hidden = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, S, H)
     banned = torch.tensor(sorted(set(tokenizer.all_special_ids) - {eos}), dtype=torch.long, device=device)
     if budget is not None:
         budget = budget.to(device).repeat_interleave(groups, dim=0)  # (N, V), counts down per beam
         budget[:, eos] = max_tokens + 1
 
     generated = torch.full((beams, max_tokens), tokenizer.pad_token_id, dtype=torch.long, device=device)  # (N, T)
-    last = torch.full((beams, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
     running = torch.zeros(batch, groups, device=device)  # accumulated penalised log-prob of the live beam
     finished = torch.full((batch, groups), float("-inf"), device=device)  # best finished hypothesis score
     finished_len = torch.zeros(batch, groups, dtype=torch.long, device=device)
     done = torch.zeros(batch, groups, dtype=torch.bool, device=device)
-    cache = None
+    # The decoder's batch: R rows, row r decoding beam rows[r]; step 0 runs the first group's beam of each item.
+    rows = torch.arange(batch, device=device) * groups
+    decoder = _Rows(item_hidden, attention_mask, groups)
+    last = torch.full((batch, 1), model.config.decoder_start_token_id, dtype=torch.long, device=device)
     for step in range(max_tokens):
-        out = model(encoder_outputs=(hidden,), attention_mask=mask, decoder_input_ids=last, cache=cache, use_cache=True)
-        cache = out.cache
-        logp = out.logits[:, -1].float().log_softmax(-1)  # (N, V)
+        logp_rows = decoder.step(model, last)  # (R, V)
+        if step == 0:
+            logp = logp_rows.repeat_interleave(groups, dim=0)  # (N, V): an item's groups share the first step
+        else:
+            # Done beams ignore their scores (they emit padding and keep theirs): -inf stands in for them.
+            logp = torch.full((beams, logp_rows.size(-1)), float("-inf"), device=device)
+            logp[rows] = logp_rows
         logp[:, banned] = float("-inf")
         if budget is not None:
             logp = logp.masked_fill(budget <= 0, float("-inf"))
@@ -93,9 +104,16 @@ def diverse_beam_candidates(
         generated[:, step] = tokens.view(-1)
         if budget is not None:
             budget.scatter_add_(1, tokens.view(-1, 1), -(~done).view(-1, 1).long())  # done beams emit padding
-        last = tokens.view(-1, 1)
         if bool(done.all()):
             break
+        live = (~done).view(-1).nonzero().flatten()  # beams still decoding, in beam order
+        if step == 0:  # from one row per item to one per live beam
+            decoder.select(live // groups, live)
+            rows = live
+        elif _worth_compacting(len(live), len(rows)):
+            decoder.select(torch.searchsorted(rows, live), live)  # rows and live are both in beam order
+            rows = live
+        last = tokens.view(-1, 1)[rows]
     # Beams still live at the length limit count as hypotheses of max_tokens tokens.
     at_limit = running / max_tokens**length_penalty
     better = ~done & (at_limit > finished)
@@ -103,6 +121,33 @@ def diverse_beam_candidates(
     finished_len = torch.where(better, max_tokens, finished_len)
     # one copy to the host: reading the ranked candidates element by element from a GPU would sync per element
     return _ranked(generated.view(batch, groups, -1).cpu(), finished.cpu(), finished_len.cpu())
+
+
+def _worth_compacting(live: int, rows: int) -> bool:
+    """Drop done beams from the decoder's batch once a quarter of its rows are done: copying the
+    live rows' caches costs far less than a decoder step, but is not free."""
+    return live <= rows * 3 // 4
+
+
+class _Rows:
+    """The decoder's batch of rows: its key/value cache and each row's encoder states and mask."""
+
+    def __init__(self, item_hidden: torch.Tensor, item_mask: torch.Tensor, groups: int):
+        self.item_hidden, self.item_mask, self.groups = item_hidden, item_mask, groups  # (B, S, H), (B, S)
+        self.hidden, self.mask = item_hidden, item_mask  # step 0: one row per item
+        self.cache = None
+
+    def step(self, model: PreTrainedModel, last: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (R, V) of the next token of each row, given its last token (R, 1)."""
+        out = model(encoder_outputs=(self.hidden,), attention_mask=self.mask, decoder_input_ids=last, cache=self.cache, use_cache=True)
+        self.cache = out.cache
+        return out.logits[:, -1].float().log_softmax(-1)
+
+    def select(self, source: torch.Tensor, beams: torch.Tensor) -> None:
+        """New rows decoding ``beams``: row i continues the current row ``source[i]``."""
+        self.cache.reorder_cache(source)  # index_select of every layer's self- and cross-attention keys and values
+        items = beams // self.groups
+        self.hidden, self.mask = self.item_hidden.index_select(0, items), self.item_mask.index_select(0, items)
 
 
 def _ranked(generated: torch.Tensor, finished: torch.Tensor, lengths: torch.Tensor) -> list[list[Candidate]]:
