@@ -10,10 +10,11 @@ is against the measured matmul peak of the precision the step runs in.
 
     python -m benchmarks.architectures speed --prepared artifacts/prepared --out benchmarks/results/architectures-speed
 
-curve: the validation curves that training runs recorded (their ``training_curve.json`` or
-``state.json``), drawn against wall time in one plot, with each run's test metrics when given.
+curve: the validation curves that training runs recorded (a training folder or its
+``training_curve.json``), drawn against wall time in one plot, with each run's test metrics when
+given. Runs from different machines or precisions are not comparable in time: the label says which.
 
-    python -m benchmarks.architectures curve --run LABEL WORKDIR [METRICS_JSON] ... --out benchmarks/results/architectures-curve
+    python -m benchmarks.architectures curve --run LABEL WORKDIR_OR_CURVE [METRICS_JSON] ... --out benchmarks/results/architectures-curve
 
 Writes ``OUT.json`` and ``OUT.md`` (and ``OUT.png`` for the curve). No assertions: a benchmark reports.
 """
@@ -175,15 +176,20 @@ def render_speed(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def read_curve(workdir: Path) -> list[dict]:
-    """The recommender phases' validation records of a training folder, with cumulative training seconds."""
+def read_curve(source: Path) -> list[dict]:
+    """The recommender phases' validation records of a training folder (its state) or of a training-curve
+    file (``metrics/training_curve.json``), with cumulative training seconds."""
     from idgenrec.recommender.alternating import TrainingState
 
-    state = TrainingState.load(workdir)
-    if state is None:
-        raise FileNotFoundError(f"{workdir}: no training state")
+    if source.is_file():
+        records = json.loads(source.read_text(encoding="utf-8"))
+    else:
+        state = TrainingState.load(source)
+        if state is None:
+            raise FileNotFoundError(f"{source}: no training state")
+        records = state.records
     points, offset, last_phase, phase_end = [], 0.0, None, 0.0
-    for record in state.records:
+    for record in records:
         if record.get("phase_index") != last_phase:
             offset, last_phase = phase_end, record.get("phase_index")
         seconds = offset + record.get("seconds", 0.0)
@@ -197,7 +203,7 @@ def read_curve(workdir: Path) -> list[dict]:
 def measure_curves(args) -> dict:
     runs = {}
     for label, workdir, *metrics in args.run:
-        entry = {"workdir": workdir, "curve": read_curve(Path(workdir))}
+        entry = {"source": workdir, "curve": read_curve(Path(workdir))}
         if metrics:
             entry["test"] = json.loads(Path(metrics[0]).read_text(encoding="utf-8"))
         runs[label] = entry
@@ -218,8 +224,8 @@ def render_curves(result: dict, out: Path) -> str:
         axis.plot([p["seconds"] / 60 for p in curve], [p["valid_ndcg@10"] for p in curve], "o-", label=label, markersize=3)
         best = max(curve, key=lambda p: p["valid_ndcg@10"])
         test = run.get("test", {})
-        lines.append(f"| {label} | {best['valid_ndcg@10']:.4f} | {best['seconds'] / 60:.1f} | "
-                     f"{test.get('test/seen_included/ndcg@10', float('nan')):.4f} | {test.get('test/seen_excluded/ndcg@10', float('nan')):.4f} |")
+        cells = [f"{test[k]:.4f}" if k in test else "-" for k in ("test/seen_included/ndcg@10", "test/seen_excluded/ndcg@10")]
+        lines.append(f"| {label} | {best['valid_ndcg@10']:.4f} | {best['seconds'] / 60:.1f} | {' | '.join(cells)} |")
     axis.set_xlabel("training wall time (min)")
     axis.set_ylabel("validation NDCG@10 (seen excluded)")
     axis.grid(alpha=0.3)

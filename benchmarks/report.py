@@ -402,7 +402,8 @@ def findings(head: dict) -> list[str]:
     seq2seq = quality.get("idgenrec-learned-seq2seq", {})
     if key in seq2seq and key in learned:
         out.append(f"The causal recommender's learned IDs score {learned[key]['mean'] / seq2seq[key]['mean']:.2f}x the "
-                   f"seq2seq recommender's NDCG@10 (seeds {len(learned[key]['seeds'])} and {len(seq2seq[key]['seeds'])}).")
+                   f"seq2seq recommender's NDCG@10 (means of {len(learned[key]['seeds'])} and "
+                   f"{len(seq2seq[key]['seeds'])} seeds), in a fraction of its training compute.")
     return out
 
 
@@ -461,8 +462,8 @@ def readme_block(head: dict) -> str:
              *quality_table(head, "ml-100k", HEADLINE_KEYS), "",
              *[f"- {line}" for line in findings(head)], "",
              "Reproduce: `make pipeline` (seed 0 of popularity, SASRec and learned IDs), then "
-             "`python -m benchmarks run full --only quality` (the other seeds and ID kinds) and "
-             "`python -m benchmarks report`.", "",
+             "`python -m benchmarks run full --only quality` (the other seeds and ID kinds; the seq2seq rows: "
+             "the same with `--params profiles/cpu-seq2seq.yaml`) and `python -m benchmarks report`.", "",
              "Speed, each figure with the machine it ran on and its load average (other work on a 2-core machine "
              "slows every figure; `python -m benchmarks.speed` remeasures training and decoding in about 2 minutes):", "",
              *speed_lines(head), "", README_END]
