@@ -2,9 +2,9 @@
 validation NDCG@10 against training wall time.
 
 speed: title IDs on the prepared data (no trained generator needed), both recommenders built from
-the parameter file's backbone; the seq2seq batch is ``training.batch_size`` prompts of the last
-``--seq2seq-history`` items; the causal batch takes as many windows of ``--causal-history`` items
-as hold the same number of tokens. Both time the training loop's own optimisation step, in one
+the parameter file's backbone; the seq2seq batch is ``--seq2seq-batch`` prompts of the last
+``--seq2seq-history`` items (the seq2seq CPU profile's 64 and 10); the causal batch takes as many
+windows of ``--causal-history`` items as hold the same number of tokens. Both time the training loop's own optimisation step, in one
 process, alternating over ``--rounds``; FLOPs per step come from torch's FlopCounterMode and MFU
 is against the measured matmul peak of the precision the step runs in.
 
@@ -36,13 +36,15 @@ from idgenrec.atomic import atomic_write, write_json
 from benchmarks.common import matmul_peaks, render_peaks, title_id_setup
 
 
-def _batches(params, dataset, tokenizer, table, architecture: str, history: int, count: int, token_budget: int | None, seed: int):
-    """``count`` training batches of ``architecture``, drawn with the training loop's own batching."""
+def _batches(params, dataset, tokenizer, table, architecture: str, history: int, count: int, token_budget: int | None,
+             seed: int, prompts_per_batch: int = 64):
+    """``count`` training batches of ``architecture``, drawn with the training loop's own batching: seq2seq
+    batches of ``prompts_per_batch`` prompts, causal ones of as many whole windows as fill ``token_budget``."""
     from idgenrec.recommender.samples import PromptEncoder, training_samples
     from idgenrec.recommender.sequences import SequenceEncoder, collate_sequences, training_windows
     from idgenrec.recommender.training import iterate_batches
 
-    config = params.training.model_copy(update={"history_length": history})
+    config = params.training.model_copy(update={"history_length": history, "batch_size": prompts_per_batch})
     sequences = [dataset.train_sequence(u) for u in range(dataset.num_users)]
     item_tokens = table.token_ids(tokenizer)
     rng = random.Random(seed)
@@ -92,7 +94,8 @@ def measure_speed(args) -> dict:
     params, dataset, tokenizer, table, _ = title_id_setup(args.params, args.prepared)
     separator = tokenizer(HISTORY_SEPARATOR.strip(), add_special_tokens=False)["input_ids"][0]
     device = torch.device("cpu")
-    seq2seq_batches = _batches(params, dataset, tokenizer, table, "seq2seq", args.seq2seq_history, args.steps + 2, None, 0)
+    seq2seq_batches = _batches(params, dataset, tokenizer, table, "seq2seq", args.seq2seq_history, args.steps + 2, None, 0,
+                               args.seq2seq_batch)
     budget = int(statistics.mean(_batch_counts(b, separator)["tokens"] for b in seq2seq_batches))
     causal_batches = _batches(params, dataset, tokenizer, table, "causal", args.causal_history, args.steps + 2, budget, 0)
     backbone = params.backbone
@@ -243,6 +246,7 @@ def main() -> None:
     speed.add_argument("--params", type=Path, default=Path("params.yaml"))
     speed.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
     speed.add_argument("--seq2seq-history", type=int, default=10)
+    speed.add_argument("--seq2seq-batch", type=int, default=64, help="prompts per seq2seq batch (profiles/cpu-seq2seq.yaml)")
     speed.add_argument("--causal-history", type=int, default=50)
     speed.add_argument("--steps", type=int, default=8)
     speed.add_argument("--rounds", type=int, default=3)

@@ -423,7 +423,7 @@ def speed_lines(head: dict) -> list[str]:
     if training := speed.get("training"):
         s = training["setting"]
         for row in training["rows"]:
-            lines.append(f"| training, history {row['history_length']}, batch 64, {row['precision']} | "
+            lines.append(f"| training, seq2seq profile, history {row['history_length']}, batch 64, {row['precision']} | "
                          f"{row['samples_per_s']:.0f} samples/s, {fmt(row['target_positions_per_s'])} target positions/s, "
                          f"MFU {row['mfu']:.0%} | {where(s)} |")
     if architectures := speed.get("architectures"):
@@ -437,7 +437,7 @@ def speed_lines(head: dict) -> list[str]:
         s = decoding["setting"]
         full = max(r["items"] for r in decoding["rows"])
         for row in [r for r in decoding["rows"] if r["items"] == full]:
-            lines.append(f"| top-10 for one user, history {row['history_length']}, 10 beams, "
+            lines.append(f"| top-10 for one user, seq2seq profile, history {row['history_length']}, 10 beams, "
                          f"{'trie' if row['trie'] else 'no trie'} | p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms | "
                          f"{where(s)} |")
     if ids := speed.get("id_generation"):
@@ -493,10 +493,18 @@ def settings_lines(head: dict, dataset: str) -> list[str]:
 
 
 INCLUDED = [  # (file, what it shows, command when the JSON does not record it)
-    ("tail-ml-100k.md", "The last recommender phase rerun at other lengths from each run's own checkpoints.", None),
+    ("architectures-speed.md", "The causal recommender's training step against the seq2seq one's, same tokens per batch.",
+     "python -m benchmarks.architectures speed --prepared artifacts/prepared --out benchmarks/results/architectures-speed"),
+    ("architectures-curve-ml-100k.md", "Validation NDCG@10 against training wall time, causal and seq2seq "
+     "(plot: `benchmarks/results/architectures-curve-ml-100k.png`; the machines differ, as each label says).",
+     "python -m benchmarks.architectures curve --run LABEL artifacts/model metrics/model.json ... "
+     "--out benchmarks/results/architectures-curve-ml-100k"),
+    ("tail-ml-100k.md", "The seq2seq CPU profile: its last recommender phase rerun at other lengths from each run's own "
+     "checkpoints.", None),
     ("quality-ml-100k-1x1-no-id-phase-learned-seed0.md",
-     "The alternation control: the default schedule with its ID phase left out (learned IDs, seed 0).", None),
-    ("new-items-ml-100k-1x1.md", "New items without retraining on the default profile (split seed 0).", None),
+     "The alternation control on the seq2seq CPU profile: its schedule with the ID phase left out (learned IDs, seed 0).",
+     None),
+    ("new-items-ml-100k-1x1.md", "New items without retraining on the seq2seq CPU profile (split seed 0).", None),
     ("ids_benchmark_ml-100k.md", "Textual ID quality and generation speed.", "python -m benchmarks.ids_benchmark --datasets ml-100k"),
     ("ids_benchmark_beauty.md", "Textual ID quality and generation speed on Amazon Beauty.",
      "python -m benchmarks.ids_benchmark --datasets beauty"),
