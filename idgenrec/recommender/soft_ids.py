@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -148,6 +149,37 @@ def id_phase_loss(
     ``current_ids[item]`` is the item's ID in the table in force (token ids plus eos).
     """
     device = next(generator.parameters()).device
+    history = soft_history(generator, recommender, prompts, item_inputs, max_tokens, eos_token_id)
+    decoder_inputs, labels = target_tensors(targets, pad_id, recommender.config.decoder_start_token_id)
+    logits = recommender(
+        inputs_embeds=history.embeds, attention_mask=history.mask, decoder_input_ids=decoder_inputs.to(device)
+    ).logits
+    return sequence_loss(logits, labels.to(device)) + history.anchor(generator, current_ids, pad_id, anchor_weight)
+
+
+@dataclass
+class SoftHistory:
+    """Prompts embedded with their history items written in soft IDs, and the generator inputs behind them."""
+
+    embeds: torch.Tensor  # (B, L, d), zero-padded
+    mask: torch.Tensor  # (B, L)
+    items: list[int]  # the items decoded, one generator row each
+    input_ids: torch.Tensor  # (N, S) their texts, as the generator read them
+    attention_mask: torch.Tensor
+
+    def anchor(self, generator, current_ids: Sequence[Sequence[int]], pad_id: int, weight: float) -> torch.Tensor | float:
+        """``weight`` x :func:`anchor_loss` on these items' current IDs (0 when the weight is 0)."""
+        if weight <= 0:
+            return 0.0
+        return weight * anchor_loss(generator, self.input_ids, self.attention_mask, [current_ids[i] for i in self.items], pad_id)
+
+
+def soft_history(
+    generator, recommender, prompts: Sequence[EncodedPrompt], item_inputs: ItemTextInputs, max_tokens: int,
+    eos_token_id: int,
+) -> SoftHistory:
+    """Decode every history item of ``prompts`` with the generator (graph kept) and embed the prompts with them."""
+    device = next(generator.parameters()).device
     items = sorted({item for p in prompts for _, _, item in p.item_spans})
     row_of_item = {item: row for row, item in enumerate(items)}
     input_ids, attention_mask = item_inputs.batch(items, device)
@@ -155,12 +187,7 @@ def id_phase_loss(
     embedding = recommender.get_input_embeddings()
     soft = soft_id_embeddings(probs, embedding.weight)
     embeds, mask = soft_prompt_embeddings(prompts, soft, keep, row_of_item, embedding, prompt_token_limit(recommender))
-    decoder_inputs, labels = target_tensors(targets, pad_id, recommender.config.decoder_start_token_id)
-    logits = recommender(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_inputs.to(device)).logits
-    loss = sequence_loss(logits, labels.to(device))
-    if anchor_weight > 0:
-        loss = loss + anchor_weight * anchor_loss(generator, input_ids, attention_mask, [current_ids[i] for i in items], pad_id)
-    return loss
+    return SoftHistory(embeds, mask, items, input_ids, attention_mask)
 
 
 def sequence_id_phase_loss(
@@ -182,26 +209,18 @@ def sequence_id_phase_loss(
     """
     device = next(generator.parameters()).device
     encoded = [encoder.encode_sample(sample) for sample in samples]
-    prompts = [sequence for sequence, _ in encoded]
-    items = sorted({item for p in prompts for _, _, item in p.item_spans})
-    row_of_item = {item: row for row, item in enumerate(items)}
-    input_ids, attention_mask = item_inputs.batch(items, device)
-    probs, keep = differentiable_greedy_decode(generator, input_ids, attention_mask, max_tokens, eos_token_id)
-    embedding = recommender.get_input_embeddings()
-    soft = soft_id_embeddings(probs, embedding.weight)
-    embeds, mask = soft_prompt_embeddings(prompts, soft, keep, row_of_item, embedding, prompt_token_limit(recommender))
+    history = soft_history(generator, recommender, [sequence for sequence, _ in encoded], item_inputs, max_tokens,
+                           eos_token_id)
     # The target's tokens close each row, whatever length the soft history took: label them from its end.
-    labels = torch.full(mask.shape, -100, dtype=torch.long)
+    labels = torch.full(history.mask.shape, -100, dtype=torch.long)
     for row, (sequence, target_length) in enumerate(encoded):
-        width = int(mask[row].sum())
+        width = int(history.mask[row].sum())
         labels[row, width - target_length - 1 : width - 1] = torch.tensor(sequence.input_ids[-target_length:])
     labels = labels.to(device)
-    states = hidden_states(recommender, inputs_embeds=embeds, attention_mask=mask)
+    states = hidden_states(recommender, inputs_embeds=history.embeds, attention_mask=history.mask)
     targeted = labels != -100
     loss = torch.nn.functional.cross_entropy(token_logits(recommender, states[targeted]).float(), labels[targeted])
-    if anchor_weight > 0:
-        loss = loss + anchor_weight * anchor_loss(generator, input_ids, attention_mask, [current_ids[i] for i in items], pad_id)
-    return loss
+    return loss + history.anchor(generator, current_ids, pad_id, anchor_weight)
 
 
 def anchor_loss(generator, input_ids, attention_mask, current_ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
