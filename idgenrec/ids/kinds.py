@@ -68,24 +68,34 @@ def title_ids(
     dropped; an item left with no words uses its text, then ``item``.
     """
     taken = set(taken)
+    next_counter: dict[str, int] = {}  # per title: every lower counter is taken, so a common title costs no rescans
+    encodable: dict[str, bool] = {}  # per word: words repeat across a catalogue, a round trip costs two tokenizer calls
     ids = []
     stats = {"collisions": 0, "fallbacks": 0}
     for title, text in zip(titles, texts):
-        base = _encodable(title, tokenizer) or _encodable(text, tokenizer)
+        base = _encodable(title, tokenizer, encodable) or _encodable(text, tokenizer, encodable)
         if not base:
             base = FALLBACK_BASE
             stats["fallbacks"] += 1
-        candidate, counter = base, 2
-        while candidate in taken:
-            candidate, counter = f"{base} {counter}", counter + 1
+        candidate = base
+        if candidate in taken:
+            counter = next_counter.get(base, 2)
+            while f"{base} {counter}" in taken:
+                counter += 1
+            candidate, next_counter[base] = f"{base} {counter}", counter + 1
         stats["collisions"] += candidate != base
         taken.add(candidate)
         ids.append(candidate)
     return ids, stats
 
 
-def _encodable(text: str, tokenizer: PreTrainedTokenizerBase, max_words: int = 32) -> str:
-    kept = [w for w in normalise(text, tokenizer).split() if round_trips(w, tokenizer)]
+def _encodable(text: str, tokenizer: PreTrainedTokenizerBase, known: dict[str, bool], max_words: int = 32) -> str:
+    kept = []
+    for word in normalise(text, tokenizer).split():
+        if word not in known:
+            known[word] = round_trips(word, tokenizer)
+        if known[word]:
+            kept.append(word)
     return " ".join(kept[:max_words])
 
 

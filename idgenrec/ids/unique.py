@@ -6,6 +6,11 @@ whose candidates were all taken go to the next pass together, with the diversity
 one higher; past ``max_diversity_penalty`` the minimum length grows by ``length_span`` and
 the penalty resets. After ``max_length_raises`` raises a fallback (best candidate plus a
 counter word) ends the loop, so the algorithm always terminates.
+
+A pass decodes and assigns ``PASS_CHUNK`` items at a time, in item order, so only one chunk's
+candidate strings are held at once (a million items' candidates would take about a GB); texts
+are kept tokenized as one flat array. Counter words continue from each base's last counter, so
+a thousand items falling back to the same words cost a thousand look-ups, not half a million.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -24,6 +30,7 @@ from idgenrec.ids.text import field_values, normalise, round_trips
 from idgenrec.progress import Progress
 
 FALLBACK_BASE = "item"
+PASS_CHUNK = 16384  # items decoded, then assigned, at a time within a pass
 
 
 @dataclass
@@ -41,6 +48,28 @@ class _Progress:
     best: list[str | None]  # first acceptable candidate seen per item (fallback base)
     taken: set[str] = field(default_factory=set)
     stats: Counter = field(default_factory=Counter)
+    next_counter: dict[str, int] = field(default_factory=dict)  # per fallback base: every lower counter is taken
+
+
+class _Texts:
+    """Tokenized texts as one flat array (a list of Python ints per text would take ~36 bytes a token)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, texts: list[str], max_tokens: int | None, special: bool, chunk: int = 8192):
+        parts, lengths = [], []
+        for start in range(0, len(texts), chunk):
+            rows = tokenizer(texts[start : start + chunk], truncation=max_tokens is not None, max_length=max_tokens,
+                             add_special_tokens=special)["input_ids"]
+            lengths.extend(len(r) for r in rows)
+            parts.append(np.fromiter((t for r in rows for t in r), dtype=np.int64))
+        self.flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        self.lengths = np.array(lengths, dtype=np.int64)
+        self.offsets = np.cumsum(self.lengths) - self.lengths
+
+    def __getitem__(self, item: int) -> list[int]:
+        return self.flat[self.offsets[item] : self.offsets[item] + self.lengths[item]].tolist()
+
+    def length(self, item: int) -> int:
+        return int(self.lengths[item])
 
 
 def generate_unique_ids(
@@ -61,9 +90,9 @@ def generate_unique_ids(
     torch.manual_seed(config.seed)
     was_training = model.training
     model.eval()
-    encoded = tokenizer(texts, truncation=True, max_length=config.max_input_tokens, add_special_tokens=True)["input_ids"]
+    encoded = _Texts(tokenizer, texts, config.max_input_tokens, special=True)
     # The words an ID may use: the text's values, not its field names ("title" is no word of "Just Cause").
-    own = tokenizer([field_values(t) for t in texts], add_special_tokens=False)["input_ids"] if own_tokens else None
+    own = _Texts(tokenizer, [field_values(t) for t in texts], None, special=False) if own_tokens else None
     state = _Progress(ids=[None] * len(texts), best=[None] * len(texts), taken=set(taken))
     attempt = _Try(penalty=config.diversity_penalty, min_tokens=config.min_length)
     pending = list(range(len(texts)))
@@ -74,9 +103,12 @@ def generate_unique_ids(
                     _fallback(pending, state, tokenizer)
                     bar.update(len(pending))
                     break
-                candidates = _decode_pass(model, tokenizer, encoded, pending, attempt, config, own)
                 state.stats["passes"] += 1
-                unresolved = [item for item in pending if not _assign(item, candidates[item], attempt, config, state, tokenizer)]
+                unresolved = []
+                for start in range(0, len(pending), PASS_CHUNK):  # in item order: assignment order is unchanged
+                    chunk = pending[start : start + PASS_CHUNK]
+                    candidates = _decode_pass(model, tokenizer, encoded, chunk, attempt, config, own)
+                    unresolved += [item for item in chunk if not _assign(item, candidates[item], attempt, config, state, tokenizer)]
                 bar.update(len(pending) - len(unresolved))
                 pending = unresolved
                 _escalate(attempt, config)
@@ -104,17 +136,17 @@ def _escalate(attempt: _Try, config: IdConfig) -> None:
 def _decode_pass(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    encoded: list[list[int]],
+    encoded: _Texts,
     pending: list[int],
     attempt: _Try,
     config: IdConfig,
-    own: list[list[int]] | None = None,
+    own: _Texts | None = None,
 ) -> dict[int, list[str]]:
     """Normalised candidate strings (best first, duplicates kept) for every pending item.
 
     ``own``: per item, the tokens its ID may use, each as often as listed.
     """
-    order = sorted(pending, key=lambda i: (len(encoded[i]), i))  # similar lengths share a batch: little padding
+    order = sorted(pending, key=lambda i: (encoded.length(i), i))  # similar lengths share a batch: little padding
     result: dict[int, list[str]] = {}
     for start in range(0, len(order), config.batch_size):
         items = order[start : start + config.batch_size]
@@ -125,7 +157,8 @@ def _decode_pass(
             # Sized by the model's rows: a hub model (t5-small) can have more rows than its tokenizer has tokens.
             budget = torch.zeros(len(items), model.get_input_embeddings().num_embeddings, dtype=torch.long)
             for row, item in enumerate(items):
-                budget[row].index_add_(0, torch.tensor(own[item], dtype=torch.long), torch.ones(len(own[item]), dtype=torch.long))
+                tokens = torch.tensor(own[item], dtype=torch.long)
+                budget[row].index_add_(0, tokens, torch.ones(len(tokens), dtype=torch.long))
         ranked = diverse_beam_candidates(
             model, tokenizer, input_ids, attention_mask, groups=config.beam_groups, penalty=attempt.penalty,
             min_tokens=attempt.min_tokens, max_tokens=attempt.min_tokens + config.length_span, budget=budget,
@@ -174,19 +207,31 @@ def _fallback(pending: list[int], state: _Progress, tokenizer: PreTrainedTokeniz
     Bare numbers are the last resort: digits are always in the vocabulary, so this ends.
     """
     for item in pending:
-        text = _first_free(state.best[item] or FALLBACK_BASE, state.taken, tokenizer)
+        text = _first_free(state.best[item] or FALLBACK_BASE, state, tokenizer)
         if text is None:
-            text = _first_free(FALLBACK_BASE, state.taken, tokenizer)
+            text = _first_free(FALLBACK_BASE, state, tokenizer)
         if text is None:
-            text = next(str(n) for n in range(1, len(state.taken) + 2) if str(n) not in state.taken)
+            text = _first_free_number(state)
         state.ids[item] = text
         state.taken.add(text)
         state.stats["fallbacks"] += 1
 
 
-def _first_free(base: str, taken: set[str], tokenizer: PreTrainedTokenizerBase, tries: int = 1000) -> str | None:
-    for counter in range(2, 2 + tries):
-        text = f"{base} {counter}"
-        if text not in taken:
-            return text if round_trips(text, tokenizer) else None
-    return None
+def _first_free(base: str, state: _Progress, tokenizer: PreTrainedTokenizerBase, tries: int = 1000) -> str | None:
+    """``base`` plus its smallest free counter 2..tries+1; None when that does not round-trip or none is free."""
+    counter = state.next_counter.get(base, 2)  # every counter below it is taken (taken only grows)
+    while counter < 2 + tries and f"{base} {counter}" in state.taken:
+        counter += 1
+    state.next_counter[base] = counter
+    if counter == 2 + tries:
+        return None
+    text = f"{base} {counter}"
+    return text if round_trips(text, tokenizer) else None
+
+
+def _first_free_number(state: _Progress) -> str:
+    number = state.next_counter.get("", 1)
+    while str(number) in state.taken:
+        number += 1
+    state.next_counter[""] = number
+    return str(number)
