@@ -330,8 +330,9 @@ def test_trie_batched_lookups_agree_with_the_paths():
     assert mask[3].sum() == mask[2].sum() - 1
     # A random exclusion set: a node is blocked exactly when every item below it is excluded.
     excluded = set(rng.sample(range(len(sequences)), 60))
-    blocked = trie.blocked_nodes([excluded])[0]
-    for node in nodes[1:]:  # nodes[0] is DEAD
+    blocked = trie.blocked_nodes([excluded])
+    is_blocked = trie.is_blocked(blocked, torch.zeros(len(nodes) - 1, dtype=torch.long), torch.tensor(nodes[1:])).tolist()
+    for node, node_blocked in zip(nodes[1:], is_blocked):  # nodes[0] is DEAD
         below = {item for item, s in enumerate(sequences) if trie.walk([*s, eos][: len(s) + 1]) >= 0
                  and any(trie.walk([*s, eos][:i]) == node for i in range(1, len(s) + 2))}
-        assert bool(blocked[node]) == (bool(below) and below <= excluded), node
+        assert node_blocked == (bool(below) and below <= excluded), node
