@@ -447,7 +447,7 @@ def speed_lines(head: dict) -> list[str]:
     if pipeline := speed.get("pipeline"):
         s = pipeline["setting"]
         peaks = ", ".join(f"{k} {v:.0f}" for k, v in s["matmul_peak_gflops"].items())
-        lines.append(f"| `dvc repro`, every stage forced | {pipeline['total_s'] / 60:.1f} min "
+        lines.append(f"| `dvc repro` of the seq2seq profile, every stage forced | {pipeline['total_s'] / 60:.1f} min "
                      f"(prepared data -> evaluated model {pipeline['prepared_to_evaluated_s'] / 60:.1f} min) | "
                      f"{where(s)}, matmul peak GFLOP/s: {peaks} |")
     return ["| what | measured | setting |", "|---|---|---|", *lines] if lines else []
@@ -509,7 +509,9 @@ INCLUDED = [  # (file, what it shows, command when the JSON does not record it)
     ("ids_benchmark_beauty.md", "Textual ID quality and generation speed on Amazon Beauty.",
      "python -m benchmarks.ids_benchmark --datasets beauty"),
     ("speed.md", "Training throughput, MFU and decoding latency.", None),
-    ("pipeline-ml-100k.md", "The default pipeline's wall time by stage.", "python -m benchmarks.pipeline_times"),
+    ("pipeline-ml-100k.md", "The seq2seq CPU profile's pipeline wall time by stage (measured when it was the default, on a "
+     "2-core CPU with bf16 kernels; the causal default's own run is in README's two commands).",
+     "python -m benchmarks.pipeline_times"),
     ("layer-cost.md", "Cost of a training step at each depth.", None),
     ("training-step.md", "The library's CPU training step against PyTorch's defaults.", None),
     ("decoding-speed-ml-100k.md", "Decoding with the self-attention-only cache reorder against the whole-cache reorder.", None),
