@@ -10,6 +10,7 @@ With ``--add-items``, ``idgenrec-add-items/scheduled-add-items`` too: new items 
 the champion between retrainings.
 This process executes the runs (no work pool needed) and must stay up. With
 ``PREFECT_API_URL`` unset, Prefect starts a temporary local server for as long as it runs.
+To have the runs executed on another host instead, deploy to a work pool: flows/deploy.py.
 """
 
 from __future__ import annotations
@@ -25,6 +26,15 @@ from flows.retrain import retrain
 
 DEPLOYMENT = "scheduled-retrain"
 ADD_ITEMS_DEPLOYMENT = "scheduled-add-items"
+# What each deployment says of itself, here and on a work pool (flows/deploy.py).
+RETRAIN = {
+    "description": "Retrain IDGenRec: validate data, generate IDs, alternating rounds, evaluate, register, promote.",
+    "tags": ["idgenrec", "retraining"],
+}
+ADD_ITEMS = {
+    "description": "Add the new items of a file to the champion without training; register and promote if it kept its score.",
+    "tags": ["idgenrec", "new-items"],
+}
 
 
 def scheduled_deployment(
@@ -34,11 +44,7 @@ def scheduled_deployment(
     paused: bool = False,
     root: str | None = None,
 ) -> RunnerDeployment:
-    return _on_cron(
-        retrain, DEPLOYMENT, cron, timezone, paused, {"params_path": params_path}, root,
-        description="Retrain IDGenRec: validate data, generate IDs, alternating rounds, evaluate, register, promote.",
-        tags=["idgenrec", "retraining"],
-    )
+    return _on_cron(retrain, DEPLOYMENT, cron, timezone, paused, {"params_path": params_path}, root, **RETRAIN)
 
 
 def add_items_deployment(
@@ -50,9 +56,7 @@ def add_items_deployment(
     root: str | None = None,
 ) -> RunnerDeployment:
     return _on_cron(
-        add_new_items, ADD_ITEMS_DEPLOYMENT, cron, timezone, paused, {"items": items, "params_path": params_path}, root,
-        description="Add the new items of a file to the champion without training; register and promote if it kept its score.",
-        tags=["idgenrec", "new-items"],
+        add_new_items, ADD_ITEMS_DEPLOYMENT, cron, timezone, paused, {"items": items, "params_path": params_path}, root, **ADD_ITEMS,
     )
 
 
