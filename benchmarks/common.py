@@ -85,6 +85,10 @@ SCRIPTS: tuple[Benchmark, ...] = (
               "batched and one item at a time, after the default warm-up.",
               (("--datasets", "ml-100k"),), "a few minutes on ML-100k (warm-up, then 1,349 IDs); Beauty's 12,101 items take far longer",
               "benchmarks/results/ids_benchmark_DATASET.{json,md}", suites=("full",)),
+    Benchmark("scale", "Synthetic catalogues of 10k, 100k and 1M items (real titles recombined): the vocabulary the "
+              "backbone keeps, keyword and title ID tables (unique, time), trie build time and memory, decoding latency "
+              "p50/p95 with the trie; learned IDs batched against one at a time, every item's at 10k; how each grows.",
+              ((),), "about 40 min", "benchmarks/results/scale.{json,md}, headline.json's scale", suites=("full",)),
     Benchmark("pipeline_times", "Wall time of every stage of `dvc repro`, each forced, with the machine's matmul peaks.",
               (("--out", "benchmarks/results/pipeline-ml-100k"),), "about 25 min",
               "benchmarks/results/pipeline-ml-100k.{json,md}", suites=("full",)),
