@@ -85,6 +85,10 @@ SCRIPTS: tuple[Benchmark, ...] = (
               "batched and one item at a time, after the default warm-up.",
               (("--datasets", "ml-100k"),), "a few minutes on ML-100k (warm-up, then 1,349 IDs); Beauty's 12,101 items take far longer",
               "benchmarks/results/ids_benchmark_DATASET.{json,md}", suites=("full",)),
+    Benchmark("distributed", "Training throughput of the default recommender on ML-100k: 1 process with every thread, "
+              "2 torchrun processes (gloo) with the threads split, 1 process with one thread; the same global batches.",
+              ((),), "about 5 min", "benchmarks/results/distributed.{json,md}, headline.json's scale.training",
+              suites=("full",)),
     Benchmark("scale", "Synthetic catalogues of 10k, 100k and 1M items (real titles recombined): the vocabulary the "
               "backbone keeps, keyword and title ID tables (unique, time), trie build time and memory, decoding latency "
               "p50/p95 with the trie; learned IDs batched against one at a time, every item's at 10k; how each grows.",

@@ -302,7 +302,8 @@ def main() -> None:
     if args.headline:
         path = RESULTS / "headline.json"
         whole = json.loads(path.read_text()) if path.exists() else {}
-        write_json(path, {**whole, "scale": {**headline(payload), "machine": payload["machine"]}})
+        # Other benchmarks write their own parts of `scale` (distributed.py: `training`): kept.
+        write_json(path, {**whole, "scale": {**whole.get("scale", {}), **headline(payload), "machine": payload["machine"]}})
 
 
 if __name__ == "__main__":

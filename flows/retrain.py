@@ -177,8 +177,21 @@ def finish_training(files: PipelineFiles) -> dict:
     return {"best_phase": state.best_phase, "best_epoch": state.best_epoch, "best_score": state.best_score}
 
 
+@task(name="train-processes", task_run_name="train-on-{processes}-processes", cache_policy=NO_CACHE)
+def train_on_processes(params: Params, files: PipelineFiles, processes: int) -> int:
+    """Every phase on ``runtime.processes`` processes (torchrun; their progress lines are in the worker's log)."""
+    return stages.train(params, files).completed_phases
+
+
 def train(params: Params, files: PipelineFiles) -> None:
-    """The train stage as tasks: start (or resume), one task per phase of the schedule, the curve."""
+    """The train stage as tasks: start (or resume), one task per phase of the schedule, the curve.
+
+    With ``runtime.processes`` above 1 the phases run as one task, in the processes torchrun starts.
+    """
+    if params.runtime.processes > 1:
+        train_on_processes(params, files, params.runtime.processes)
+        finish_training(files)
+        return
     start_training(params, files)
     for index, phase in enumerate(params.training.schedule):  # the alternating schedule is data
         train_phase(params, files, index, phase.phase)

@@ -293,6 +293,16 @@ class RegistryConfig(_Section):
     )
 
 
+class RuntimeConfig(_Section):
+    """How many processes train."""
+
+    processes: int = Field(
+        1, ge=1, description="Training processes on this machine (torch.distributed: gloo on a CPU, NCCL with one GPU "
+        "each). Above 1, the warm-up and `idgenrec train` launch themselves with torchrun; each process trains its share "
+        "of every batch, so the result equals one process's up to floating-point order (docs/scale.md).",
+    )
+
+
 class Params(_Section):
     data: DataConfig = DataConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
@@ -302,6 +312,7 @@ class Params(_Section):
     training: TrainingConfig = TrainingConfig()
     sasrec: SASRecConfig = SASRecConfig()
     registry: RegistryConfig = RegistryConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
 
     @model_validator(mode="after")
@@ -312,6 +323,13 @@ class Params(_Section):
             if unsupported:
                 raise ValueError(f"training.{unsupported[0]} is for the seq2seq recommender's prompts; set it to 0 "
                                  "with backbone.architecture 'causal'")
+        return self
+
+    @model_validator(mode="after")
+    def _shares_add_up(self) -> "Params":
+        # The unlikelihood term is a mean over each batch's rows: split over processes it would not add up to one batch's.
+        if self.runtime.processes > 1 and self.training.seen_unlikelihood:
+            raise ValueError("training.seen_unlikelihood needs runtime.processes 1")
         return self
 
 

@@ -92,8 +92,13 @@ def evaluate(
     The result carries :func:`catalogue_coverage` (``coverage@k``), and with nothing excluded
     also :func:`seen_shares` (``seen@k``).
     """
+    from idgenrec import distributed  # torch: not imported by the popularity baseline's path until here
+
     histories, targets = dataset.split_examples(split)
-    ranked = model.recommend(histories, k=max(ks), exclude_seen=exclude_seen)
+    ranks = distributed.current()  # several training processes: each ranks its share of the users
+    share = ranks.share(len(histories))
+    part = model.recommend(histories[share], k=max(ks), exclude_seen=exclude_seen) if share.start < share.stop else []
+    ranked = ranks.gather(part)
     metrics = ranking_metrics(target_ranks(ranked, targets), ks)
     metrics.update(catalogue_coverage(ranked, dataset.num_items, ks))
     if not exclude_seen:

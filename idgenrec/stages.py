@@ -11,10 +11,14 @@ there, as ``dvc repro`` does.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import yaml
 
 from idgenrec.atomic import write_json
 from idgenrec.config import Params
@@ -100,15 +104,42 @@ def sasrec(params: Params, files: PipelineFiles, progress: bool = True) -> dict[
     return results
 
 
+# -- training on several processes ----------------------------------------------------------
+
+
+def on_processes(params: Params, command: list) -> bool:
+    """Run ``idgenrec <command> --params ...`` on ``runtime.processes`` processes and wait; False if the caller should train.
+
+    False in a single process, and in a process ``torchrun`` started (which then joins its group):
+    the launched command calls this stage function again, and trains. The params go to the
+    processes as a file, so what a caller changed in them holds there too.
+    """
+    from idgenrec import distributed
+
+    if params.runtime.processes == 1 or distributed.launched_by_torchrun():
+        distributed.init_from_environment()
+        return False
+    with tempfile.TemporaryDirectory(prefix="idgenrec-params-") as folder:
+        path = Path(folder) / "params.yaml"
+        path.write_text(yaml.safe_dump(params.model_dump(mode="json"), sort_keys=False), encoding="utf-8")
+        distributed.launch(params.runtime.processes, [*map(str, command), "--params", str(path)])
+    return True
+
+
 # -- item IDs ------------------------------------------------------------------------------
 
 
 def warm_up(params: Params, files: PipelineFiles, progress: bool = True) -> dict:
     """Teach the ID generator to write a keyword phrase of each item's own text; save it and its metrics."""
+    from idgenrec import distributed
     from idgenrec.ids import warm_up_generator
 
+    command = ["ids", "warmup", "--prepared", files.prepared, "--output", files.generator, "--metrics", files.warmup_metrics]
+    if on_processes(params, command):
+        return json.loads(files.warmup_metrics.read_text(encoding="utf-8"))
     result = warm_up_generator(SequenceDataset.load(files.prepared), params, files.generator, progress=progress)
-    write_json(files.warmup_metrics, result)
+    if distributed.current().main:
+        write_json(files.warmup_metrics, result)
     return result
 
 
@@ -153,17 +184,26 @@ def train_phase(params: Params, files: PipelineFiles, index: int) -> list[dict]:
 
 def finish_training(files: PipelineFiles) -> "TrainingState":
     """After the last phase: the per-epoch records as the training curve (``dvc plots``); the final state."""
+    from idgenrec import distributed
     from idgenrec.recommender.alternating import TrainingState
 
     state = TrainingState.load(files.workdir)
     if state is None or state.best_phase is None:
         raise RuntimeError(f"{files.workdir}: no model was selected (the schedule has no recommender phase, or it has not run)")
-    write_json(files.training_curve, [{"step": step, **record} for step, record in enumerate(state.records, start=1)])
+    if distributed.current().main:
+        write_json(files.training_curve, [{"step": step, **record} for step, record in enumerate(state.records, start=1)])
     return state
 
 
 def train(params: Params, files: PipelineFiles) -> "TrainingState":
-    """Alternating training per ``training.schedule``: start (or resume), every phase in order, the curve."""
+    """Alternating training per ``training.schedule``: start (or resume), every phase in order, the curve.
+
+    With ``runtime.processes`` above 1, on that many processes (:func:`on_processes`).
+    """
+    command = ["train", "--prepared", files.prepared, "--generator", files.generator, "--ids", files.id_table,
+               "--workdir", files.workdir, "--curve", files.training_curve]
+    if on_processes(params, command):
+        return finish_training(files)
     start_training(params, files)
     for index in range(len(params.training.schedule)):  # the alternating schedule is data
         train_phase(params, files, index)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from idgenrec import distributed
 from idgenrec.config import IdConfig
 from idgenrec.ids.diverse import diverse_beam_candidates
 from idgenrec.ids.text import field_values, normalise, round_trips
@@ -107,7 +108,7 @@ def generate_unique_ids(
                 unresolved = []
                 for start in range(0, len(pending), PASS_CHUNK):  # in item order: assignment order is unchanged
                     chunk = pending[start : start + PASS_CHUNK]
-                    candidates = _decode_pass(model, tokenizer, encoded, chunk, attempt, config, own)
+                    candidates = _shared_decode_pass(model, tokenizer, encoded, chunk, attempt, config, own)
                     unresolved += [item for item in chunk if not _assign(item, candidates[item], attempt, config, state, tokenizer)]
                 bar.update(len(pending) - len(unresolved))
                 pending = unresolved
@@ -131,6 +132,25 @@ def _escalate(attempt: _Try, config: IdConfig) -> None:
         attempt.penalty = config.diversity_penalty
         attempt.min_tokens += config.length_span
         attempt.length_raises += 1
+
+
+def _shared_decode_pass(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    encoded: _Texts,
+    pending: list[int],
+    attempt: _Try,
+    config: IdConfig,
+    own: _Texts | None = None,
+) -> dict[int, list[str]]:
+    """:func:`_decode_pass`; on several training processes each decodes its share and all get every candidate.
+
+    Assignment then runs alike on every process, so all of them hold the same IDs.
+    """
+    ranks = distributed.current()
+    share = pending[ranks.share(len(pending))]
+    candidates = _decode_pass(model, tokenizer, encoded, share, attempt, config, own) if share else {}
+    return dict(ranks.gather(list(candidates.items())))
 
 
 def _decode_pass(

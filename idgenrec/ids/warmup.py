@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from idgenrec import distributed
 from idgenrec.backbone import (
     autocast,
     build_seq2seq,
@@ -45,7 +46,9 @@ def warm_up_generator(
         model, tokenizer, pairs, params.warmup, max_input_tokens=params.ids.max_input_tokens, seed=params.ids.seed,
         progress=progress,
     )
-    save_seq2seq(model, tokenizer, output_folder)
+    if distributed.current().main:
+        save_seq2seq(model, tokenizer, output_folder)
+    distributed.current().barrier()
     return {"items": dataset.num_items, "vocabulary_size": len(tokenizer), **metrics}
 
 
@@ -75,6 +78,7 @@ def train_keyword_phrases(
     optimizer = adamw(model.parameters(), config.learning_rate, weight_decay=0.01, eps=1e-6)
     schedule = get_linear_schedule_with_warmup(optimizer, max(1, int(0.05 * steps)), steps)
     device = next(model.parameters()).device
+    ranks = distributed.current()
     model.train()
     losses: list[float] = []
     started = time.perf_counter()
@@ -82,19 +86,26 @@ def train_keyword_phrases(
         for batch in _batches(pairs, config.batch_size, steps, rng):
             inputs = tokenizer([t for t, _ in batch], truncation=True, max_length=max_input_tokens, padding=True, return_tensors="pt")
             decoder_input_ids, labels = _teacher_forcing([k for _, k in batch], tokenizer, model.config.decoder_start_token_id)
-            with autocast(device, config.bf16), training_kernels(device, model):
-                logits = model(
-                    input_ids=inputs.input_ids.to(device),
-                    attention_mask=inputs.attention_mask.to(device),
-                    decoder_input_ids=decoder_input_ids.to(device),
-                ).logits  # (B, T, V)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.to(device).flatten(), ignore_index=IGNORE)
-            loss.backward()
+            # Several processes: each trains its share of the batch, weighted by its share of the target tokens.
+            rows = ranks.share(len(batch))
+            loss = torch.zeros((), device=device)
+            if rows.start < rows.stop:
+                with autocast(device, config.bf16), training_kernels(device, model):
+                    logits = model(
+                        input_ids=inputs.input_ids[rows].to(device),
+                        attention_mask=inputs.attention_mask[rows].to(device),
+                        decoder_input_ids=decoder_input_ids[rows].to(device),
+                    ).logits  # (B, T, V)
+                loss = F.cross_entropy(logits.float().flatten(0, 1), labels[rows].to(device).flatten(), ignore_index=IGNORE)
+                loss = loss * distributed.token_share(labels, rows)
+            optimizer.zero_grad(set_to_none=True)
+            if loss.requires_grad:
+                loss.backward()
+            ranks.sum_gradients(model.parameters())
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            losses.append(ranks.total(loss.detach()).item())
             bar.update(1, loss=f"{losses[-1]:.3f}")
     model.eval()
     seconds = time.perf_counter() - started

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from idgenrec import distributed
 from idgenrec.atomic import atomic_directory, write_json
 from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
@@ -189,7 +190,20 @@ def run_fingerprint(params: Params, dataset: SequenceDataset, generator_dir: Pat
 def start_or_resume(
     params: Params, dataset: SequenceDataset, generator_dir: Path, id_table_path: Path, workdir: Path
 ) -> TrainingState:
-    """Resume a run with the same parameters and inputs, else initialise ``current/`` from the inputs."""
+    """Resume a run with the same parameters and inputs, else initialise ``current/`` from the inputs.
+
+    On several processes the first one does it; the others then read what it wrote.
+    """
+    ranks = distributed.current()
+    if ranks.main:
+        state = _start_or_resume(params, dataset, generator_dir, id_table_path, workdir)
+    ranks.barrier()
+    return state if ranks.main else TrainingState.load(workdir)
+
+
+def _start_or_resume(
+    params: Params, dataset: SequenceDataset, generator_dir: Path, id_table_path: Path, workdir: Path
+) -> TrainingState:
     from idgenrec.backbone import load_seq2seq, save_seq2seq
     from idgenrec.ids import ItemIdTable
 
@@ -220,7 +234,8 @@ def start_or_resume(
 def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: int) -> list[dict]:
     """Run phase ``index`` of the schedule from ``current/``; returns its records.
 
-    Already-finished phases are skipped (that is how a run resumes).
+    Already-finished phases are skipped (that is how a run resumes). On several processes every
+    one trains and validates its share, and the first one alone writes.
     """
     from idgenrec.backbone import load_seq2seq, save_seq2seq
     from idgenrec.ids import ItemIdTable, make_id_table
@@ -242,6 +257,7 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
     generator.to(device)
     recommender.to(device)
     table = ItemIdTable.load(current / "item_ids.tsv")
+    ranks = distributed.current()
     seed = params.training.seed * 1000 + index
     encoder, source, samples = recommender_inputs(params, dataset, recommender, tokenizer, table)
     records: list[dict] = []
@@ -262,7 +278,8 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
             }
             if state.best_score is None or score > state.best_score:
                 state.best_score, state.best_phase, state.best_epoch = score, index, epoch + 1
-                model.save(workdir / BEST)
+                if ranks.main:
+                    model.save(workdir / BEST)
                 record["selected"] = True
             records.append(record)
             coverage = f"coverage@{max(params.evaluation.ks)}"  # low coverage: a collapsed run (see evaluation)
@@ -281,7 +298,8 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
         new_table, quality = make_id_table("learned", dataset, generator, tokenizer, params.ids)
         changed = sum(a != b for a, b in zip(table.textual_ids, new_table.textual_ids))
         table = new_table
-        table.save(workdir / ROUNDS / f"ids-{index + 1:02d}.tsv")
+        if ranks.main:
+            table.save(workdir / ROUNDS / f"ids-{index + 1:02d}.tsv")
         LOGGER.info(f"phase {index + 1}/{phases}: ID phase loss {losses[-1]:.4f}; {changed} of {len(table.textual_ids)} IDs changed")
         records.append({
             "phase_index": index, "phase": "ids", "train_loss": losses[-1], "ids_changed": changed,
@@ -289,13 +307,15 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
             **{f"ids_{k}": v for k, v in quality.items() if isinstance(v, (int, float))},
         })
 
-    with atomic_directory(current) as tmp:
-        save_seq2seq(generator, tokenizer, tmp / "generator")
-        save_seq2seq(recommender, tokenizer, tmp / "recommender")
-        table.save(tmp / "item_ids.tsv")
     state.completed_phases = index + 1
     state.records += records
-    state.save(workdir)
+    if ranks.main:
+        with atomic_directory(current) as tmp:
+            save_seq2seq(generator, tokenizer, tmp / "generator")
+            save_seq2seq(recommender, tokenizer, tmp / "recommender")
+            table.save(tmp / "item_ids.tsv")
+        state.save(workdir)
+    ranks.barrier()
     return records
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from idgenrec import distributed
 from idgenrec.backbone import autocast, prompt_token_limit, training_kernels
 from idgenrec.backbone.causal import hidden_states, token_logits
 from idgenrec.config import PhaseConfig, TrainingConfig
@@ -132,6 +133,44 @@ class ItemTextInputs:
         return ids, (ids != self.tokenizer.pad_token_id).long()
 
 
+@dataclass(frozen=True)
+class BatchTotals:
+    """One process's share of an ID-phase batch, scaled so that the shares' losses add up to the batch's.
+
+    The recommender term is summed over the share's target tokens and divided by the whole batch's;
+    the anchor term counts each of the batch's history items once, in the first share that reads it,
+    over the whole batch's anchored tokens (idgenrec/distributed.py).
+    """
+
+    target_tokens: int
+    anchor_tokens: int
+    anchor_items: frozenset[int]
+
+
+def batch_totals(
+    histories: Sequence[Sequence[tuple[int, int, int]]], target_lengths: Sequence[int],
+    current_ids: Sequence[Sequence[int]], ranks: distributed.Ranks,
+) -> BatchTotals:
+    """:class:`BatchTotals` of ``ranks``' share, from every sample's history item spans and target length."""
+    first_reader: dict[int, int] = {}
+    for rank in range(ranks.world):
+        for spans in histories[distributed.Ranks(rank, ranks.world).share(len(histories))]:
+            for _, _, item in spans:
+                first_reader.setdefault(item, rank)
+    return BatchTotals(
+        target_tokens=sum(target_lengths),
+        anchor_tokens=sum(len(current_ids[item]) for item in first_reader),
+        anchor_items=frozenset(item for item, rank in first_reader.items() if rank == ranks.rank),
+    )
+
+
+def _token_loss(logits: torch.Tensor, labels: torch.Tensor, totals: BatchTotals | None) -> torch.Tensor:
+    """Cross-entropy of (N, V) logits: a mean, or with ``totals`` a sum over the whole batch's target tokens."""
+    if totals is None:
+        return torch.nn.functional.cross_entropy(logits.float(), labels)
+    return torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum") / totals.target_tokens
+
+
 def id_phase_loss(
     generator,
     recommender,
@@ -143,10 +182,12 @@ def id_phase_loss(
     pad_id: int,
     current_ids: Sequence[Sequence[int]] = (),
     anchor_weight: float = 0.0,
+    totals: BatchTotals | None = None,
 ) -> torch.Tensor:
     """Recommender loss with soft history IDs, plus ``anchor_weight`` x :func:`anchor_loss`.
 
-    ``current_ids[item]`` is the item's ID in the table in force (token ids plus eos).
+    ``current_ids[item]`` is the item's ID in the table in force (token ids plus eos). With
+    ``totals``, the loss of one process's share of a batch (see :class:`BatchTotals`).
     """
     device = next(generator.parameters()).device
     history = soft_history(generator, recommender, prompts, item_inputs, max_tokens, eos_token_id)
@@ -154,7 +195,12 @@ def id_phase_loss(
     logits = recommender(
         inputs_embeds=history.embeds, attention_mask=history.mask, decoder_input_ids=decoder_inputs.to(device)
     ).logits
-    return sequence_loss(logits, labels.to(device)) + history.anchor(generator, current_ids, pad_id, anchor_weight)
+    labels = labels.to(device)
+    if totals is None:
+        loss = sequence_loss(logits, labels)
+    else:
+        loss = _token_loss(logits[labels != -100], labels[labels != -100], totals)
+    return loss + history.anchor(generator, current_ids, pad_id, anchor_weight, totals)
 
 
 @dataclass
@@ -167,11 +213,24 @@ class SoftHistory:
     input_ids: torch.Tensor  # (N, S) their texts, as the generator read them
     attention_mask: torch.Tensor
 
-    def anchor(self, generator, current_ids: Sequence[Sequence[int]], pad_id: int, weight: float) -> torch.Tensor | float:
-        """``weight`` x :func:`anchor_loss` on these items' current IDs (0 when the weight is 0)."""
+    def anchor(
+        self, generator, current_ids: Sequence[Sequence[int]], pad_id: int, weight: float, totals: BatchTotals | None = None,
+    ) -> torch.Tensor | float:
+        """``weight`` x :func:`anchor_loss` on these items' current IDs (0 when the weight is 0).
+
+        With ``totals``, only the items this process anchors, over the whole batch's anchored tokens.
+        """
         if weight <= 0:
             return 0.0
-        return weight * anchor_loss(generator, self.input_ids, self.attention_mask, [current_ids[i] for i in self.items], pad_id)
+        rows = list(range(len(self.items))) if totals is None else [
+            row for row, item in enumerate(self.items) if item in totals.anchor_items]
+        if not rows:
+            return 0.0
+        chosen = torch.tensor(rows, device=self.input_ids.device)
+        return weight * anchor_loss(
+            generator, self.input_ids.index_select(0, chosen), self.attention_mask.index_select(0, chosen),
+            [current_ids[self.items[row]] for row in rows], pad_id, None if totals is None else totals.anchor_tokens,
+        )
 
 
 def soft_history(
@@ -201,9 +260,10 @@ def sequence_id_phase_loss(
     pad_id: int,
     current_ids: Sequence[Sequence[int]] = (),
     anchor_weight: float = 0.0,
+    totals: BatchTotals | None = None,
 ) -> torch.Tensor:
     """The causal recommender's loss on each sample's target ID after its history written in soft IDs,
-    plus ``anchor_weight`` x :func:`anchor_loss` (the causal twin of :func:`id_phase_loss`).
+    plus ``anchor_weight`` x :func:`anchor_loss` (the causal twin of :func:`id_phase_loss`); ``totals`` as there.
 
     ``eos_token_id`` ends the generator's IDs (the recommender's sequences end IDs with the separator).
     """
@@ -219,12 +279,15 @@ def sequence_id_phase_loss(
     labels = labels.to(device)
     states = hidden_states(recommender, inputs_embeds=history.embeds, attention_mask=history.mask)
     targeted = labels != -100
-    loss = torch.nn.functional.cross_entropy(token_logits(recommender, states[targeted]).float(), labels[targeted])
-    return loss + history.anchor(generator, current_ids, pad_id, anchor_weight)
+    loss = _token_loss(token_logits(recommender, states[targeted]), labels[targeted], totals)
+    return loss + history.anchor(generator, current_ids, pad_id, anchor_weight, totals)
 
 
-def anchor_loss(generator, input_ids, attention_mask, current_ids: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
-    """Cross-entropy of the generator writing each item's *current* ID from its text.
+def anchor_loss(
+    generator, input_ids, attention_mask, current_ids: Sequence[Sequence[int]], pad_id: int, total_tokens: int | None = None,
+) -> torch.Tensor:
+    """Cross-entropy of the generator writing each item's *current* ID from its text (a mean over its
+    tokens, or their sum over ``total_tokens``).
 
     The recommender's gradient alone drives the generator to degenerate text: at lr 1e-3,
     120 steps turned every ML-100k ID into repeated words ("house house house ...", 11
@@ -234,7 +297,11 @@ def anchor_loss(generator, input_ids, attention_mask, current_ids: Sequence[Sequ
     device = input_ids.device
     decoder_inputs, labels = target_tensors(current_ids, pad_id, generator.config.decoder_start_token_id)
     logits = generator(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=decoder_inputs.to(device)).logits
-    return sequence_loss(logits, labels.to(device))
+    labels = labels.to(device)
+    targeted = labels != -100
+    if total_tokens is None:
+        return sequence_loss(logits, labels)
+    return torch.nn.functional.cross_entropy(logits[targeted].float(), labels[targeted], reduction="sum") / total_tokens
 
 
 def train_id_phase(
@@ -262,6 +329,7 @@ def train_id_phase(
     eos = end_of_sequence_id(encoder.tokenizer)  # ends the generator's IDs
     pad_id = encoder.tokenizer.pad_token_id
     current_ids = [[*tokens, eos] for tokens in encoder.item_tokens]
+    ranks = distributed.current()
     losses = []
     try:
         for epoch in range(plan.num_epochs):
@@ -272,19 +340,32 @@ def train_id_phase(
             with Progress(len(batches), f"ID phase epoch {epoch + 1}/{plan.num_epochs}") as progress:
                 for batch in batches:
                     chosen = [samples[i] for i in batch]
-                    with autocast(device, config.bf16), training_kernels(device, generator, recommender):
+                    # Several processes: each trains its share of the batch, scaled by the whole batch's totals.
+                    share = ranks.share(len(chosen))
+                    if not isinstance(encoder, SequenceEncoder):  # every process draws the templates alike
+                        prompts = encode_samples(encoder, chosen, rng, config.train_templates)
+                        targets = [encoder.target(s.target) for s in chosen]
+                    totals = None
+                    if ranks.world > 1:
                         if isinstance(encoder, SequenceEncoder):
-                            loss = sequence_id_phase_loss(
-                                generator, recommender, encoder, chosen, item_inputs, config.soft_id_max_tokens, eos,
-                                pad_id, current_ids, config.id_anchor_weight,
-                            )
+                            encoded = [encoder.encode_sample(s) for s in chosen]
+                            histories, lengths = [e.item_spans for e, _ in encoded], [n for _, n in encoded]
                         else:
-                            prompts = encode_samples(encoder, chosen, rng, config.train_templates)
-                            targets = [encoder.target(s.target) for s in chosen]
-                            loss = id_phase_loss(
-                                generator, recommender, prompts, targets, item_inputs,
-                                config.soft_id_max_tokens, eos, pad_id, current_ids, config.id_anchor_weight,
-                            )
+                            histories, lengths = [p.item_spans for p in prompts], [len(t) for t in targets]
+                        totals = batch_totals(histories, lengths, current_ids, ranks)
+                    loss = torch.zeros((), device=device)
+                    if share.start < share.stop:
+                        with autocast(device, config.bf16), training_kernels(device, generator, recommender):
+                            if isinstance(encoder, SequenceEncoder):
+                                loss = sequence_id_phase_loss(
+                                    generator, recommender, encoder, chosen[share], item_inputs,
+                                    config.soft_id_max_tokens, eos, pad_id, current_ids, config.id_anchor_weight, totals,
+                                )
+                            else:
+                                loss = id_phase_loss(
+                                    generator, recommender, prompts[share], targets[share], item_inputs,
+                                    config.soft_id_max_tokens, eos, pad_id, current_ids, config.id_anchor_weight, totals,
+                                )
                     total += apply_gradients(loss, generator.parameters(), optimizer, schedule, config.grad_clip).item() * len(batch)
                     count += len(batch)
                     progress.update(1, loss=f"{total / count:.4f}")

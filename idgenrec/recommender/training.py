@@ -18,6 +18,7 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 from transformers.modeling_outputs import BaseModelOutput
 
+from idgenrec import distributed
 from idgenrec.backbone import autocast, training_kernels
 from idgenrec.backbone.causal import hidden_states, token_logits
 from idgenrec.config import PhaseConfig, TrainingConfig
@@ -122,26 +123,67 @@ def batch_loss(model, batch: Batch | SequenceBatch, device: torch.device, config
 def optimisation_step(
     model, batch: Batch | SequenceBatch, optimizer, schedule, device: torch.device, config: TrainingConfig
 ) -> torch.Tensor:
-    """One recommender step (forward, backward, clip, update); returns the batch loss (a 0-d tensor on ``device``)."""
-    with autocast(device, config.bf16), training_kernels(device, model):
-        loss = batch_loss(model, batch, device, config)
+    """One recommender step (forward, backward, clip, update); returns the batch loss (a 0-d tensor on ``device``).
+
+    On several processes each trains its share of the batch (:func:`batch_share`), its loss
+    weighted by its share of the targets, and the gradients are summed (idgenrec/distributed.py).
+    """
+    part, weight = batch_share(batch, distributed.current())
+    if part is None:  # more processes than the batch has rows: this one adds a zero gradient
+        loss = torch.zeros((), device=device)
+    else:
+        with autocast(device, config.bf16), training_kernels(device, model):
+            loss = batch_loss(model, part, device, config) * weight
     return apply_gradients(loss, model.parameters(), optimizer, schedule, config.grad_clip)
+
+
+def batch_share(batch: Batch | SequenceBatch, ranks: distributed.Ranks) -> tuple[Batch | SequenceBatch | None, float]:
+    """This process's rows of ``batch`` and their share of its target tokens (the batch itself, 1.0, alone).
+
+    A seq2seq prompt keeps all its target rows. None when the share is empty.
+    """
+    if ranks.world == 1:
+        return batch, 1.0
+    prompts = ranks.share(batch.size)
+    if prompts.start == prompts.stop:
+        return None, 0.0
+    if isinstance(batch, SequenceBatch):
+        width = int(batch.attention_mask[prompts].sum(dim=1).max())  # right-padded: drop the share's own padding
+        part = SequenceBatch(batch.input_ids[prompts, :width], batch.attention_mask[prompts, :width],
+                             batch.labels[prompts, :width])
+        return part, distributed.token_share(batch.labels, prompts)
+    owner = batch.target_rows
+    rows = torch.nonzero((owner >= prompts.start) & (owner < prompts.stop)).squeeze(1)
+    rows = slice(int(rows[0]), int(rows[-1]) + 1)  # a prompt's rows follow the previous prompt's
+    branches = batch.seen_branches
+    if branches is not None:
+        kept = (branches[:, 0] >= rows.start) & (branches[:, 0] < rows.stop)
+        branches = branches[kept] - torch.tensor([rows.start, 0, 0])
+    part = Batch(batch.input_ids[prompts], batch.attention_mask[prompts], batch.decoder_input_ids[rows],
+                 batch.labels[rows], batch.prompts[prompts], owner[rows] - prompts.start, branches)
+    return part, distributed.token_share(batch.labels, rows)
 
 
 def apply_gradients(loss: torch.Tensor, parameters, optimizer, schedule, grad_clip: float) -> torch.Tensor:
     """Backward, clip, update, advance the schedule: the update both phases share; returns the detached loss.
 
-    The loss stays on its device (reading it waits for the GPU; see ``LOSS_READ_EVERY_STEPS``).
-    Every ``TRIM_EVERY_STEPS`` steps it also returns the C heap's free pages to the OS (memory.py).
+    On several processes the gradients (and the returned loss) are summed over them before the
+    clip, so every process makes the same update. The loss stays on its device (reading it waits
+    for the GPU; see ``LOSS_READ_EVERY_STEPS``). Every ``TRIM_EVERY_STEPS`` steps it also returns
+    the C heap's free pages to the OS (memory.py).
     """
+    ranks = distributed.current()
+    parameters = list(parameters)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if loss.requires_grad:
+        loss.backward()
+    ranks.sum_gradients(parameters)
     torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
     optimizer.step()
     schedule.step()
     if schedule.last_epoch % TRIM_EVERY_STEPS == 0:  # steps' changing tensor sizes fragment the C heap (memory.py)
         release_free_heap()
-    return loss.detach()
+    return ranks.total(loss.detach())
 
 
 @dataclass

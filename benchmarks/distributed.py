@@ -1,0 +1,148 @@
+"""Training throughput on one and several processes: the default recommender's optimisation steps on ML-100k.
+
+Each setting runs the training loop's own step (``optimisation_step``: every process takes its
+share of each batch and the gradients are summed, idgenrec/distributed.py) over the same global
+batches (``training.batch_size`` windows of the default causal recommender, title IDs so no trained
+generator is needed). Settings are run in turn, ``--rounds`` times, and the median round kept:
+
+- 1 process with all the machine's threads (what `idgenrec train` does by default);
+- N processes launched by torchrun (gloo on a CPU), the threads split between them;
+- 1 process with one thread (the per-core reference).
+
+Writes OUT.{json,md} and headline.json's ``scale.training``. No assertions: a benchmark reports.
+
+    python -m benchmarks.distributed --prepared artifacts/prepared --steps 30 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import idgenrec  # noqa: F401  (offline defaults before transformers is imported)
+from idgenrec.atomic import write_json
+from benchmarks.common import RESULTS, machine, title_id_setup, write_report
+
+
+def worker(args) -> None:
+    """Time ``args.steps`` steps after two untimed ones; the first process writes the result to ``args.result``."""
+    import random
+
+    import torch
+
+    from idgenrec import distributed
+    from idgenrec.backbone.causal import build_causal
+    from idgenrec.recommender.prompts import HISTORY_SEPARATOR
+    from idgenrec.recommender.sequences import SequenceEncoder, training_windows
+    from idgenrec.recommender.training import WindowBatches, make_optimizer, optimisation_step
+
+    distributed.init_from_environment()
+    ranks = distributed.current()
+    params, dataset, tokenizer, table, _ = title_id_setup(args.params, args.prepared)
+    config = params.training
+    encoder = SequenceEncoder(tokenizer, table.token_ids(tokenizer), config.history_length)
+    windows = training_windows([dataset.train_sequence(u) for u in range(dataset.num_users)], config.history_length,
+                               config.window_stride)
+    source = WindowBatches(encoder, windows, config)
+    rng = random.Random(0)
+    batches = []
+    for batch in source.batches(range(source.num_samples), rng):
+        batches.append(batch)
+        if len(batches) == args.steps + 2:
+            break
+    separator = tokenizer(HISTORY_SEPARATOR.strip(), add_special_tokens=False)["input_ids"][0]
+    model = build_causal(params.backbone, tokenizer, seed=0)
+    optimizer, schedule = make_optimizer(model.parameters(), 1e-4, config, 10 * len(batches))
+    model.train()
+    device = torch.device("cpu")
+    for batch in batches[:2]:
+        optimisation_step(model, batch, optimizer, schedule, device, config)
+    ranks.barrier()
+    started = time.perf_counter()
+    for batch in batches[2:]:
+        optimisation_step(model, batch, optimizer, schedule, device, config)
+    seconds = time.perf_counter() - started
+    items = sum(int((b.labels == separator).sum()) for b in batches[2:])  # one separator ends each target item
+    if ranks.main:
+        write_json(args.result, {"processes": ranks.world, "threads": torch.get_num_threads(), "steps": args.steps,
+                                 "seconds": seconds, "target_items": items, "batch_windows": config.batch_size})
+
+
+def run_setting(args, processes: int, threads: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="idgenrec-distributed-") as folder:
+        result = Path(folder) / "result.json"
+        module = ["-m", "benchmarks.distributed", "--worker", "--result", str(result), "--params", str(args.params),
+                  "--prepared", str(args.prepared), "--steps", str(args.steps)]
+        if processes == 1:
+            command = [sys.executable, *module]
+        else:
+            command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", *module]
+        subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": str(threads)}, check=True)
+        return json.loads(result.read_text())
+
+
+def render(payload: dict) -> str:
+    env = payload["machine"]
+    lines = ["# Training throughput on one and several processes", "",
+             f"`{payload['command']}`; {env['cpu']}, {env['cpus']} cores, fp32, torch {env['torch']}, load average at "
+             f"the end {env['load_average']}. The default causal recommender on ML-100k (title IDs), "
+             f"{payload['batch_windows']} windows per global batch; median of {payload['rounds']} rounds of "
+             f"{payload['steps']} steps.", "",
+             "| processes x threads | s per step | target items/s | against 1 process |", "|---|---|---|---|"]
+    for row in payload["settings"]:
+        lines.append(f"| {row['processes']} x {row['threads']} | {row['seconds_per_step']:.3f} | "
+                     f"{row['target_items_per_s']:.0f} | {row['speedup']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
+    parser.add_argument("--steps", type=int, default=30, help="Timed steps per setting and round.")
+    parser.add_argument("--rounds", type=int, default=3, help="Rounds over the settings (the median is kept).")
+    parser.add_argument("--processes", type=int, default=2, help="Processes of the several-process setting.")
+    parser.add_argument("--out", type=Path, default=RESULTS / "distributed")
+    parser.add_argument("--no-headline", dest="headline", action="store_false", help="Leave headline.json alone.")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    cores = os.cpu_count() or 1
+    settings = [(1, cores), (args.processes, max(1, cores // args.processes)), (1, 1)]
+    runs: dict[tuple[int, int], list[dict]] = {s: [] for s in settings}
+    for _ in range(args.rounds):
+        for processes, threads in settings:
+            runs[(processes, threads)].append(run_setting(args, processes, threads))
+    rows = []
+    for (processes, threads), results in runs.items():
+        seconds = statistics.median(r["seconds"] / r["steps"] for r in results)
+        items = results[0]["target_items"] / results[0]["steps"]
+        rows.append({"processes": processes, "threads": threads, "seconds_per_step": seconds,
+                     "target_items_per_s": items / seconds, "rounds_seconds_per_step": [r["seconds"] / r["steps"] for r in results]})
+    for row in rows:
+        row["speedup"] = row["target_items_per_s"] / rows[0]["target_items_per_s"]
+    payload = {"command": " ".join(["python -m benchmarks.distributed", *sys.argv[1:]]), "machine": machine(),
+               "steps": args.steps, "rounds": args.rounds, "batch_windows": results[0]["batch_windows"], "settings": rows}
+    write_report(args.out, payload, render(payload))
+    if args.headline:
+        path = RESULTS / "headline.json"
+        whole = json.loads(path.read_text()) if path.exists() else {}
+        scale = whole.get("scale", {})
+        scale["training"] = {"command": payload["command"], "machine": payload["machine"],
+                             "settings": [{k: row[k] for k in ("processes", "threads", "seconds_per_step",
+                                                                "target_items_per_s", "speedup")} for row in rows]}
+        write_json(path, {**whole, "scale": scale})
+
+
+if __name__ == "__main__":
+    main()
