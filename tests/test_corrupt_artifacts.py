@@ -53,11 +53,31 @@ def test_truncated_weights_are_refused_naming_the_checkpoint(tiny_model, tmp_pat
 
     model = damaged_copy(tiny_model, tmp_path)
     truncate(model / "recommender" / "model.safetensors")
+    with pytest.raises(ValueError, match=r"damaged model files, not as saved: recommender/model.safetensors \(SHA-256 differs\)"):
+        IDGenRecModel.load(model)
+    (model / "digests.json").unlink()  # a folder saved without digests: the checkpoint reader names it
     with pytest.raises(BackboneUnavailableError, match=f"{model / 'recommender'}: corrupt checkpoint"):
         IDGenRecModel.load(model)
     (model / "recommender" / "model.safetensors").write_bytes(b"")
     result = CliRunner().invoke(app, ["add-items", "--items", str(tmp_path / "x.tsv"), "--output", str(tmp_path / "o"), "--model", str(model)])
     assert result.exit_code == 1 and "x.tsv" in result.output  # the first problem, one line, no traceback
+
+
+def test_a_flipped_byte_in_a_saved_model_is_refused_not_served(tiny_model, tmp_path):
+    """A bit flip inside the weights still loads as a checkpoint: the digests the save recorded catch it."""
+    from idgenrec.recommender.model import IDGenRecModel
+
+    model = damaged_copy(tiny_model, tmp_path)
+    IDGenRecModel.load(model)  # intact: loads
+    weights = model / "recommender" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0x01  # inside the last tensor's values
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"recommender/model.safetensors \(SHA-256 differs\)"):
+        IDGenRecModel.load(model)
+    (model / "item_ids.tsv").unlink()
+    with pytest.raises(ValueError, match=r"item_ids.tsv \(missing\)"):
+        IDGenRecModel.load(model)
 
 
 def test_id_table_with_duplicate_or_missing_item_is_refused(tiny_model, tmp_path):

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from idgenrec.atomic import atomic_directory
+from idgenrec.digests import check_digests, record_digests
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.decoding import beam_search
 from idgenrec.recommender.samples import PromptEncoder, pad_batch, user_id_writer
@@ -138,6 +139,7 @@ class IDGenRecModel:
                 save_seq2seq(self.generator, self.tokenizer, tmp / GENERATOR_DIR)
             self.id_table.save(tmp / ID_TABLE)
             (tmp / SETTINGS).write_text(json.dumps(asdict(self.settings), indent=2), encoding="utf-8")
+            record_digests(tmp)
 
     @classmethod
     def load(cls, folder: str | Path, device: torch.device | str | None = None) -> "IDGenRecModel":
@@ -148,6 +150,7 @@ class IDGenRecModel:
         settings_path = folder / SETTINGS
         if not settings_path.exists():
             raise FileNotFoundError(f"{folder}: not an IDGenRec model folder (no {SETTINGS}); train one with `idgenrec train`")
+        check_digests(folder)
         try:
             settings = DecodingSettings(**json.loads(settings_path.read_text(encoding="utf-8")))
         except (json.JSONDecodeError, TypeError) as err:

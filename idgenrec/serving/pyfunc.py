@@ -24,7 +24,6 @@ itself, also with 400.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import warnings
 from collections.abc import Mapping, Sequence
@@ -38,6 +37,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
+
+from idgenrec.digests import damaged_files, folder_digests
 
 MODEL_ARTIFACT = "idgenrec_model"  # key of the bundled model folder in the pyfunc's artifacts
 DIGESTS_KEY = "idgenrec_sha256"  # model_config entry: the folder's files as logged, checked at load
@@ -167,26 +168,11 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame([rows[r.row] for r in requests], columns=["item_ids", "textual_ids", "scores"])
 
 
-def folder_digests(folder: Path) -> dict[str, str]:
-    """SHA-256 of every file in ``folder``, by path relative to it."""
-    digests = {}
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        sha = hashlib.sha256()
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                sha.update(block)
-        digests[path.relative_to(folder).as_posix()] = sha.hexdigest()
-    return digests
-
-
 def check_folder(folder: Path, recorded: Mapping[str, str]) -> None:
     """Refuse a bundled model folder whose files differ from those logged (truncated weights, an
     edited ID table): serving damaged state would answer wrong without a sign."""
-    found = folder_digests(folder)
-    missing = sorted(set(recorded) - set(found))
-    changed = sorted(name for name in recorded if name in found and found[name] != recorded[name])
-    if missing or changed:
-        damaged = [f"{name} (missing)" for name in missing] + [f"{name} (SHA-256 differs)" for name in changed]
+    damaged = damaged_files(folder, recorded)
+    if damaged:
         raise MlflowException(
             f"{folder}: damaged model files, not as logged: {', '.join(damaged[:5])}"
             f"{' and more' if len(damaged) > 5 else ''}; register the model again from an intact folder"
