@@ -85,6 +85,12 @@ SCRIPTS: tuple[Benchmark, ...] = (
               "batched and one item at a time, after the default warm-up.",
               (("--datasets", "ml-100k"),), "a few minutes on ML-100k (warm-up, then 1,349 IDs); Beauty's 12,101 items take far longer",
               "benchmarks/results/ids_benchmark_DATASET.{json,md}", suites=("full",)),
+    Benchmark("alternation", "The ID phase against a control without it: finished three-phase runs (recommender, "
+              "ID phase, re-fit) against the same first phase re-fit on unchanged IDs; valid and test per seed.",
+              (("--runs", "artifacts/model", "bench/quality-learned-seeds12/ml-100k/model-learned-seed1",
+                "bench/quality-learned-seeds12/ml-100k/model-learned-seed2", "--seeds", "0", "1", "2"),),
+              "about 20 min (3 seeds: a quarter-epoch re-fit and 3 evaluations each)",
+              "benchmarks/results/alternation-ml-100k.{json,md}", needs="the pipeline's run and quality runs of seeds 1 and 2"),
     Benchmark("distributed", "Training throughput of the default recommender on ML-100k: 1 process with every thread, "
               "2 torchrun processes (gloo) with the threads split, 1 process with one thread; the same global batches.",
               ((),), "about 5 min", "benchmarks/results/distributed.{json,md}, headline.json's scale.training",

@@ -12,6 +12,13 @@ generator is needed). Settings are run in turn, ``--rounds`` times, and the medi
 Writes OUT.{json,md} and headline.json's ``scale.training``. No assertions: a benchmark reports.
 
     python -m benchmarks.distributed --prepared artifacts/prepared --steps 30 --rounds 3
+
+``--compare`` instead tabulates finished training runs of the same params on different numbers
+of processes and threads (their per-epoch records and final metrics), with the commands that
+trained them: does a run on several processes reach one process's validation score?
+
+    python -m benchmarks.distributed --compare "1 x 2" artifacts/model metrics/model.json \
+        --compare "2 x 1" bench/ddp2 bench/ddp2-metrics.json --out benchmarks/results/distributed-quality-ml-100k
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -102,6 +110,39 @@ def render(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def compare(runs: list[list[str]], out: Path, commands: list[str]) -> None:
+    """Tabulate finished runs: (label, training folder, metrics JSON) each."""
+    from idgenrec.recommender.alternating import TrainingState
+
+    rows = []
+    for label, folder, metrics_path in runs:
+        state = TrainingState.load(Path(folder))
+        if state is None:
+            raise SystemExit(f"{folder}: no training state")
+        metrics = json.loads(Path(metrics_path).read_text())
+        rows.append({"label": label, "records": [{k: r[k] for k in ("phase", "phase_index", "epoch", "train_loss", "valid_ndcg@10")
+                                                   if k in r} for r in state.records],
+                     "selected": {"phase": state.best_phase, "epoch": state.best_epoch, "valid_ndcg@10": state.best_score},
+                     "test": {k: metrics[k] for k in ("test/seen_included/ndcg@10", "test/seen_excluded/ndcg@10",
+                                                      "test/seen_included/recall@10")}})
+    payload = {"command": "python -m benchmarks.distributed " + shlex.join(sys.argv[1:]), "machine": machine(),
+               "training_commands": commands, "runs": rows}
+    lines = ["# The default profile on one and several processes (ML-100k, seed 0)", "",
+             f"{payload['machine']['cpu']}, fp32. Each run: the same params, generator and IDs; processes x threads "
+             "per process as labelled. Per recommender epoch: train loss / valid N@10 (seen excluded).", "",
+             "| processes x threads | " + " | ".join(f"phase {r['phase_index'] + 1} epoch {r['epoch']}" for r in rows[0]["records"]
+                                                   if r["phase"] == "recommender") + " | selected valid N@10 | test N@10 | "
+             "test N@10, seen excl. |",
+             "|---|" + "---|" * (sum(r["phase"] == "recommender" for r in rows[0]["records"]) + 3)]
+    for row in rows:
+        cells = [f"{r['train_loss']:.4f} / {r['valid_ndcg@10']:.4f}" for r in row["records"] if r["phase"] == "recommender"]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + f" | {row['selected']['valid_ndcg@10']:.4f} "
+                     f"(phase {row['selected']['phase'] + 1} epoch {row['selected']['epoch']}) | "
+                     f"{row['test']['test/seen_included/ndcg@10']:.4f} | {row['test']['test/seen_excluded/ndcg@10']:.4f} |")
+    lines += ["", "Trained with:", "", *[f"- `{c}`" for c in commands]]
+    write_report(out, payload, "\n".join(lines) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -111,11 +152,17 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=2, help="Processes of the several-process setting.")
     parser.add_argument("--out", type=Path, default=RESULTS / "distributed")
     parser.add_argument("--no-headline", dest="headline", action="store_false", help="Leave headline.json alone.")
+    parser.add_argument("--compare", nargs=3, action="append", metavar=("LABEL", "FOLDER", "METRICS"),
+                        help="Tabulate a finished training run instead of timing steps (repeat per run).")
+    parser.add_argument("--trained-with", action="append", default=[], help="A command that trained a compared run.")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args)
+        return
+    if args.compare:
+        compare(args.compare, args.out, args.trained_with)
         return
     cores = os.cpu_count() or 1
     settings = [(1, cores), (args.processes, max(1, cores // args.processes)), (1, 1)]

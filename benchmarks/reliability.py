@@ -69,6 +69,7 @@ training:
     - {phase: recommender, epochs: 1, learning_rate: 0.001}
 registry: {margin: 0.0}
 sasrec: {max_epochs: 2, patience: 1}
+runtime: {processes: 1}
 """
 ENV = {
     **os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1",

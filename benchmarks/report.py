@@ -37,6 +37,8 @@ README_START, README_END = "<!-- headline:start -->", "<!-- headline:end -->"
 DOC_START, DOC_END = "<!-- results:start -->", "<!-- results:end -->"
 # Result files whose tables a doc carries between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``.
 DOC_TABLES = [(Path("docs/scale.md"), "distributed", "distributed.md", "python -m benchmarks.distributed"),
+              (Path("docs/scale.md"), "distributed-quality", "distributed-quality-ml-100k.md",
+               "python -m benchmarks.distributed --compare ..."),
               (Path("docs/scale.md"), "scale", "scale.md", "python -m benchmarks.scale")]
 MODELS = ("popularity", "sasrec", *(f"idgenrec-{kind}" for kind in KINDS))
 DATASETS = ("ml-100k", "beauty")
@@ -502,6 +504,8 @@ INCLUDED = [  # (file, what it shows, command when the JSON does not record it)
      "(plot: `benchmarks/results/architectures-curve-ml-100k.png`; the machines differ, as each label says).",
      "python -m benchmarks.architectures curve --run LABEL artifacts/model metrics/model.json ... "
      "--out benchmarks/results/architectures-curve-ml-100k"),
+    ("alternation-ml-100k.md", "The paper's alternation on the default (causal) profile: each seed's run against a "
+     "control without the ID phase.", None),
     ("tail-ml-100k.md", "The seq2seq CPU profile: its last recommender phase rerun at other lengths from each run's own "
      "checkpoints.", None),
     ("quality-ml-100k-1x1-no-id-phase-learned-seed0.md",

@@ -56,6 +56,7 @@ training:
     - {phase: recommender, epochs: 1, learning_rate: 0.001}
 registry: {margin: 0.0}
 sasrec: {max_epochs: 2, patience: 1}
+runtime: {processes: 1}
 """
 
 
