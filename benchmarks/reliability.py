@@ -21,6 +21,7 @@ Figures go to benchmarks/results/reliability.{json,md} and to `reliability` in h
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -112,9 +113,31 @@ def repro(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def out_hashes(root: Path) -> dict[str, str]:
-    """md5 of every output of the compared stages, as dvc.lock records them."""
+    """md5 of every output of the compared stages, as dvc.lock records them; a JSON metrics file's without its timings.
+
+    Wall-clock fields (``seconds``, ``samples_per_second``, ...) differ between any two runs; every
+    other byte of an output must not. (A model folder's timings file is outside its hash: .dvcignore.)
+    """
     lock = yaml.safe_load((root / "dvc.lock").read_text(encoding="utf-8")) if (root / "dvc.lock").exists() else {}
-    return {out["path"]: out["md5"] for stage in COMPARED for out in lock.get("stages", {}).get(stage, {}).get("outs", [])}
+    hashes = {}
+    for stage in COMPARED:
+        for out in lock.get("stages", {}).get(stage, {}).get("outs", []):
+            path = root / out["path"]
+            if path.suffix == ".json" and path.is_file():
+                content = json.dumps(without_timings(json.loads(path.read_text(encoding="utf-8"))), sort_keys=True)
+                hashes[out["path"]] = hashlib.md5(content.encode()).hexdigest()
+            else:
+                hashes[out["path"]] = out["md5"]
+    return hashes
+
+
+def without_timings(value):
+    """``value`` with every wall-clock field (a key naming seconds) left out, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if "second" not in k}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
 
 
 def champion_consistent(root: Path) -> bool:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -265,3 +267,59 @@ def test_a_new_item_inherits_what_was_learned_about_its_words(model):
     new = [n, n + 1, n + 2]
     first = [items[0] for items in grown.recommend([[0], [7, 0], [1], [0, 1]], k=3, candidates=new)]
     assert first == [n, n, n + 1, n + 1]
+
+
+def _other_catalogue(root, with_text: bool = True):
+    """The planted pattern's words under other item ids, in another order, in P5 files: a dataset the model never saw.
+
+    Its ids collide with the model's ("1" is another item here): a catalogue replaces the model's, so they may.
+    """
+    order = [3, 7, 0, 5, 1, 6, 2, 4]  # the word of the new item id i + 1
+    data = root / "data"
+    data.mkdir(parents=True)
+    position = {word: i for i, word in enumerate(order)}
+    lines = []
+    for user in range(24):
+        start = (user * 5) % len(WORDS)
+        words = [(start + j) % len(WORDS) for j in range(6 + user % 3)]
+        lines.append(" ".join([f"v{user}", *(str(position[w] + 1) for w in words)]))
+    (data / "user_sequence.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = "".join(f"{i + 1}\t{WORDS[w] if with_text or i else ''}\tfood\n" for i, w in enumerate(order))
+    (data / "items.tsv").write_text("item_id\ttitle\tgenres\n" + rows, encoding="utf-8")
+    params = root / "params.yaml"
+    fields = "[title, genres]" if with_text else "[title]"
+    params.write_text(f"data: {{name: other, format: p5, path: {data}, k_core: 1, text_fields: {fields}}}\n"
+                      "ids: {kind: title}\nevaluation: {ks: [1, 5], selection_metric: ndcg@5}\n", encoding="utf-8")
+    return params, order
+
+
+def test_a_model_recommends_on_a_catalogue_it_never_saw_by_what_its_ids_say(tmp_path, model):
+    """Zero-shot: the recommender learned "apple pie" -> "banana split" on its own items; on another catalogue,
+    whose items have other ids and order, it recommends the item whose ID says what followed, untrained."""
+    model.save(tmp_path / "model")
+    params, order = _other_catalogue(tmp_path)
+    out = tmp_path / "zero-shot"
+    args = ["zero-shot", "--params", str(params), "--model", str(tmp_path / "model"), "--output", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    transferred = IDGenRecModel.load(out / "model")
+    table = transferred.id_table
+    word_of = {str(i + 1): WORDS[w] for i, w in enumerate(order)}
+    assert sorted(table.item_ids) == sorted(word_of)
+    assert [word_of[item] for item in table.item_ids] == table.textual_ids
+    position = {WORDS.index(word): n for n, word in enumerate(table.textual_ids)}
+    follows = [position[(WORDS.index(word) + 1) % len(WORDS)] for word in table.textual_ids]
+    assert [items[0] for items in transferred.recommend([[n] for n in range(len(order))], k=1)] == follows
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["items"] == len(order) and metrics["test/seen_included/ndcg@1"] == 1.0
+
+
+def test_zero_shot_refuses_items_without_text_and_writes_no_model(tmp_path, model):
+    model.save(tmp_path / "model")
+    params, _ = _other_catalogue(tmp_path, with_text=False)
+    out = tmp_path / "zero-shot"
+    result = CliRunner().invoke(app, ["zero-shot", "--params", str(params), "--model", str(tmp_path / "model"),
+                                      "--output", str(out)])
+    assert result.exit_code == 1
+    assert "1 items have no text" in result.output and "['1']" in result.output
+    assert not (out / "model").exists() and not (out / "metrics.json").exists()

@@ -160,8 +160,50 @@ def add_items(
     typer.echo(f"model with {len(table)} items saved to {output}")
 
 
+def zero_shot(
+    params: Annotated[Path, typer.Option(help="Params whose `data` section is the unseen dataset (and `evaluation` how to score it).")],
+    output: Annotated[Path, typer.Option(help="Folder to write: prepared/, validation.json, model/ and metrics.json.")],
+    model: ModelOption = LAYOUT.model,
+    kind: Annotated[str | None, typer.Option(help="ID kind the model was trained with (default: ids.kind of --params).")] = None,
+) -> None:
+    """Recommend on a dataset the model never saw: prepare and validate it, give its items IDs (no training), evaluate."""
+    from idgenrec import stages
+    from idgenrec.atomic import write_json
+    from idgenrec.backbone import BackboneUnavailableError, pick_device
+    from idgenrec.evaluation import evaluate_protocol
+    from idgenrec.ids.kinds import IdKind
+    from idgenrec.recommender.model import IDGenRecModel
+    from idgenrec.recommender.new_items import for_catalogue
+
+    config = read_params(params)
+    kind = kind or config.ids.kind
+    if kind not in get_args(IdKind):
+        fail(f"--kind must be one of {', '.join(get_args(IdKind))}, got {kind!r}")
+    files = LAYOUT.with_paths(prepared=output / "prepared", validation_report=output / "validation.json")
+    try:
+        trained = IDGenRecModel.load(model)
+        dataset = stages.prepare(config, files)
+        report = stages.validate(config, files)
+        if not report.success:
+            fail(f"{config.data.path}: data validation failed: {'; '.join(report.to_json()['failures'][:3])} "
+                 f"(report: {files.validation_report})")
+        transferred, stats = for_catalogue(trained, dataset, kind, config.ids)
+    except (BackboneUnavailableError, FileNotFoundError, ValueError) as err:  # DataFormatError is a ValueError
+        fail(str(err))
+    transferred.recommender.to(pick_device())
+    metrics = evaluate_protocol(transferred, dataset, config.evaluation.ks, config.evaluation.sample_users)
+    transferred.save(output / "model")
+    write_json(output / "metrics.json", {"items": stats["items"], "tokens_added": stats["tokens_added"], **metrics})
+    typer.echo(f"{dataset.name}: {stats['items']} items given {kind} IDs, {stats['tokens_added']} tokens added; model -> "
+               f"{output / 'model'}")
+    k = max(config.evaluation.ks)
+    for key in (f"test/seen_included/ndcg@{k}", f"test/seen_included/recall@{k}", f"test/seen_excluded/ndcg@{k}"):
+        typer.echo(f"  {key:32} {metrics[key]:.4f}")
+
+
 def register(app: typer.Typer) -> None:
     app.command("train")(train)
     app.command("evaluate")(evaluate)
     app.command("recommend")(recommend)
     app.command("add-items")(add_items)
+    app.command("zero-shot")(zero_shot)

@@ -6,6 +6,7 @@ the title / a fresh number for the other ID kinds), unique against the IDs the m
 words into letters, so the tokenizer first takes back the MiniLM tokens they need, and
 both models get embedding rows for them (see ``grow_embeddings``). The recommender can
 then read the new items in histories and recommend them; nothing is trained.
+:func:`for_catalogue` does the same for a whole other catalogue, in place of the model's own.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from idgenrec.backbone.seq2seq import grow_embeddings
 from idgenrec.backbone.vocabulary import grow_tokenizer
 from idgenrec.config import IdConfig
+from idgenrec.data.dataset import SequenceDataset
 from idgenrec.data.textfile import DataFormatError, read_delimited
 from idgenrec.ids.kinds import IdKind, ids_of_kind
 from idgenrec.ids.table import ItemIdTable
@@ -91,16 +93,8 @@ def add_items(
         raise ValueError("learned IDs for new items need the model's ID generator, and this model folder has none")
     titles = [items.titles[i] for i in fresh]
     texts = [items.texts[i] for i in fresh]
-    tokenizer, added = grow_tokenizer(model.tokenizer, [*texts, *titles], keep=model.id_table.textual_ids)
-    stats["tokens_added"] = len(added)
-    stats["texts_with_unknown_tokens"] = {"before": _with_unknown(model.tokenizer, texts), "after": _with_unknown(tokenizer, texts)}
-    known_tokens = model.tokenizer.convert_ids_to_tokens(list(range(len(model.tokenizer))))
-    recommender = copy.deepcopy(model.recommender)
-    grow_embeddings(recommender, known_tokens, added)
-    generator = None
-    if model.generator is not None:
-        generator = copy.deepcopy(model.generator)
-        grow_embeddings(generator, known_tokens, added)
+    tokenizer, recommender, generator, vocabulary = _with_words_of(model, titles, texts)
+    stats.update(vocabulary)
     ids, id_stats = ids_of_kind(
         kind, titles, texts, generator, tokenizer, config, progress, taken=model.id_table.textual_ids, own_tokens=own_tokens
     )
@@ -113,6 +107,56 @@ def add_items(
     if grown.item_tokens[: len(model.id_table)] != model.item_tokens:  # grow_tokenizer's promise; the recommender depends on it
         raise RuntimeError("adding tokens changed the tokens of a known item's ID")
     return grown, stats
+
+
+def _with_words_of(model: IDGenRecModel, titles: Sequence[str], texts: Sequence[str]) -> tuple:
+    """(tokenizer, recommender, generator, stats): copies of the model's that also read these texts' words.
+
+    The model's own tokens keep their ids and embedding rows; new tokens get rows mapped from the
+    pretrained model's (``grow_embeddings``).
+    """
+    tokenizer, added = grow_tokenizer(model.tokenizer, [*texts, *titles], keep=model.id_table.textual_ids)
+    known_tokens = model.tokenizer.convert_ids_to_tokens(list(range(len(model.tokenizer))))
+    recommender = copy.deepcopy(model.recommender)
+    grow_embeddings(recommender, known_tokens, added)
+    generator = None
+    if model.generator is not None:
+        generator = copy.deepcopy(model.generator)
+        grow_embeddings(generator, known_tokens, added)
+    stats = {"tokens_added": len(added),
+             "texts_with_unknown_tokens": {"before": _with_unknown(model.tokenizer, texts), "after": _with_unknown(tokenizer, texts)}}
+    return tokenizer, recommender, generator, stats
+
+
+def for_catalogue(
+    model: IDGenRecModel,
+    dataset: SequenceDataset,
+    kind: IdKind,
+    config: IdConfig,
+    progress: bool = True,
+    own_tokens: bool = True,
+) -> tuple[IDGenRecModel, dict]:
+    """The trained model over ``dataset``'s catalogue in place of its own, without training (zero-shot transfer).
+
+    Every item of ``dataset`` gets an ID of ``kind`` from its text, unique within the new
+    catalogue: learned IDs come from the trained generator (``own_tokens``: from tokens of the
+    item's own text, as for new items). The vocabulary grows with the new words as it does for
+    new items; the recommender is the trained one, reading histories of the new IDs. Items
+    without text are refused: their IDs could only be the fallback text's words.
+    """
+    fallback = dataset.stats.get("fallback_text")  # what preparation wrote for an item without text
+    without = [item for item, text in zip(dataset.item_ids, dataset.item_texts)
+               if fallback and text == fallback.format(item_id=item)]
+    if without:
+        raise ValueError(f"{dataset.name}: {len(without)} items have no text (e.g. {without[:5]}); zero-shot IDs are "
+                         "written from each item's text: give them text (data.text_fields) or drop them")
+    if kind == "learned" and model.generator is None:
+        raise ValueError("learned IDs for another catalogue need the model's ID generator, and this model folder has none")
+    titles, texts = list(dataset.item_titles), list(dataset.item_texts)
+    tokenizer, recommender, generator, stats = _with_words_of(model, titles, texts)
+    ids, id_stats = ids_of_kind(kind, titles, texts, generator, tokenizer, config, progress, own_tokens=own_tokens)
+    table = ItemIdTable(item_ids=list(dataset.item_ids), textual_ids=ids)
+    return IDGenRecModel(recommender, tokenizer, table, model.settings, generator), {"items": len(ids), **stats, "ids": id_stats}
 
 
 def _with_unknown(tokenizer, texts: Sequence[str]) -> int:
