@@ -224,7 +224,9 @@ def kill_sweep(work: Path, random_kills: int, seed: int) -> dict:
         "setting": "tiny project (8 items, 24 users, 32-wide 1+1-layer backbone), `dvc repro register` "
                    f"uninterrupted in {duration:.0f} s",
         "kills_tried": len(killed), "runs_recovered": sum(t["recovered"] for t in killed),
-        "results_identical": sum(t["identical"] for t in killed),
+        # add-items kills are checked for recovery and a consistent registry: their outputs are not compared
+        "results_compared": sum(t["identical"] is not None for t in killed),
+        "results_identical": sum(bool(t["identical"]) for t in killed),
         "registry_consistent": sum(t["registry_consistent"] for t in killed), "trials": trials,
     }
 
@@ -494,7 +496,7 @@ def main() -> None:
 def summary(results: dict) -> dict:
     out = {}
     if kills := results.get("kills"):
-        out["kills"] = {k: kills[k] for k in ("setting", "kills_tried", "runs_recovered", "results_identical", "registry_consistent")}
+        out["kills"] = {k: kills[k] for k in ("setting", "kills_tried", "runs_recovered", "results_compared", "results_identical", "registry_consistent")}
     if corrupted := results.get("corrupt"):
         out["corrupt"] = {k: corrupted[k] for k in ("kinds", "named_errors", "dvc_repro_restored", "restored_identical")}
     if concurrent := results.get("concurrency"):
