@@ -263,7 +263,7 @@ def corrupt(work: Path, reference: Path) -> dict:
     weights = project / "artifacts/model/best/recommender/model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     checks["truncated weights"] = one_line_error(
-        run(project, "idgenrec", "evaluate", "--output", str(work / "x.json")), "artifacts/model/best/recommender")
+        run(project, "idgenrec", "evaluate", "--output", str(work / "x.json")), "recommender/model.safetensors")
 
     table = project / "artifacts/ids/item_ids.tsv"
     intact = table.read_text(encoding="utf-8")

@@ -248,6 +248,16 @@ def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path):
     # every validation records its top-k lists' catalogue coverage: a collapsed run shows there
     validations = [r for r in full.records if r["phase"] == "recommender"]
     assert validations and all(0 < r[f"valid_coverage@{max(params.evaluation.ks)}"] <= 1 for r in validations)
+
+    # A damaged checkpoint of the finished run (DVC reruns the stage when its folder changed): resuming would keep
+    # it, so the run starts over and, deterministic, ends with the same bytes.
+    intact = folder_bytes(tmp_path / "full")
+    weights = tmp_path / "full" / alternating.BEST / "recommender" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0x01
+    weights.write_bytes(bytes(data))
+    alternating.train(params, dataset, tmp_path / "generator", tmp_path / "ids.tsv", tmp_path / "full")
+    assert folder_bytes(tmp_path / "full") == intact
     assert resumed.best_score == full.best_score
     assert (tmp_path / "full" / "rounds" / "ids-02.tsv").exists()
     a = (tmp_path / "full" / "current" / "item_ids.tsv").read_text()

@@ -27,6 +27,7 @@ import torch
 
 from idgenrec import distributed
 from idgenrec.atomic import atomic_directory, write_json
+from idgenrec.digests import check_digests, record_digests
 from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.evaluation import evaluate
@@ -201,6 +202,21 @@ def start_or_resume(
     return state if ranks.main else TrainingState.load(workdir)
 
 
+def _damage(workdir: Path) -> str | None:
+    """Why a finished or resumable run's checkpoints cannot be trusted (a file differs from its saved digest), or None.
+
+    DVC reruns this stage when its output folder was changed; resuming on a damaged checkpoint
+    would keep it, so the run starts over instead (and, being deterministic, ends as it did).
+    """
+    for folder in (workdir / CURRENT, workdir / BEST):
+        if folder.exists():
+            try:
+                check_digests(folder)
+            except ValueError as err:
+                return str(err).split("; ")[0]
+    return None
+
+
 def _start_or_resume(
     params: Params, dataset: SequenceDataset, generator_dir: Path, id_table_path: Path, workdir: Path
 ) -> TrainingState:
@@ -210,8 +226,11 @@ def _start_or_resume(
     state = TrainingState.load(workdir)
     fingerprint = run_fingerprint(params, dataset, generator_dir, id_table_path)
     if state is not None and state.fingerprint == fingerprint and (workdir / CURRENT).exists():
-        return state
-    if state is not None:
+        damage = _damage(workdir)
+        if damage is None:
+            return state
+        LOGGER.warning(f"{damage}: starting the run over")
+    elif state is not None:
         LOGGER.info(
             f"{workdir}: its run had other params, inputs or training code (phases finished: {state.completed_phases}); "
             "starting over"
@@ -225,6 +244,7 @@ def _start_or_resume(
         save_seq2seq(generator, tokenizer, tmp / "generator")
         save_seq2seq(recommender, tokenizer, tmp / "recommender")
         table.save(tmp / "item_ids.tsv")
+        record_digests(tmp)
     table.save(workdir / ROUNDS / "ids-00.tsv")
     state = TrainingState(fingerprint=fingerprint)
     state.save(workdir)
@@ -314,6 +334,7 @@ def run_phase(params: Params, dataset: SequenceDataset, workdir: Path, index: in
             save_seq2seq(generator, tokenizer, tmp / "generator")
             save_seq2seq(recommender, tokenizer, tmp / "recommender")
             table.save(tmp / "item_ids.tsv")
+            record_digests(tmp)
         state.save(workdir)
     ranks.barrier()
     return records
