@@ -33,6 +33,7 @@ import torch
 import torch.distributed as dist
 
 T = TypeVar("T")
+LAUNCHED_BY_IDGENREC = "IDGENREC_LAUNCHED"  # set for the processes :func:`launch` starts
 
 
 def launched_by_torchrun() -> bool:
@@ -45,7 +46,8 @@ def init_from_environment() -> None:
 
     NCCL with one GPU per rank where CUDA is present, else gloo. Ranks other than 0 log warnings only,
     and their standard output (each command's summary line) is dropped: what is printed is rank 0's,
-    once. Errors still reach standard error from every rank.
+    once, or the launching command's when :func:`launch` started them. Errors still reach standard
+    error from every rank.
     """
     if not launched_by_torchrun() or dist.is_initialized():
         return
@@ -57,6 +59,7 @@ def init_from_environment() -> None:
     atexit.register(dist.destroy_process_group)
     if dist.get_rank() != 0:
         logging.getLogger("idgenrec").setLevel(logging.WARNING)
+    if dist.get_rank() != 0 or os.environ.get(LAUNCHED_BY_IDGENREC):  # the launching command prints the summary
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
 
 
@@ -139,7 +142,7 @@ def launch(processes: int, arguments: Sequence[str]) -> None:
     Each rank gets an equal share of the CPU's threads unless OMP_NUM_THREADS is set. A failed
     rank fails the launch with its exit status (its error is on stderr above).
     """
-    env = dict(os.environ)
+    env = {**os.environ, LAUNCHED_BY_IDGENREC: "1"}
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     result = subprocess.run(torchrun_command(processes, arguments), env=env)
     if result.returncode != 0:
