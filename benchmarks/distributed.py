@@ -127,7 +127,7 @@ def compare(runs: list[list[str]], out: Path, commands: list[str]) -> None:
                                                       "test/seen_included/recall@10")}})
     payload = {"command": "python -m benchmarks.distributed " + shlex.join(sys.argv[1:]), "machine": machine(),
                "training_commands": commands, "runs": rows}
-    lines = ["# The default profile on one and several processes (ML-100k, seed 0)", "",
+    lines = ["# The default profile on one and several processes (ML-100k)", "",
              f"{payload['machine']['cpu']}, fp32. Each run: the same params, generator and IDs; processes x threads "
              "per process as labelled. Per recommender epoch: train loss / valid N@10 (seen excluded).", "",
              "| processes x threads | " + " | ".join(f"phase {r['phase_index'] + 1} epoch {r['epoch']}" for r in rows[0]["records"]
