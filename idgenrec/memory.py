@@ -6,7 +6,7 @@ targets, rows and ID lengths too), so resident memory can grow far past the live
 ML-100k run with 4 later targets: 12.3 GB resident, 1.5 GB live). Batches of later targets keep
 one decoder shape (``training.iterate_batches``), which removes most of the growth;
 ``malloc_trim`` every ``TRIM_EVERY_STEPS`` optimiser steps of either phase
-(``training.apply_gradients``) hands the free pages left inside the heap back to the kernel.
+(``optim.apply_gradients``) hands the free pages left inside the heap back to the kernel.
 On variable-shape batches (1 thread, batch 64, 4 later targets, 140 steps), trimming every 10
 steps keeps the step's speed and lowers peak RSS from 6.2 to 5.0 GB; every step reaches 2.9 GB
 at 15% more time; a fixed ``MALLOC_MMAP_THRESHOLD_`` bounds it too, at 1.4-1.8x the time per step.

@@ -29,7 +29,7 @@ from idgenrec.backbone import (
 from idgenrec.config import Params, WarmupConfig
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.ids.text import keyword_phrase
-from idgenrec.optim import adamw
+from idgenrec.optim import adamw, apply_gradients
 from idgenrec.progress import Progress
 
 IGNORE = -100  # label positions the loss skips (padding)
@@ -98,14 +98,7 @@ def train_keyword_phrases(
                     ).logits  # (B, T, V)
                 loss = F.cross_entropy(logits.float().flatten(0, 1), labels[rows].to(device).flatten(), ignore_index=IGNORE)
                 loss = loss * distributed.token_share(labels, rows)
-            optimizer.zero_grad(set_to_none=True)
-            if loss.requires_grad:
-                loss.backward()
-            ranks.sum_gradients(model.parameters())
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            losses.append(ranks.total(loss.detach()).item())
+            losses.append(apply_gradients(loss, model.parameters(), optimizer, schedule, grad_clip=1.0).item())
             bar.update(1, loss=f"{losses[-1]:.3f}")
     model.eval()
     seconds = time.perf_counter() - started

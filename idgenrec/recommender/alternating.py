@@ -114,7 +114,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 # stage's folder between runs (`persist`, so an interrupted `dvc repro` resumes), so after a
 # change to this code it reruns the stage on the old folder: without the code in the
 # fingerprint, every phase would be taken as finished and the old model kept under the new code.
-TRAINING_CODE = ("recommender", "backbone", "ids", "evaluation.py", "distributed.py")
+TRAINING_CODE = ("recommender", "backbone", "ids", "evaluation.py", "distributed.py", "optim.py")
 
 
 def decoding_settings(params: Params) -> DecodingSettings:

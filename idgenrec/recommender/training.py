@@ -22,8 +22,7 @@ from idgenrec import distributed
 from idgenrec.backbone import autocast, training_kernels
 from idgenrec.backbone.causal import hidden_states, token_logits
 from idgenrec.config import PhaseConfig, TrainingConfig
-from idgenrec.memory import TRIM_EVERY_STEPS, release_free_heap
-from idgenrec.optim import adamw
+from idgenrec.optim import adamw, apply_gradients
 from idgenrec.progress import Progress
 from idgenrec.recommender.samples import (
     Batch,
@@ -162,28 +161,6 @@ def batch_share(batch: Batch | SequenceBatch, ranks: distributed.Ranks) -> tuple
     part = Batch(batch.input_ids[prompts], batch.attention_mask[prompts], batch.decoder_input_ids[rows],
                  batch.labels[rows], batch.prompts[prompts], owner[rows] - prompts.start, branches)
     return part, distributed.token_share(batch.labels, rows)
-
-
-def apply_gradients(loss: torch.Tensor, parameters, optimizer, schedule, grad_clip: float) -> torch.Tensor:
-    """Backward, clip, update, advance the schedule: the update both phases share; returns the detached loss.
-
-    On several processes the gradients (and the returned loss) are summed over them before the
-    clip, so every process makes the same update. The loss stays on its device (reading it waits
-    for the GPU; see ``LOSS_READ_EVERY_STEPS``). Every ``TRIM_EVERY_STEPS`` steps it also returns
-    the C heap's free pages to the OS (memory.py).
-    """
-    ranks = distributed.current()
-    parameters = list(parameters)
-    optimizer.zero_grad(set_to_none=True)
-    if loss.requires_grad:
-        loss.backward()
-    ranks.sum_gradients(parameters)
-    torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
-    optimizer.step()
-    schedule.step()
-    if schedule.last_epoch % TRIM_EVERY_STEPS == 0:  # steps' changing tensor sizes fragment the C heap (memory.py)
-        release_free_heap()
-    return ranks.total(loss.detach())
 
 
 @dataclass
