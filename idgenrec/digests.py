@@ -26,12 +26,14 @@ def folder_digests(folder: Path) -> dict[str, str]:
     return digests
 
 
-def damaged_files(folder: Path, recorded: Mapping[str, str]) -> list[str]:
-    """The files of ``folder`` that differ from ``recorded``, each with why (missing, or its SHA-256 differs)."""
+def damage(folder: Path, recorded: Mapping[str, str]) -> str | None:
+    """The files of ``folder`` that differ from ``recorded``, each with why (missing, or its SHA-256 differs),
+    the first five listed; None when every recorded file is intact."""
     found = folder_digests(folder)
     missing = sorted(set(recorded) - set(found))
     changed = sorted(name for name in recorded if name in found and found[name] != recorded[name])
-    return [f"{name} (missing)" for name in missing] + [f"{name} (SHA-256 differs)" for name in changed]
+    damaged = [f"{name} (missing)" for name in missing] + [f"{name} (SHA-256 differs)" for name in changed]
+    return ", ".join(damaged[:5]) + (" and more" if len(damaged) > 5 else "") if damaged else None
 
 
 def record_digests(folder: Path) -> None:
@@ -51,7 +53,7 @@ def check_digests(folder: Path) -> None:
         recorded = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: unreadable digests ({err}); save the model again from an intact copy") from None
-    damaged = damaged_files(folder, recorded)
+    damaged = damage(folder, recorded)
     if damaged:
-        raise ValueError(f"{folder}: damaged model files, not as saved: {', '.join(damaged[:5])}"
-                         f"{' and more' if len(damaged) > 5 else ''}; save or fetch the model again from an intact copy")
+        raise ValueError(f"{folder}: damaged model files, not as saved: {damaged}; "
+                         "save or fetch the model again from an intact copy")

@@ -97,6 +97,7 @@ def generate_unique_ids(
     state = _Progress(ids=[None] * len(texts), best=[None] * len(texts), taken=set(taken))
     attempt = _Try(penalty=config.diversity_penalty, min_tokens=config.min_length)
     pending = list(range(len(texts)))
+    ranks = distributed.current()
     try:
         with Progress(len(texts), "textual IDs", unit="item", enabled=progress) as bar:
             while pending:
@@ -108,7 +109,10 @@ def generate_unique_ids(
                 unresolved = []
                 for start in range(0, len(pending), PASS_CHUNK):  # in item order: assignment order is unchanged
                     chunk = pending[start : start + PASS_CHUNK]
-                    candidates = _shared_decode_pass(model, tokenizer, encoded, chunk, attempt, config, own)
+                    # Several training processes: each decodes its share; all then assign alike, to the same IDs.
+                    share = chunk[ranks.share(len(chunk))]
+                    decoded = _decode_pass(model, tokenizer, encoded, share, attempt, config, own) if share else {}
+                    candidates = dict(ranks.gather(list(decoded.items())))
                     unresolved += [item for item in chunk if not _assign(item, candidates[item], attempt, config, state, tokenizer)]
                 bar.update(len(pending) - len(unresolved))
                 pending = unresolved
@@ -132,25 +136,6 @@ def _escalate(attempt: _Try, config: IdConfig) -> None:
         attempt.penalty = config.diversity_penalty
         attempt.min_tokens += config.length_span
         attempt.length_raises += 1
-
-
-def _shared_decode_pass(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    encoded: _Texts,
-    pending: list[int],
-    attempt: _Try,
-    config: IdConfig,
-    own: _Texts | None = None,
-) -> dict[int, list[str]]:
-    """:func:`_decode_pass`; on several training processes each decodes its share and all get every candidate.
-
-    Assignment then runs alike on every process, so all of them hold the same IDs.
-    """
-    ranks = distributed.current()
-    share = pending[ranks.share(len(pending))]
-    candidates = _decode_pass(model, tokenizer, encoded, share, attempt, config, own) if share else {}
-    return dict(ranks.gather(list(candidates.items())))
 
 
 def _decode_pass(

@@ -38,7 +38,7 @@ from mlflow.models import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types.schema import Array, ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
-from idgenrec.digests import damaged_files, folder_digests
+from idgenrec.digests import damage, folder_digests
 
 MODEL_ARTIFACT = "idgenrec_model"  # key of the bundled model folder in the pyfunc's artifacts
 DIGESTS_KEY = "idgenrec_sha256"  # model_config entry: the folder's files as logged, checked at load
@@ -171,11 +171,10 @@ class RecommenderPyfunc(mlflow.pyfunc.PythonModel):
 def check_folder(folder: Path, recorded: Mapping[str, str]) -> None:
     """Refuse a bundled model folder whose files differ from those logged (truncated weights, an
     edited ID table): serving damaged state would answer wrong without a sign."""
-    damaged = damaged_files(folder, recorded)
+    damaged = damage(folder, recorded)
     if damaged:
         raise MlflowException(
-            f"{folder}: damaged model files, not as logged: {', '.join(damaged[:5])}"
-            f"{' and more' if len(damaged) > 5 else ''}; register the model again from an intact folder"
+            f"{folder}: damaged model files, not as logged: {damaged}; register the model again from an intact folder"
         )
 
 
