@@ -17,10 +17,10 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class DataConfig(_Section):
-    """Where the raw data is and how it becomes leave-one-out sequences."""
+class DataSource(_Section):
+    """Where one dataset's raw data is and how it becomes leave-one-out sequences."""
 
-    name: str = Field("ml-100k", description="Dataset name; names the MLflow experiment and model.")
+    name: str = Field("ml-100k", min_length=1, description="Dataset name; names the MLflow experiment and model.")
     format: Literal["recbole", "movielens", "p5"] = Field(
         "recbole", description="Layout of `path`: RecBole atomic files, MovieLens raw files, or P5 user_sequence.txt + items.tsv."
     )
@@ -33,6 +33,40 @@ class DataConfig(_Section):
     fallback_text: str = Field(
         "item {item_id}", description="Text for an item with no text row (counted and reported, never dropped)."
     )
+
+
+class DataConfig(DataSource):
+    """The dataset the model is trained on, and any others trained together with it."""
+
+    combine_with: list[DataSource] = Field(
+        default_factory=list,
+        description="More datasets trained together with this one: one ID generator and one recommender over their "
+        "union, items and users keyed `name:id`, IDs unique across all of them, every metric reported per dataset "
+        "and overall (each user ranks its own dataset's catalogue). Empty: this dataset alone.",
+    )
+
+    @property
+    def sources(self) -> list[DataSource]:
+        """Every dataset read, this one first."""
+        return [DataSource(**self.model_dump(exclude={"combine_with"})), *self.combine_with]
+
+    @property
+    def label(self) -> str:
+        """What the prepared data, the MLflow experiment and the registered model are named: `a+b` when combined."""
+        return "+".join(source.name for source in self.sources)
+
+    @model_validator(mode="after")
+    def _names_key_the_datasets(self) -> "DataConfig":
+        names = [source.name for source in self.sources]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"dataset name {repeated[0]!r} is used twice: combined datasets key their items by name")
+        if self.combine_with:
+            unfit = [name for name in names if ":" in name or any(ch.isspace() for ch in name)]
+            if unfit:
+                raise ValueError(f"dataset name {unfit[0]!r}: combined datasets key items as `name:id`, so a name has "
+                                 "no ':' and no whitespace")
+        return self
 
 
 class EvaluationConfig(_Section):

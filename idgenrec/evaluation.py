@@ -9,12 +9,16 @@ in at least one user's top-k: a model that recommends nearly the same items to e
 collapsed run, which learned the catalogue's popularity and never read the history) shows it
 there plainly, where its accuracy only looks like the popularity baseline's.
 Every model is evaluated through :func:`evaluate` via the :class:`Recommender` contract.
+
+Several datasets combined into one (``data.combine_with``): each user ranks its own dataset's
+catalogue (a Beauty shopper is not offered a film), every metric is reported per dataset
+(``beauty/ndcg@10``) and over all users together (``ndcg@10``, each user counted once).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from idgenrec.data.dataset import SequenceDataset, Split
@@ -24,11 +28,16 @@ class Recommender(Protocol):
     """What every model (baselines, IDGenRec with any backbone or ID kind) provides."""
 
     def recommend(
-        self, histories: Sequence[Sequence[int]], k: int, exclude_seen: bool = False
+        self,
+        histories: Sequence[Sequence[int]],
+        k: int,
+        exclude_seen: bool = False,
+        candidates: Collection[int] | None = None,
     ) -> list[list[int]]:
         """Top-``k`` item indices per history, best first (fewer if the model has fewer).
 
-        With ``exclude_seen`` the items of each history are never recommended.
+        With ``exclude_seen`` the items of each history are never recommended; with
+        ``candidates`` only those items are.
         """
         ...
 
@@ -90,17 +99,53 @@ def evaluate(
     """Rank the full catalogue for every user's held-out ``split`` item and score it.
 
     The result carries :func:`catalogue_coverage` (``coverage@k``), and with nothing excluded
-    also :func:`seen_shares` (``seen@k``).
+    also :func:`seen_shares` (``seen@k``). A combined dataset adds each dataset's metrics, keyed
+    ``name/metric``; its users rank their own dataset's items only.
     """
+    histories, targets = dataset.split_examples(split)
+    parts = dataset.parts()
+    if not parts:
+        return _scores(_ranked(model, histories, max(ks), exclude_seen), histories, targets, dataset.num_items, ks, exclude_seen)
+    ranked: list[list[int]] = [[] for _ in histories]
+    by_dataset: dict[str, float] = {}
+    for part in parts:
+        part_histories = [histories[u] for u in part.users]
+        part_ranked = _ranked(model, part_histories, max(ks), exclude_seen, candidates=part.items) if part.users else []
+        for user, items in zip(part.users, part_ranked):
+            ranked[user] = items
+        if part.users:
+            scores = _scores(part_ranked, part_histories, [targets[u] for u in part.users], len(part.items), ks, exclude_seen)
+            by_dataset.update({f"{part.name}/{name}": value for name, value in scores.items()})
+    return {**_scores(ranked, histories, targets, dataset.num_items, ks, exclude_seen), **by_dataset}
+
+
+def _ranked(
+    model: Recommender,
+    histories: Sequence[Sequence[int]],
+    k: int,
+    exclude_seen: bool,
+    candidates: Collection[int] | None = None,
+) -> list[list[int]]:
+    """Every history's top-``k``; several training processes each rank their share of the users."""
     from idgenrec import distributed  # torch: not imported by the popularity baseline's path until here
 
-    histories, targets = dataset.split_examples(split)
-    ranks = distributed.current()  # several training processes: each ranks its share of the users
+    ranks = distributed.current()
     share = ranks.share(len(histories))
-    part = model.recommend(histories[share], k=max(ks), exclude_seen=exclude_seen) if share.start < share.stop else []
-    ranked = ranks.gather(part)
+    restricted = {} if candidates is None else {"candidates": candidates}
+    part = model.recommend(histories[share], k=k, exclude_seen=exclude_seen, **restricted) if share.start < share.stop else []
+    return ranks.gather(part)
+
+
+def _scores(
+    ranked: Sequence[Sequence[int]],
+    histories: Sequence[Sequence[int]],
+    targets: Sequence[int],
+    num_items: int,
+    ks: Sequence[int],
+    exclude_seen: bool,
+) -> dict[str, float]:
     metrics = ranking_metrics(target_ranks(ranked, targets), ks)
-    metrics.update(catalogue_coverage(ranked, dataset.num_items, ks))
+    metrics.update(catalogue_coverage(ranked, num_items, ks))
     if not exclude_seen:
         metrics.update(seen_shares(ranked, histories, ks))
     return metrics

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 
@@ -30,9 +30,14 @@ class PopularityRecommender:
         return cls(counts)
 
     def recommend(
-        self, histories: Sequence[Sequence[int]], k: int, exclude_seen: bool = False
+        self,
+        histories: Sequence[Sequence[int]],
+        k: int,
+        exclude_seen: bool = False,
+        candidates: Collection[int] | None = None,
     ) -> list[list[int]]:
-        top = self.order[: k + (max(map(len, histories), default=0) if exclude_seen else 0)]
+        order = self.order if candidates is None else self.order[np.isin(self.order, np.fromiter(candidates, dtype=np.int64))]
+        top = order[: k + (max(map(len, histories), default=0) if exclude_seen else 0)]
         if not exclude_seen:
             return [top[:k].tolist() for _ in histories]
         results = []

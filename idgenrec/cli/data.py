@@ -48,11 +48,19 @@ def prepare(
     except DataFormatError as err:
         fail(str(err))
     stats = dataset.stats
+    if "datasets" in stats:
+        typer.echo(f"{output}: {dataset.name}, {stats['users']:,} users, {stats['items']:,} items, "
+                   f"{stats['interactions']:,} interactions")
+    for source, part_stats in zip(config.sources, stats.get("datasets", [stats])):
+        _describe_prepared(source, part_stats, f"  {source.name}" if "datasets" in stats else str(output))
+
+
+def _describe_prepared(config, stats: dict, where: str) -> None:
     passes = stats["k_core_iterations"]
     core = f"{config.k_core}-core after {passes} filtering pass{'es' if passes > 1 else ''}" if passes else f"already a {config.k_core}-core"
     raw = stats["raw"]
     typer.echo(
-        f"{output}: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions "
+        f"{where}: {stats['users']:,} users, {stats['items']:,} items, {stats['interactions']:,} interactions "
         f"({core}; raw: {raw['users']:,} users, {raw['items']:,} items, {raw['interactions']:,} interactions)"
     )
     if stats["items_without_text"]:

@@ -17,7 +17,7 @@ from idgenrec.layout import LAYOUT
 app = typer.Typer(no_args_is_help=True, help="MLflow tracking and model registry: log runs, promote, roll back.")
 
 ModelNameOption = Annotated[
-    str | None, typer.Option("--model-name", help="Registered model (default: idgenrec-<data.name> from params.yaml).")
+    str | None, typer.Option("--model-name", help="Registered model (default: idgenrec-<data.name> from params.yaml; `a+b` for combined datasets).")
 ]
 
 
@@ -40,7 +40,7 @@ def _model_name(name: str | None, params_path: Path) -> str:
     from idgenrec.registry import registered_model_name
 
     _, config = _connect(params_path)
-    return name or registered_model_name(config.data.name)
+    return name or registered_model_name(config.data.label)
 
 
 @app.command("log-run")

@@ -13,7 +13,7 @@ from idgenrec.serving.server import MAX_REQUEST_BYTES
 
 def serve(
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="MLflow model URI (default: models:/idgenrec-<data.name>@champion).")
+        str | None, typer.Option("--model", "-m", help="MLflow model URI (default: models:/idgenrec-<data.name>@champion; `a+b` for combined datasets).")
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on; anything but loopback needs a proxy in front (docs/operations.md).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 5001,
@@ -33,7 +33,7 @@ def serve(
         if "MLFLOW_TRACKING_URI" not in os.environ and (model is None or model.startswith(("models:/", "runs:/"))):
             configure_tracking(find_project_root(params.resolve().parent))  # the project's store, as `registry` uses
         if model is None:
-            model = f"models:/{registered_model_name(read_params(params).data.name)}@champion"
+            model = f"models:/{registered_model_name(read_params(params).data.label)}@champion"
         run_server(model, host=host, port=port, max_request_bytes=max_request_bytes)
     except (MlflowException, OSError, DamagedStoreError) as err:
         fail(f"cannot serve {model or 'the champion'}: {err}")

@@ -9,6 +9,10 @@ chronological (ties broken by file order). Leave-one-out:
     validation      = predict sequence[-2] from sequence[:-2]
     test            = predict sequence[-1] from sequence[:-1]
 
+Several datasets combine into one (:func:`combine`, ``data.combine_with``): their items and users
+are keyed ``name:id`` so ids may repeat across datasets, and ``stats["datasets"]`` lists each
+one's own stats in order; :meth:`SequenceDataset.parts` says which users and items are whose.
+
 Ids are any non-empty text without tabs or line breaks (what RecBole's tab-separated files
 can hold): titles with spaces, quotes and non-ASCII letters work. The saved files are
 tab-separated without quoting, like the raw files; ``sequences.tsv`` lists a user's items
@@ -66,10 +70,20 @@ class SequenceDataset:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
 
     def sample_users(self, count: int | None, seed: int) -> "SequenceDataset":
-        """The same catalogue with a fixed random subset of ``count`` users (all when ``None`` or too few)."""
-        if count is None or count >= self.num_users:
+        """The same catalogue with a fixed random subset of ``count`` users (all when ``None`` or too few).
+
+        A combined dataset samples ``count`` users of each of its datasets: the same users as the
+        dataset on its own, so a small dataset is not drowned by a large one.
+        """
+        if count is None:
             return self
-        users = sorted(random.Random(seed).sample(range(self.num_users), count))
+        parts = self.parts()
+        if parts:
+            users = sorted(part.users[i] for part in parts for i in _subset(len(part.users), count, seed))
+        else:
+            users = _subset(self.num_users, count, seed)
+        if len(users) == self.num_users:
+            return self
         return SequenceDataset(
             self.name, self.item_ids, self.item_titles, self.item_texts,
             [self.user_ids[u] for u in users], [self.sequences[u] for u in users], self.stats,
@@ -77,6 +91,43 @@ class SequenceDataset:
 
     def item_index(self) -> dict[str, int]:
         return {item: index for index, item in enumerate(self.item_ids)}
+
+    # -- several datasets in one -------------------------------------------------------
+
+    def parts(self) -> list["DatasetPart"]:
+        """The datasets combined into this one, with their users and items (empty for a single dataset)."""
+        names = [entry["name"] for entry in self.stats.get("datasets", [])]
+        if not names:
+            return []
+        users: dict[str, list[int]] = {name: [] for name in names}
+        items: dict[str, list[int]] = {name: [] for name in names}
+        for kind, ids, found in (("user", self.user_ids, users), ("item", self.item_ids, items)):
+            for index, key in enumerate(ids):
+                name = key.split(KEY_SEPARATOR, 1)[0]
+                if name not in found:
+                    raise ValueError(f"{self.name}: {kind} {key!r} is not keyed by one of the combined datasets {names}")
+                found[name].append(index)
+        return [DatasetPart(name, users[name], items[name]) for name in names]
+
+    def part(self, name: str) -> "SequenceDataset":
+        """Dataset ``name`` of a combined one on its own: its own ids, items renumbered, its own stats."""
+        found = {p.name: p for p in self.parts()}
+        if name not in found:
+            raise KeyError(f"{self.name}: no combined dataset {name!r} (has {sorted(found)})")
+        part = found[name]
+        renumbered = {item: index for index, item in enumerate(part.items)}
+        prefix = len(name) + len(KEY_SEPARATOR)
+        stats = next(dict(entry) for entry in self.stats["datasets"] if entry["name"] == name)
+        stats.pop("name")
+        return SequenceDataset(
+            name=name,
+            item_ids=[self.item_ids[i][prefix:] for i in part.items],
+            item_titles=[self.item_titles[i] for i in part.items],
+            item_texts=[self.item_texts[i] for i in part.items],
+            user_ids=[self.user_ids[u][prefix:] for u in part.users],
+            sequences=[[renumbered[i] for i in self.sequences[u]] for u in part.users],
+            stats=stats,
+        )
 
     # -- persistence: artifacts/prepared/{items.tsv, sequences.tsv, stats.json} --------
 
@@ -125,6 +176,45 @@ class SequenceDataset:
             sequences=sequences,
             stats=stats,
         )
+
+
+def _subset(size: int, count: int, seed: int) -> list[int]:
+    """``count`` of ``range(size)`` at random (``seed``), sorted; all of them when there are no more."""
+    return list(range(size)) if count >= size else sorted(random.Random(seed).sample(range(size), count))
+
+
+KEY_SEPARATOR = ":"  # `name:id`: an item or user of a combined dataset
+
+
+@dataclass(frozen=True)
+class DatasetPart:
+    """One dataset of a combined one: its name, and the indices of its users and items there."""
+
+    name: str
+    users: list[int]
+    items: list[int]
+
+
+def combine(datasets: Sequence[SequenceDataset]) -> SequenceDataset:
+    """One dataset holding every one of ``datasets``: ids keyed ``name:id``, in order, each one's stats kept."""
+    names = [d.name for d in datasets]
+    if len(set(names)) != len(names):
+        raise ValueError(f"datasets to combine need distinct names, got {names}")
+    item_ids, titles, texts, user_ids, sequences = [], [], [], [], []
+    for dataset in datasets:
+        offset = len(item_ids)
+        item_ids += [f"{dataset.name}{KEY_SEPARATOR}{item}" for item in dataset.item_ids]
+        titles += dataset.item_titles
+        texts += dataset.item_texts
+        user_ids += [f"{dataset.name}{KEY_SEPARATOR}{user}" for user in dataset.user_ids]
+        sequences += [[offset + i for i in sequence] for sequence in dataset.sequences]
+    stats = {
+        "users": len(user_ids),
+        "items": len(item_ids),
+        "interactions": sum(len(s) for s in sequences),
+        "datasets": [{"name": d.name, **d.stats} for d in datasets],
+    }
+    return SequenceDataset("+".join(names), item_ids, titles, texts, user_ids, sequences, stats)
 
 
 def encode_id(item: str) -> str:

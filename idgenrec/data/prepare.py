@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from idgenrec.config import DataConfig
-from idgenrec.data.dataset import SequenceDataset
+from idgenrec.config import DataConfig, DataSource
+from idgenrec.data.dataset import SequenceDataset, combine
 from idgenrec.data.readers import RawDataset, read_raw
 from idgenrec.data.textfile import DataFormatError
 
@@ -102,7 +102,7 @@ def _one_line(value) -> str:
     return str(value or "").replace("\t", " ").replace("\r", " ").strip()
 
 
-def build_dataset(raw: RawDataset, config: DataConfig) -> SequenceDataset:
+def build_dataset(raw: RawDataset, config: DataSource) -> SequenceDataset:
     """The prepared dataset and its stats, in memory."""
     kept = k_core(raw.interactions, config.k_core)
     if kept.interactions.empty:
@@ -143,9 +143,15 @@ def build_dataset(raw: RawDataset, config: DataConfig) -> SequenceDataset:
     )
 
 
-def prepare(config: DataConfig, output: str | Path) -> SequenceDataset:
-    """Read, prepare and save to ``output`` (atomically: all of it or nothing)."""
-    dataset = build_dataset(read_raw(config), config)
+def prepare(config: DataConfig | DataSource, output: str | Path) -> SequenceDataset:
+    """Read, prepare and save to ``output`` (atomically: all of it or nothing).
+
+    With ``data.combine_with``, each dataset is prepared on its own (its own k-core) and the
+    results are combined (:func:`~idgenrec.data.dataset.combine`).
+    """
+    sources = config.sources if isinstance(config, DataConfig) else [config]
+    datasets = [build_dataset(read_raw(source), source) for source in sources]
+    dataset = datasets[0] if len(datasets) == 1 else combine(datasets)
     dataset.save(output)
     return dataset
 

@@ -26,7 +26,7 @@ from typing import Literal
 
 import pandas as pd
 
-from idgenrec.config import DataConfig
+from idgenrec.config import DataSource
 from idgenrec.data.textfile import DataFormatError, Row, read_delimited, read_lines
 
 __all__ = [
@@ -79,7 +79,7 @@ class RawDataset:
         return [c for c in self.item_text.columns if c not in ("item", "line")]
 
 
-def read_raw(config: DataConfig) -> RawDataset:
+def read_raw(config: DataSource) -> RawDataset:
     """Read ``config.path`` in the layout ``config.format`` names."""
     folder = Path(config.path)
     if not folder.is_dir():

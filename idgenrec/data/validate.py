@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from idgenrec.atomic import write_json
-from idgenrec.config import DataConfig
+from idgenrec.config import DataConfig, DataSource
 from idgenrec.data.dataset import SPLITS, SequenceDataset
 from idgenrec.data.readers import RawDataset, read_raw
 
@@ -108,12 +108,26 @@ class ValidationReport:
         return lines
 
 
-def validate(config: DataConfig, prepared: str | Path, report_path: str | Path) -> ValidationReport:
-    """Run every suite and write the JSON report (also when reading the data fails)."""
+def validate(config: DataConfig | DataSource, prepared: str | Path, report_path: str | Path) -> ValidationReport:
+    """Run every suite and write the JSON report (also when reading the data fails).
+
+    Combined datasets (``data.combine_with``): every dataset's suites run on its raw files and its
+    part of the prepared data, named ``name/suite``; the info holds each one's under ``datasets``.
+    """
     try:
-        raw = read_raw(config)
         dataset = SequenceDataset.load(prepared)
-        report = run_suites(build_suites(raw, dataset, config), info=_info(raw, dataset))
+        sources = config.sources if isinstance(config, DataConfig) else [config]
+        if len(sources) == 1:
+            raw = read_raw(sources[0])
+            report = run_suites(build_suites(raw, dataset, sources[0]), info=_info(raw, dataset))
+        else:
+            suites, infos = [], []
+            for source in sources:
+                raw, part = read_raw(source), dataset.part(source.name)
+                suites += [replace(suite, name=f"{source.name}/{suite.name}") for suite in build_suites(raw, part, source)]
+                infos.append(_info(raw, part))
+            notes = [f"{info['dataset']}: {note}" for info in infos for note in info["notes"]]
+            report = run_suites(suites, info={"dataset": dataset.name, "datasets": infos, "notes": notes})
     except Exception as err:
         write_json(report_path, ValidationReport([], {}, error=str(err)).to_json())
         raise
@@ -121,7 +135,7 @@ def validate(config: DataConfig, prepared: str | Path, report_path: str | Path) 
     return report
 
 
-def build_suites(raw: RawDataset, dataset: SequenceDataset, config: DataConfig) -> list[Suite]:
+def build_suites(raw: RawDataset, dataset: SequenceDataset, config: DataSource) -> list[Suite]:
     """The suites for one raw dataset and its prepared form."""
     from great_expectations import expectations as gxe
 

@@ -66,7 +66,7 @@ def grow_champion(
     kind = kind or params.ids.kind
     if kind not in get_args(IdKind):
         raise ValueError(f"ID kind must be one of {', '.join(get_args(IdKind))}, got {kind!r}")
-    name = registered_model_name(params.data.name)
+    name = registered_model_name(params.data.label)
     version, champion = champion_model(name)
     digest, reason_not_to = growth_check(name, version, champion, items)
     if reason_not_to:

@@ -97,7 +97,7 @@ def record_model_folder(
 
 
 def _register_and_promote(logged: "LoggedRun", params: "Params", register_model: bool, promote_model: bool) -> dict:
-    name = registered_model_name(params.data.name)
-    version = register_logged_run(logged, params.data.name) if register_model else None
+    name = registered_model_name(params.data.label)
+    version = register_logged_run(logged, params.data.label) if register_model else None
     decision = promote(name, params.registry.margin, version) if version and promote_model else None
     return registry_record(logged, name, version, decision)

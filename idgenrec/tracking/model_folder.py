@@ -51,7 +51,7 @@ def log_model_folder(
     selection = selection_key("valid", params.evaluation.exclude_seen, params.evaluation.selection_metric)
     metrics = evaluate_protocol(scored, dataset, params.evaluation.ks, params.evaluation.sample_users)
     popularity = popularity_metrics(dataset, params.evaluation)[selection]
-    experiment_id = ensure_experiment(params.data.name, root)
+    experiment_id = ensure_experiment(params.data.label, root)
     described = {
         "idgenrec.source": "model folder",
         "idgenrec.model_folder": str(model_folder),
@@ -62,7 +62,7 @@ def log_model_folder(
     }
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=run_name or model_folder_run_name(params, model_folder, grown_from),
-        tags=run_tags(params.data.name, root, described, tags),
+        tags=run_tags(params.data.label, root, described, tags),
     ) as run:
         # Only the settings that produced these numbers: params.yaml need not describe how the folder was trained.
         mlflow.log_params({k: v for k, v in flatten_params(params).items() if k.startswith(("evaluation.", "data."))})

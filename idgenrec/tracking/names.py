@@ -19,7 +19,7 @@ def run_name(params: Params) -> str:
     seed other than the training seed adds that (``...-seed0-idseed1``).
     """
     architecture = getattr(params.backbone, "architecture", DEFAULT_ARCHITECTURE)
-    parts = [params.data.name, params.ids.kind]
+    parts = [params.data.label, params.ids.kind]
     if architecture != DEFAULT_ARCHITECTURE:
         parts.append(architecture)
     parts.append(f"seed{params.training.seed}")
@@ -31,8 +31,8 @@ def run_name(params: Params) -> str:
 def model_folder_run_name(params: Params, model_folder: Path, grown_from: str | None) -> str:
     """A scored model folder's run name: ``<dataset>-v<N>-plus-new-items`` for a grown champion."""
     if grown_from is not None:
-        return f"{params.data.name}-v{grown_from}-plus-new-items"
-    return f"{params.data.name}-{Path(model_folder).name}"
+        return f"{params.data.label}-v{grown_from}-plus-new-items"
+    return f"{params.data.label}-{Path(model_folder).name}"
 
 
 def metric_key(name: str) -> str:

@@ -54,7 +54,7 @@ def log_pipeline_run(
         raise FileNotFoundError(f"{files.workdir}: no training state (run `idgenrec train` first)")
     model_metrics = read_json(files.model_metrics, "model metrics")
     selection = selection_key("valid", params.evaluation.exclude_seen, params.evaluation.selection_metric)
-    experiment_id = ensure_experiment(params.data.name, root)
+    experiment_id = ensure_experiment(params.data.label, root)
     described = {
         "idgenrec.params_fingerprint": params_fingerprint(params),
         "idgenrec.ids_kind": params.ids.kind,
@@ -66,7 +66,7 @@ def log_pipeline_run(
     }
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=run_name or default_run_name(params),
-        tags=run_tags(params.data.name, root, described, tags),
+        tags=run_tags(params.data.label, root, described, tags),
     ) as run:
         mlflow.log_params(flatten_params(params))
         digest = log_dataset(dataset, source=str(files.prepared))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -50,21 +50,33 @@ class SASRecRecommender:
             return self.network.item_scores(self._user_states(histories))
 
     def recommend(
-        self, histories: Sequence[Sequence[int]], k: int, exclude_seen: bool = False
+        self,
+        histories: Sequence[Sequence[int]],
+        k: int,
+        exclude_seen: bool = False,
+        candidates: Collection[int] | None = None,
     ) -> list[list[int]]:
-        k = min(k, self.num_items)
+        outside = None
+        if candidates is not None:
+            outside = torch.ones(self.num_items, dtype=torch.bool, device=self.device)
+            outside[torch.as_tensor(sorted(candidates), dtype=torch.long, device=self.device)] = False
+        allowed = self.num_items if outside is None else self.num_items - int(outside.sum())
+        outside_items = set() if outside is None else set(torch.nonzero(outside).flatten().tolist())
+        k = min(k, allowed)
         results: list[list[int]] = []
         batch = self.config.eval_batch_size
         for begin in range(0, len(histories), batch):
             chunk = histories[begin : begin + batch]
             scores = self.score(chunk)
+            if outside is not None:
+                scores[:, outside] = -math.inf
             if exclude_seen:
                 rows = [row for row, history in enumerate(chunk) for _ in history]
                 cols = [item for history in chunk for item in history]
                 scores[rows, cols] = -math.inf
             top = scores.topk(k, dim=1).indices.cpu().tolist()
             if exclude_seen:  # a history covering most of the catalogue leaves fewer than k items
-                top = [row[: self.num_items - len(set(history))] for row, history in zip(top, chunk)]
+                top = [row[: allowed - len(set(history) - outside_items)] for row, history in zip(top, chunk)]
             results.extend(top)
         return results
 
