@@ -73,7 +73,10 @@ SCRIPTS: tuple[Benchmark, ...] = (
                 "--out", f"{QUALITY_ML100K}-seed0"),
                ("--dataset", "beauty", "--kinds", "--seeds", "0", "1", "2", "--baselines", *BASELINES,
                 "--set", "evaluation.sample_users=2000", "--set", "sasrec.max_epochs=50", "--set", "sasrec.patience=10",
-                "--out", "benchmarks/results/quality-beauty-baselines")),
+                "--out", "benchmarks/results/quality-beauty-baselines"),
+               ("--dataset", "beauty", "--kinds", "learned", "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
+                "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
+                "--out", "benchmarks/results/quality-beauty-learned-seed0")),
               "ML-100k: 11-26 min of training per IDGenRec run (random < title < learned IDs), about 4 min per SASRec run, "
               "about 3 h in all; Beauty's baselines on 2,000 sampled users: longer",
               "benchmarks/results/quality-DATASET-*.{json,md}", suites=("full",)),
@@ -136,6 +139,15 @@ SCRIPTS: tuple[Benchmark, ...] = (
               (("--params", "profiles/paper-offline.yaml", "--probe-prepared", "artifacts/prepared", "--prepared",
                 "PREPARED", "--budget-s", "540", "--out", "OUT"),),
               "the budget", "OUT.{json,md}, OUT-probe.*, OUT-plan.json", needs="a GPU for the paper's profiles"),
+    Benchmark("zero_shot", "Leave one dataset out: one model trained on the others together (data.combine_with), then "
+              "recommending on the held-out one with no training, against its popularity, SASRec trained on it and the "
+              "same architecture trained on it; single- against combined-dataset models on the training datasets.",
+              (("--train", "ml-100k", "beauty", "--held-out", "toys", "--set", "warmup.epochs=2",
+                "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
+                "--single", "ml-100k=metrics/model.json", "--single", "beauty=benchmarks/results/quality-beauty-learned-seed0.json",
+                "--out", "benchmarks/results/zero-shot-toys"),),
+              "about 2 h on 2 cores (the combined model about 1 h)", "benchmarks/results/zero-shot-toys.{json,md}, "
+              "headline.json's zero_shot", suites=("full",)),
     Benchmark("reliability", "kill -9 across a tiny `dvc repro` (random moments, ID generation, training, registration, "
               "dvc.lock updates) and add-items, then recovery and identical outputs; corrupt artifacts named; a second "
               "`dvc repro` and simultaneous promotions; 50 loopback clients on `idgenrec serve` (latency, 5xx, memory) "

@@ -40,7 +40,8 @@ DOC_TABLES = [(Path("docs/scale.md"), "distributed", "distributed.md", "python -
               (Path("docs/scale.md"), "distributed-quality", "distributed-quality-ml-100k.md",
                "python -m benchmarks.distributed --compare ..."),
               (Path("docs/scale.md"), "scale", "scale.md", "python -m benchmarks.scale"),
-              (Path("docs/reliability.md"), "reliability", "reliability.md", "python -m benchmarks.reliability")]
+              (Path("docs/reliability.md"), "reliability", "reliability.md", "python -m benchmarks.reliability"),
+              (Path("docs/datasets.md"), "zero-shot", "zero-shot-toys.md", "python -m benchmarks.zero_shot ...")]
 MODELS = ("popularity", "sasrec", *(f"idgenrec-{kind}" for kind in KINDS))
 DATASETS = ("ml-100k", "beauty")
 DISPLAY = {"popularity": "Popularity", "sasrec": "SASRec (CE)", "idgenrec-learned": "IDGenRec, learned IDs",

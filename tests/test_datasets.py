@@ -204,3 +204,21 @@ def test_one_model_trains_on_both_datasets_and_reports_each(two_datasets, tmp_pa
     assert all(set(row) <= set(tools_part.items) for row in ranked)
     sweets_ids = {table.textual_ids[i] for i in dataset.parts()[0].items}
     assert not sweets_ids & {table.textual_ids[i] for i in tools_part.items}
+
+
+def test_prepare_and_validate_commands_speak_per_dataset(two_datasets, tmp_path):
+    from typer.testing import CliRunner
+
+    from idgenrec.cli import app
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": two_datasets.model_dump(mode="json")}))
+    prepared = tmp_path / "prepared"
+    result = CliRunner().invoke(app, ["data", "prepare", "--params", str(params), "--output", str(prepared)])
+    assert result.exit_code == 0, result.output
+    assert "sweets+tools" in result.output
+    assert "  sweets: 20 users" in result.output and "  tools: 12 users" in result.output
+    result = CliRunner().invoke(app, ["data", "validate", "--params", str(params), "--prepared", str(prepared),
+                                      "--report", str(tmp_path / "report.json")])
+    assert result.exit_code == 0, result.output
+    assert "tools/prepared_counts" in result.output
