@@ -418,6 +418,15 @@ def findings(head: dict) -> list[str]:
         out.append(f"The ID phase: over {len(alternation['seeds'])} seeds the alternating run's final model scores as a "
                    f"control without the ID phase does (valid N@10 {alt[valid]:.4f} against {control[valid]:.4f}, test "
                    f"{alt[key]:.4f} against {control[key]:.4f}); validation selects the end of the first phase in both.")
+    for dataset, entry in head.get("zero_shot", {}).items():
+        held, included = entry["held_out"], "seen_included/ndcg@10"
+        rows = held["models"]
+        zero, pop, own = (rows.get(m, {}).get(included) for m in ("idgenrec zero-shot", "popularity", "idgenrec in-domain"))
+        if None in (zero, pop, own):
+            continue
+        out.append(f"Zero-shot on {dataset} (trained on {' + '.join(held['trained_on'])}, never on {dataset}): test N@10 "
+                   f"{zero:.4f}, {zero / pop:.2f}x {dataset} popularity's, {zero / own:.0%} of the same model trained on "
+                   f"{dataset} ({own:.4f}; [docs/datasets.md](docs/datasets.md)).")
     return out
 
 

@@ -200,8 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     step("zero-shot", lambda: zero_shot(work / "combined" / f"model-{combined.ids.kind}-seed{args.seed}",
                                          prepared(held, work), held))
     step("popularity", lambda: run_baseline("pop", prepared(held, work), held))
-    step("sasrec", lambda: run_baseline("sasrec", prepared(held, work), held))
     step("in-domain", lambda: run_idgenrec(prepared(held, work), held, work / f"in-domain-{args.held_out}"))
+    step("sasrec", lambda: run_baseline("sasrec", prepared(held, work), held))
     for name in args.train:
         if name in singles:
             results[f"single-{name}"] = singles[name]
