@@ -5,7 +5,7 @@
         --single ml-100k=metrics/model.json --out benchmarks/results/zero-shot-toys
 
 Steps, each cached as JSON in ``--workdir`` (a rerun skips what is done; ``--steps`` runs some of
-them, so two processes can share a machine's cores):
+them, so two processes can share a machine's cores; ``--report-only`` reports what is done):
 
 - ``combined``: one ID generator and one recommender trained on the union of ``--train``
   (params.yaml's settings plus ``--set``, ``data.combine_with``), evaluated per dataset;
@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="A training dataset's single-dataset metrics from a finished run instead of training one.")
     parser.add_argument("--steps", nargs="+", default=None,
                         help="Run only these steps (combined, zero-shot, popularity, sasrec, in-domain, single-NAME).")
+    parser.add_argument("--report-only", action="store_true", help="Compute nothing: report the steps already done.")
     parser.add_argument("--workdir", type=Path, default=Path("bench/zero-shot"))
     parser.add_argument("--out", type=Path, required=True, help="Output path without extension.")
     args = parser.parse_args(argv)
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     combined = params_for(base, args.train, args.seed)
     held = params_for(base, [args.held_out], args.seed)
     singles = dict(single_metrics(spec) for spec in args.single)
-    wanted = set(args.steps) if args.steps else None
+    wanted = set() if args.report_only else set(args.steps) if args.steps else None
     results: dict = {}
 
     def step(name: str, compute) -> None:
