@@ -252,11 +252,23 @@ def headline_name(run: Run, reference: dict) -> str | None:
     return None
 
 
-def current_runs(dataset: str, runs: list[Run], reference: dict | None) -> dict[str, list[Run]]:
+def other_dataset_name(run: Run, reference: dict) -> str:
+    """``run``'s model name on a dataset params.yaml does not name: the default's architecture keeps the
+    model's name; a run of another architecture or of a named profile says which."""
+    if not id_kind(run.model):
+        return run.model
+    if run.params is None:  # an older file that names its profile instead of recording its params
+        profile = str(run.setting.get("params", "")).split()
+        return f"{run.model}-{Path(profile[0]).stem}" if profile else run.model
+    ours = architecture(run.params)
+    return run.model if ours == architecture(reference) else f"{run.model}-{ours}"
+
+
+def current_runs(dataset: str, runs: list[Run], reference: dict, same_dataset: bool) -> dict[str, list[Run]]:
     """Runs by headline model name: on the reference's dataset only the reference's settings (or a variant)."""
     chosen: dict[str, list[Run]] = {}
     for run in runs:
-        name = run.model if reference is None else headline_name(run, reference)
+        name = headline_name(run, reference) if same_dataset else other_dataset_name(run, reference)
         if name is None:
             continue
         seeds = {r.seed for r in chosen.get(name, [])}
@@ -353,7 +365,7 @@ def headline() -> dict:
     reference = yaml.safe_load(Path("params.yaml").read_text())
     quality, settings = {}, {}
     for dataset, runs in all_runs().items():
-        chosen = current_runs(dataset, runs, reference if dataset == reference["data"]["name"] else None)
+        chosen = current_runs(dataset, runs, reference, dataset == reference["data"]["name"])
         if chosen:
             quality[dataset] = {name: summarise(rs) for name, rs in chosen.items()}
             settings[dataset] = {name: run_settings(rs) for name, rs in chosen.items()}
