@@ -102,7 +102,8 @@ def single_metrics(spec: str) -> tuple[str, dict]:
         runs = [r for r in payload["runs"] if r["model"].startswith("idgenrec-")]
         if len(runs) != 1:
             raise SystemExit(f"{path}: expected one IDGenRec run, found {len(runs)}")
-        return name, {"metrics": runs[0]["metrics"], "source": path}
+        return name, {"metrics": runs[0]["metrics"], "source": path,
+                      **{k: runs[0][k] for k in ("best_phase", "best_epoch") if k in runs[0]}}
     return name, {"metrics": payload, "source": path}
 
 
@@ -135,7 +136,11 @@ def summary(results: dict, train: list[str], held_out: str) -> dict:
             "combined": {c.replace("|", "/"): test(results["combined"]["metrics"], c, name) for c in columns},
             "single_source": single.get("source", "trained here"),
         }
-    return {"held_out": held, "training_datasets": training}
+    selected = {name: {"phase": results[name]["best_phase"] + 1, "epoch": results[name]["best_epoch"]}
+                for name in ("combined", "in-domain", *(f"single-{n}" for n in train))
+                if "best_phase" in results.get(name, {})}
+    notes = [f"{name}: {results[name]['stopped']}" for name in results if results[name].get("stopped")]
+    return {"held_out": held, "training_datasets": training, "selected": selected, "notes": notes}
 
 
 def markdown(figures: dict, settings: dict) -> str:
@@ -157,6 +162,10 @@ def markdown(figures: dict, settings: dict) -> str:
         for name, row in figures["training_datasets"].items():
             lines.append(f"| {name} | {row['single']['seen_included/ndcg@10']:.4f} | {row['combined']['seen_included/ndcg@10']:.4f} "
                          f"| {row['single']['seen_excluded/ndcg@10']:.4f} | {row['combined']['seen_excluded/ndcg@10']:.4f} |")
+    if figures["selected"]:
+        lines += ["", "Checkpoints validation selected: " + "; ".join(
+            f"{name} phase {where['phase']}, epoch {where['epoch']}" for name, where in figures["selected"].items()) + "."]
+    lines += [f"Note: {note}." for note in figures["notes"]]
     lines += ["", f"Settings: params.yaml with {', '.join(settings['overrides']) or 'no changes'}; "
                   f"SASRec capped at {settings['sasrec_epochs']} epochs."]
     return "\n".join(lines) + "\n"
