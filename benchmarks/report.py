@@ -430,6 +430,14 @@ def findings(head: dict) -> list[str]:
         out.append(f"The ID phase: over {len(alternation['seeds'])} seeds the alternating run's final model scores as a "
                    f"control without the ID phase does (valid N@10 {alt[valid]:.4f} against {control[valid]:.4f}, test "
                    f"{alt[key]:.4f} against {control[key]:.4f}); validation selects the end of the first phase in both.")
+    beauty = head["quality"].get("beauty", {})
+    if all(key in beauty.get(m, {}) for m in ("idgenrec-learned", "popularity", "sasrec")):
+        ours = beauty["idgenrec-learned"][key]
+        seeds = len(ours["seeds"])
+        out.append(f"Amazon Beauty on the CPU, this profile ({seeds} seed{'s' if seeds > 1 else ''}, sampled users; "
+                   f"[docs/results.md](docs/results.md)): learned IDs N@10 {ours['mean']:.4f}, "
+                   f"{ours['mean'] / beauty['popularity'][key]['mean']:.1f}x popularity's and "
+                   f"{ours['mean'] / beauty['sasrec'][key]['mean']:.2f}x SASRec's.")
     for dataset, entry in head.get("zero_shot", {}).items():
         held, included = entry["held_out"], "seen_included/ndcg@10"
         rows = held["models"]

@@ -164,7 +164,7 @@ def markdown(figures: dict, settings: dict) -> str:
                          f"| {row['single']['seen_excluded/ndcg@10']:.4f} | {row['combined']['seen_excluded/ndcg@10']:.4f} |")
     if figures["selected"]:
         lines += ["", "Checkpoints validation selected: " + "; ".join(
-            f"{name} phase {where['phase']}, epoch {where['epoch']}" for name, where in figures["selected"].items()) + "."]
+            f"{name} phase {where['phase']}" for name, where in figures["selected"].items()) + " (of recommender, ID phase, re-fit)."]
     lines += [f"Note: {note}." for note in figures["notes"]]
     lines += ["", f"Settings: params.yaml with {', '.join(settings['overrides']) or 'no changes'}; "
                   f"SASRec capped at {settings['sasrec_epochs']} epochs."]
