@@ -142,7 +142,7 @@ SCRIPTS: tuple[Benchmark, ...] = (
     Benchmark("zero_shot", "Leave one dataset out: one model trained on the others together (data.combine_with), then "
               "recommending on the held-out one with no training, against its popularity, SASRec trained on it and the "
               "same architecture trained on it; single- against combined-dataset models on the training datasets.",
-              (("--train", "ml-100k", "beauty", "--held-out", "toys", "--set", "warmup.epochs=2",
+              (("--train", "ml-100k", "beauty", "--held-out", "toys", "--sasrec-epochs", "25", "--set", "warmup.epochs=2",
                 "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
                 "--single", "ml-100k=metrics/model.json", "--single", "beauty=benchmarks/results/quality-beauty-learned-seed0.json",
                 "--out", "benchmarks/results/zero-shot-toys"),),

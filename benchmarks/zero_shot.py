@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -228,7 +229,13 @@ def main(argv: list[str] | None = None) -> None:
                   if base.get("evaluation", {}).get("sample_users") else "every user"),
         "machine": f"{machine()['cpu']}, {machine()['threads']} thread(s) per process, fp32",
     }
-    payload = {"figures": figures, "settings": settings, "code_version": code_version(Path(__file__).resolve().parent.parent),
+    # What reruns every step (a report assembled from steps run apart is reproduced by the whole run).
+    arguments = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]
+    if args.steps:
+        at = arguments.index("--steps")
+        arguments = arguments[:at] + arguments[at + 1 + len(args.steps):]
+    payload = {"command": " ".join(["python -m benchmarks.zero_shot", *arguments]), "figures": figures, "settings": settings,
+               "code_version": code_version(Path(__file__).resolve().parent.parent),
                "steps": {name: {k: v for k, v in r.items() if k != "records"} for name, r in results.items()}}
     write_report(args.out, payload, markdown(figures, settings))
     if all(k in results for k in ("zero-shot", "popularity", "in-domain")):
