@@ -114,9 +114,14 @@ def keep_share(zero: float, in_domain: float) -> float | None:
 
 def summary(results: dict, train: list[str], held_out: str) -> dict:
     """The figures: held-out dataset by model, and single- against combined-dataset models per training dataset."""
-    test = lambda metrics, key, part=None: metrics[f"test/{key.split('|')[0]}/{part + '/' if part else ''}{key.split('|')[1]}"]  # noqa: E731
-    columns = [f"seen_included|{m}" for m in SHOWN] + ["seen_excluded|ndcg@10"]
-    rows = {name: {c.replace("|", "/"): test(results[step]["metrics"], c) for c in columns}
+    columns = [("seen_included", m) for m in SHOWN] + [("seen_excluded", "ndcg@10")]
+
+    def row(metrics: dict, part: str | None = None) -> dict:
+        """``{setting}/{metric}`` of ``columns`` on the test split (of dataset ``part`` of a combined run)."""
+        where = f"{part}/" if part else ""
+        return {f"{setting}/{metric}": metrics[f"test/{setting}/{where}{metric}"] for setting, metric in columns}
+
+    rows = {name: row(results[step]["metrics"])
             for name, step in (("popularity", "popularity"), ("sasrec", "sasrec"),
                                ("idgenrec in-domain", "in-domain"), ("idgenrec zero-shot", "zero-shot"))
             if step in results}
@@ -133,8 +138,8 @@ def summary(results: dict, train: list[str], held_out: str) -> dict:
         if "combined" not in results or single is None:
             continue
         training[name] = {
-            "single": {c.replace("|", "/"): test(single["metrics"], c) for c in columns},
-            "combined": {c.replace("|", "/"): test(results["combined"]["metrics"], c, name) for c in columns},
+            "single": row(single["metrics"]),
+            "combined": row(results["combined"]["metrics"], name),
             "single_source": single.get("source", "trained here"),
         }
     selected = {name: {"phase": results[name]["best_phase"] + 1, "epoch": results[name]["best_epoch"]}

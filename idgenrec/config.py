@@ -34,6 +34,11 @@ class DataSource(_Section):
         "item {item_id}", description="Text for an item with no text row (counted and reported, never dropped)."
     )
 
+    @property
+    def sources(self) -> list["DataSource"]:
+        """Every dataset read: this one alone."""
+        return [self]
+
 
 class DataConfig(DataSource):
     """The dataset the model is trained on, and any others trained together with it."""

@@ -16,6 +16,8 @@ from idgenrec.data.prepare import prepare
 from idgenrec.data.validate import validate
 from idgenrec.evaluation import evaluate, evaluate_protocol
 
+from test_causal import CAUSAL_PROJECT
+
 
 def write_p5(folder: Path, words: list[str], users: int, seed: int) -> Path:
     """A P5-layout dataset whose item i is followed by item i+1; item ids are 1..n, like every other one's."""
@@ -159,25 +161,6 @@ def test_sasrec_ranks_only_the_candidates(two_datasets, tmp_path):
     assert all(set(row) == set(tools.items) - set(h) for row, h in zip(unseen, histories))
 
 
-TINY = """\
-evaluation: {ks: [5, 10]}
-backbone: {profile: tiny, hidden_size: 32, encoder_layers: 1, decoder_layers: 1, architecture: causal,
-           causal_layers: 1, causal_dropout: 0.0}
-warmup: {epochs: 2, batch_size: 8, learning_rate: 0.003}
-ids: {kind: learned, beam_groups: 4, batch_size: 8, max_input_tokens: 64, seed: 0}
-training:
-  history_length: 6
-  window_stride: 5
-  batch_size: 8
-  bf16: false
-  num_beams: 4
-  soft_id_max_tokens: 4
-  schedule:
-    - {phase: recommender, epochs: 2, learning_rate: 0.003}
-    - {phase: ids, epochs: 0.3, learning_rate: 0.001}
-"""
-
-
 @pytest.mark.slow
 def test_one_model_trains_on_both_datasets_and_reports_each(two_datasets, tmp_path):
     from idgenrec.backbone import load_seq2seq
@@ -185,7 +168,7 @@ def test_one_model_trains_on_both_datasets_and_reports_each(two_datasets, tmp_pa
     from idgenrec.recommender import alternating
     from idgenrec.recommender.model import IDGenRecModel
 
-    params = Params.model_validate({**yaml.safe_load(TINY), "data": two_datasets.model_dump(mode="json")})
+    params = Params.model_validate({**yaml.safe_load(CAUSAL_PROJECT), "data": two_datasets.model_dump(mode="json")})
     dataset = prepare(params.data, tmp_path / "prepared")
     warm_up_generator(dataset, params, tmp_path / "generator", progress=False)
     generator, tokenizer = load_seq2seq(tmp_path / "generator")

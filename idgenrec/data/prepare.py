@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from idgenrec.config import DataConfig, DataSource
+from idgenrec.config import DataSource
 from idgenrec.data.dataset import SequenceDataset, combine
 from idgenrec.data.readers import RawDataset, read_raw
 from idgenrec.data.textfile import DataFormatError
@@ -143,14 +143,13 @@ def build_dataset(raw: RawDataset, config: DataSource) -> SequenceDataset:
     )
 
 
-def prepare(config: DataConfig | DataSource, output: str | Path) -> SequenceDataset:
+def prepare(config: DataSource, output: str | Path) -> SequenceDataset:
     """Read, prepare and save to ``output`` (atomically: all of it or nothing).
 
     With ``data.combine_with``, each dataset is prepared on its own (its own k-core) and the
     results are combined (:func:`~idgenrec.data.dataset.combine`).
     """
-    sources = config.sources if isinstance(config, DataConfig) else [config]
-    datasets = [build_dataset(read_raw(source), source) for source in sources]
+    datasets = [build_dataset(read_raw(source), source) for source in config.sources]
     dataset = datasets[0] if len(datasets) == 1 else combine(datasets)
     dataset.save(output)
     return dataset

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from idgenrec.atomic import write_json
-from idgenrec.config import DataConfig, DataSource
+from idgenrec.config import DataSource
 from idgenrec.data.dataset import SPLITS, SequenceDataset
 from idgenrec.data.readers import RawDataset, read_raw
 
@@ -108,7 +108,7 @@ class ValidationReport:
         return lines
 
 
-def validate(config: DataConfig | DataSource, prepared: str | Path, report_path: str | Path) -> ValidationReport:
+def validate(config: DataSource, prepared: str | Path, report_path: str | Path) -> ValidationReport:
     """Run every suite and write the JSON report (also when reading the data fails).
 
     Combined datasets (``data.combine_with``): every dataset's suites run on its raw files and its
@@ -116,7 +116,7 @@ def validate(config: DataConfig | DataSource, prepared: str | Path, report_path:
     """
     try:
         dataset = SequenceDataset.load(prepared)
-        sources = config.sources if isinstance(config, DataConfig) else [config]
+        sources = config.sources
         if len(sources) == 1:
             raw = read_raw(sources[0])
             report = run_suites(build_suites(raw, dataset, sources[0]), info=_info(raw, dataset))

@@ -60,8 +60,8 @@ class SASRecRecommender:
         if candidates is not None:
             outside = torch.ones(self.num_items, dtype=torch.bool, device=self.device)
             outside[torch.as_tensor(sorted(candidates), dtype=torch.long, device=self.device)] = False
-        allowed = self.num_items if outside is None else self.num_items - int(outside.sum())
-        outside_items = set() if outside is None else set(torch.nonzero(outside).flatten().tolist())
+        kept = None if candidates is None else set(candidates)
+        allowed = self.num_items if kept is None else len(kept)
         k = min(k, allowed)
         results: list[list[int]] = []
         batch = self.config.eval_batch_size
@@ -76,7 +76,8 @@ class SASRecRecommender:
                 scores[rows, cols] = -math.inf
             top = scores.topk(k, dim=1).indices.cpu().tolist()
             if exclude_seen:  # a history covering most of the catalogue leaves fewer than k items
-                top = [row[: allowed - len(set(history) - outside_items)] for row, history in zip(top, chunk)]
+                top = [row[: allowed - len(set(history) if kept is None else set(history) & kept)]
+                       for row, history in zip(top, chunk)]
             results.extend(top)
         return results
 
