@@ -268,16 +268,17 @@ class TrainingConfig(_Section):
         description="Recommender phase: also train each prompt on up to N items that follow its target in the "
         "user's training sequence, decoded from the same encoder pass (0: the next item only, as in the paper). "
         "Each extra target costs a decoder pass, about a quarter of a step on the default backbone. Experimental: "
-        "README, 'Later targets', has its measured effect and memory cost.",
+        "docs/method.md, 'Experimental options', has its measured effect. Seq2seq only.",
     )
     seen_unlikelihood: float = Field(
         0.0,
         ge=0,
-        description="Recommender phase: weight of an unlikelihood term on the items in the prompt's history (for "
-        "data without repeat interactions, such as ML-100k). Where a history item's ID leaves the target's ID, its "
-        "next token is penalised by -log(1 - p), summed per target; no extra forward pass; the logged training loss "
-        "includes it. 0: off, the paper's plain cross-entropy. Experimental: README, 'Seen-item unlikelihood', has its "
-        "measured effect (it lowered validation on ML-100k).",
+        description="Recommender phase: weight of an unlikelihood term on the items the model reads before each target "
+        "(for data without repeat interactions, such as ML-100k). Where such an item's ID leaves the target's ID, its "
+        "next token is penalised by -log(1 - p); seq2seq sums it per target and averages over targets, the causal "
+        "recommender averages it over the labelled positions, as its cross-entropy. No extra forward pass; the logged "
+        "training loss includes it. 0: off, the paper's plain cross-entropy. Experimental: docs/method.md, "
+        "'Experimental options', has its measured effect.",
     )
     selection_users: int | None = Field(
         None, ge=1, description="Validate on this fixed random subset of users after each epoch (None: all users)."
@@ -357,7 +358,7 @@ class Params(_Section):
     @model_validator(mode="after")
     def _causal_reads_plain_sequences(self) -> "Params":
         if self.backbone.architecture == "causal":
-            unsupported = [name for name in ("user_id_words", "later_targets", "seen_unlikelihood")
+            unsupported = [name for name in ("user_id_words", "later_targets")
                            if getattr(self.training, name)]
             if unsupported:
                 raise ValueError(f"training.{unsupported[0]} is for the seq2seq recommender's prompts; set it to 0 "

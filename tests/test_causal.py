@@ -142,6 +142,43 @@ def test_only_target_positions_are_scored_and_padding_changes_nothing(backbone):
     assert together.item() == pytest.approx(sum(terms) / len(terms), abs=1e-5)
 
 
+def test_seen_branches_mark_where_each_earlier_item_leaves_a_targets_id(backbone):
+    _, tokenizer, _, _, item_tokens = backbone
+    a, b, c, d = (item_tokens[i][0] for i in range(4))
+    encoder = SequenceEncoder(tokenizer, [[a, b], [a, c], [d], [a, b, c]], history_length=6)
+    encoded = encoder.encode_items([0, 1, 2, 3], first_target=1, seen_branches=True)
+    starts = [start for start, _, _ in encoded.item_spans]
+    # Step s of a target is predicted at its span's start - 1 + s. Item 1 [a c ;] leaves item 0 [a b ;]
+    # at step 1; item 2 [d ;] leaves both at step 0 on a (once); item 3 [a b c ;] leaves item 0 at
+    # step 2 (its separator), item 1 at step 1 (c), item 2 at step 0 (d).
+    assert sorted(encoded.seen_branches) == sorted([
+        (starts[1], b), (starts[2] - 1, a), (starts[3] + 1, encoder.eos), (starts[3], c), (starts[3] - 1, d),
+    ])
+    assert all(encoded.labels[position] not in (-100, token) for position, token in encoded.seen_branches)
+    assert encoder.encode_items([0, 1, 2, 3], first_target=1).seen_branches == ()
+
+
+def test_seen_unlikelihood_on_a_window_adds_minus_log_one_minus_p_per_labelled_position(backbone):
+    _, tokenizer, _, _, item_tokens = backbone
+    from idgenrec.backbone.causal import build_causal
+    from idgenrec.recommender.sequences import collate_sequences
+
+    model = build_causal(TINY_CAUSAL, tokenizer, seed=4).eval()
+    encoder = SequenceEncoder(tokenizer, item_tokens, history_length=6)
+    windows = [encoder.encode_items([0, 1, 2, 3, 4], first_target=2, seen_branches=True),
+               encoder.encode_items([5, 6], first_target=1, seen_branches=True)]
+    batch = collate_sequences(windows, tokenizer.pad_token_id, seen_branches=True)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        plain = sequence_batch_loss(model, batch, cpu).item()
+        weighted = sequence_batch_loss(model, batch, cpu, seen_weight=2.0).item()
+        probabilities = [torch.softmax(model(input_ids=torch.tensor([s.input_ids])).logits[0].float(), -1) for s in windows]
+    labelled = sum(label != -100 for s in windows for label in s.labels)
+    term = -sum(torch.log1p(-p[t, token]).item() for s, p in zip(windows, probabilities) for t, token in s.seen_branches)
+    assert len(batch.seen_branches) == sum(len(s.seen_branches) for s in windows) > 0
+    assert weighted == pytest.approx(plain + 2.0 * term / labelled, rel=1e-5)
+
+
 def test_id_phase_gradients_reach_the_generator_and_never_the_recommender(backbone, trained):
     from idgenrec.recommender.soft_ids import ItemTextInputs, sequence_id_phase_loss
 
@@ -232,6 +269,7 @@ def test_new_items_join_a_causal_model_without_training(backbone, trained):
 def test_causal_settings_that_only_prompts_have_are_refused():
     with pytest.raises(ValueError, match="user_id_words"):
         Params(backbone=TINY_CAUSAL, training=TrainingConfig(user_id_words=2))
+    assert Params(backbone=TINY_CAUSAL, training=TrainingConfig(seen_unlikelihood=1.0)).training.seen_unlikelihood == 1.0
     with pytest.raises(ValueError, match="paper profile is seq2seq"):
         BackboneConfig(profile="paper", architecture="causal")
 

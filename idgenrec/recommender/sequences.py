@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import torch
 
 from idgenrec.recommender.prompts import HISTORY_SEPARATOR, SEQUENCE_INSTRUCTION
-from idgenrec.recommender.samples import EncodedPrompt, TrainingSample, length_grouped_batches, pad_batch
+from idgenrec.recommender.samples import (
+    EncodedPrompt, TrainingSample, length_grouped_batches, pad_batch, seen_item_branches,
+)
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,9 @@ class EncodedSequence(EncodedPrompt):
     # labels[t]: the token at t + 1 where that token belongs to a target item's ID or its closing
     # separator, else -100 (next-token labels aligned with input_ids)
     labels: list[int] = ()
+    # (position, token) where the ID of an item earlier in the sequence leaves a target's ID: the
+    # token at that position that would start writing the already-seen item (empty unless asked for)
+    seen_branches: tuple[tuple[int, int], ...] = ()
 
 
 class SequenceEncoder:
@@ -103,8 +108,14 @@ class SequenceEncoder:
         del template, user_id
         return self.encode_items(self._fit(list(history)[-self.history_length :], self.reserve))
 
-    def encode_items(self, items: Sequence[int], first_target: int | None = None) -> EncodedSequence:
-        """``items`` as a sequence; with ``first_target``, labels on ``items[first_target:]``."""
+    def encode_items(
+        self, items: Sequence[int], first_target: int | None = None, seen_branches: bool = False
+    ) -> EncodedSequence:
+        """``items`` as a sequence; with ``first_target``, labels on ``items[first_target:]``.
+
+        ``seen_branches`` also lists, for every target, where each item before it in the
+        sequence branches off its ID (``training.seen_unlikelihood``).
+        """
         ids = list(self.prefix)
         spans: list[tuple[int, int, int]] = []
         targeted: list[bool] = [False] * len(ids)
@@ -116,13 +127,21 @@ class SequenceEncoder:
             is_target = first_target is not None and position >= first_target
             targeted += [is_target] * (len(ids) - start)
         labels = [ids[t + 1] if targeted[t + 1] else -100 for t in range(len(ids) - 1)] + [-100]
-        return EncodedSequence(ids, spans, labels)
+        branches: tuple[tuple[int, int], ...] = ()
+        if seen_branches and first_target is not None:
+            targets = range(first_target, len(items))
+            found = seen_item_branches(
+                [self.target(items[p]) for p in targets], [[self.target(i) for i in items[:p]] for p in targets]
+            ).tolist()
+            # Step s of a target's tokens is predicted at the position before it: its span's start - 1 + s.
+            branches = tuple((spans[first_target + row][0] - 1 + step, token) for row, step, token in found)
+        return EncodedSequence(ids, spans, labels, branches)
 
-    def encode_window(self, window: TrainingWindow) -> EncodedSequence:
+    def encode_window(self, window: TrainingWindow, seen_branches: bool = False) -> EncodedSequence:
         """A training window; too long for the positions, it keeps its most recent items (targets stay last)."""
         kept = self._fit(window.items, reserve=0)
         dropped = len(window.items) - len(kept)
-        return self.encode_items(kept, max(window.first_target - dropped, 1))
+        return self.encode_items(kept, max(window.first_target - dropped, 1), seen_branches)
 
     def encode_sample(self, sample: TrainingSample) -> tuple[EncodedSequence, int]:
         """An ID-phase input: the sample's history then its target (labelled); returns it and the number of
@@ -138,23 +157,29 @@ class SequenceBatch:
     input_ids: torch.Tensor  # (B, T), right-padded with the pad id
     attention_mask: torch.Tensor  # (B, T)
     labels: torch.Tensor  # (B, T) next-token labels, -100 where there is no target
+    # (N, 3) rows of (sequence, position, token) from EncodedSequence.seen_branches; None when off
+    seen_branches: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
         return self.input_ids.size(0)
 
 
-def collate_sequences(sequences: Sequence[EncodedSequence], pad_id: int) -> SequenceBatch:
+def collate_sequences(sequences: Sequence[EncodedSequence], pad_id: int, seen_branches: bool = False) -> SequenceBatch:
     input_ids = pad_batch([s.input_ids for s in sequences], pad_id)
     labels = pad_batch([s.labels for s in sequences], -100)
-    return SequenceBatch(input_ids, (input_ids != pad_id).long(), labels)
+    branches = None
+    if seen_branches:
+        rows = [(row, position, token) for row, s in enumerate(sequences) for position, token in s.seen_branches]
+        branches = torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
+    return SequenceBatch(input_ids, (input_ids != pad_id).long(), labels, branches)
 
 
 def window_batches(
     encoder: SequenceEncoder, windows: Sequence[TrainingWindow], indices: Sequence[int], batch_size: int,
-    rng: random.Random, pad_id: int,
+    rng: random.Random, pad_id: int, seen_branches: bool = False,
 ) -> Iterator[SequenceBatch]:
     """Batches of ``batch_size`` windows, grouped by length (little padding), in random order."""
-    encoded = [encoder.encode_window(windows[i]) for i in indices]
+    encoded = [encoder.encode_window(windows[i], seen_branches) for i in indices]
     for batch in length_grouped_batches([len(s.input_ids) for s in encoded], batch_size, rng):
-        yield collate_sequences([encoded[i] for i in batch], pad_id)
+        yield collate_sequences([encoded[i] for i in batch], pad_id, seen_branches)

@@ -96,26 +96,38 @@ def recommender_loss(model, batch: Batch, device: torch.device, seen_weight: flo
     return loss
 
 
-def sequence_batch_loss(model, batch: SequenceBatch, device: torch.device) -> torch.Tensor:
+def sequence_batch_loss(model, batch: SequenceBatch, device: torch.device, seen_weight: float = 0.0) -> torch.Tensor:
     """Mean token cross-entropy over every labelled position of a causal batch.
 
     The LM head (a (H, V) projection and a softmax over the vocabulary) runs only where
     there is a target: about 5 of every 6 positions of a window are labelled, but none of
-    the padding is.
+    the padding is. With ``seen_weight`` > 0 and the batch's seen-item branches, plus that
+    weight times -log(1 - p) summed over the branches and divided by the labelled positions
+    (the cross-entropy's own mean): p is the probability of starting to write, in place of the
+    target, an item the window already holds.
     """
     labels = to_device(batch.labels, device)
     states = hidden_states(
         model, input_ids=to_device(batch.input_ids, device), attention_mask=to_device(batch.attention_mask, device)
     )  # (B, T, H)
     targeted = labels != -100
-    logits = token_logits(model, states[targeted])  # (N, V)
-    return torch.nn.functional.cross_entropy(logits.float(), labels[targeted])
+    log_probs = torch.log_softmax(token_logits(model, states[targeted]).float(), dim=-1)  # (N, V)
+    loss = torch.nn.functional.nll_loss(log_probs, labels[targeted])
+    if seen_weight and batch.seen_branches is not None and batch.seen_branches.numel():
+        # Row of each labelled (sequence, position) in log_probs: branches sit on labelled positions only.
+        index = torch.full(labels.shape, -1, dtype=torch.long, device=device)
+        index[targeted] = torch.arange(log_probs.size(0), device=device)
+        sequence, position, token = to_device(batch.seen_branches, device).unbind(1)
+        chosen = log_probs[index[sequence, position], token]
+        # log(1 - p) from log p, accurate for p near 0 and near 1.
+        loss = loss + seen_weight * -torch.log(-torch.expm1(chosen.clamp(max=-1e-6))).sum() / log_probs.size(0)
+    return loss
 
 
 def batch_loss(model, batch: Batch | SequenceBatch, device: torch.device, config: TrainingConfig) -> torch.Tensor:
     """The recommender loss of a seq2seq (:class:`Batch`) or causal (:class:`SequenceBatch`) batch."""
     if isinstance(batch, SequenceBatch):
-        return sequence_batch_loss(model, batch, device)
+        return sequence_batch_loss(model, batch, device, config.seen_unlikelihood)
     return recommender_loss(model, batch, device, config.seen_unlikelihood)
 
 
@@ -278,7 +290,9 @@ class WindowBatches:
 
     def batches(self, indices: Sequence[int], rng: random.Random) -> Iterator[SequenceBatch]:
         pad_id = self.encoder.tokenizer.pad_token_id
-        return window_batches(self.encoder, self.windows, indices, self.config.batch_size, rng, pad_id)
+        return window_batches(
+            self.encoder, self.windows, indices, self.config.batch_size, rng, pad_id, self.config.seen_unlikelihood > 0
+        )
 
 
 def train_recommender_phase(
