@@ -254,14 +254,24 @@ def headline_name(run: Run, reference: dict) -> str | None:
 
 def other_dataset_name(run: Run, reference: dict) -> str:
     """``run``'s model name on a dataset params.yaml does not name: the default's architecture keeps the
-    model's name; a run of another architecture or of a named profile says which."""
+    model's name; a run of another architecture or of a named profile says which, and so does a run
+    of the default architecture whose first recommender phase is longer or shorter (``-5ep``)."""
     if not id_kind(run.model):
         return run.model
     if run.params is None:  # an older file that names its profile instead of recording its params
         profile = str(run.setting.get("params", "")).split()
         return f"{run.model}-{Path(profile[0]).stem}" if profile else run.model
     ours = architecture(run.params)
-    return run.model if ours == architecture(reference) else f"{run.model}-{ours}"
+    if ours != architecture(reference):
+        return f"{run.model}-{ours}"
+    epochs, default = first_phase_epochs(run.params), first_phase_epochs(reference)
+    return run.model if epochs == default else f"{run.model}-{epochs:g}ep"
+
+
+def first_phase_epochs(params: dict) -> float | None:
+    """Epochs of the schedule's first recommender phase."""
+    phases = params.get("training", {}).get("schedule", [])
+    return next((float(p["epochs"]) for p in phases if p.get("phase") == "recommender"), None)
 
 
 def current_runs(dataset: str, runs: list[Run], reference: dict, same_dataset: bool) -> dict[str, list[Run]]:
@@ -434,10 +444,17 @@ def findings(head: dict) -> list[str]:
     if all(key in beauty.get(m, {}) for m in ("idgenrec-learned", "popularity", "sasrec")):
         ours = beauty["idgenrec-learned"][key]
         seeds = len(ours["seeds"])
-        out.append(f"Amazon Beauty on the CPU, this profile ({seeds} seed{'s' if seeds > 1 else ''}, sampled users; "
-                   f"[docs/results.md](docs/results.md)): learned IDs N@10 {ours['mean']:.4f}, "
-                   f"{ours['mean'] / beauty['popularity'][key]['mean']:.1f}x popularity's and "
-                   f"{ours['mean'] / beauty['sasrec'][key]['mean']:.2f}x SASRec's.")
+        line = (f"Amazon Beauty on the CPU, this profile ({seeds} seed{'s' if seeds > 1 else ''}, sampled users; "
+                f"[docs/results.md](docs/results.md)): learned IDs N@10 {ours['mean']:.4f}, "
+                f"{ours['mean'] / beauty['popularity'][key]['mean']:.1f}x popularity's and "
+                f"{ours['mean'] / beauty['sasrec'][key]['mean']:.2f}x SASRec's")
+        longer = sorted((m for m in beauty if re.fullmatch(r"idgenrec-learned-[\d.]+ep", m)),
+                        key=lambda m: float(m.rsplit("-", 1)[1][:-2]))
+        for name in longer:
+            value = beauty[name][key]["mean"]
+            line += (f"; with {name.rsplit('-', 1)[1][:-2]} recommender epochs {value:.4f} "
+                     f"({value / beauty['sasrec'][key]['mean']:.2f}x SASRec's)")
+        out.append(line + ".")
     for dataset, entry in head.get("zero_shot", {}).items():
         held, included = entry["held_out"], "seen_included/ndcg@10"
         rows = held["models"]
