@@ -448,11 +448,11 @@ def findings(head: dict) -> list[str]:
                 f"[docs/results.md](docs/results.md)): learned IDs N@10 {ours['mean']:.4f}, "
                 f"{ours['mean'] / beauty['popularity'][key]['mean']:.1f}x popularity's and "
                 f"{ours['mean'] / beauty['sasrec'][key]['mean']:.2f}x SASRec's")
-        longer = sorted((m for m in beauty if re.fullmatch(r"idgenrec-learned-[\d.]+ep", m)),
-                        key=lambda m: float(m.rsplit("-", 1)[1][:-2]))
-        for name in longer:
+        # Runs of another first-phase length (other_dataset_name's "-5ep"), shortest first.
+        lengths = {m: match[1] for m in beauty if (match := re.fullmatch(r"idgenrec-learned-([\d.]+)ep", m))}
+        for name, epochs in sorted(lengths.items(), key=lambda item: float(item[1])):
             value = beauty[name][key]["mean"]
-            line += (f"; with {name.rsplit('-', 1)[1][:-2]} recommender epochs {value:.4f} "
+            line += (f"; with {epochs} recommender epochs {value:.4f} "
                      f"({value / beauty['sasrec'][key]['mean']:.2f}x SASRec's)")
         out.append(line + ".")
     for dataset, entry in head.get("zero_shot", {}).items():

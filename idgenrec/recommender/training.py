@@ -70,9 +70,12 @@ def seen_unlikelihood_loss(logits: torch.Tensor, branches: torch.Tensor, rows: i
         return logits.new_zeros((), dtype=torch.float32)
     row, step, token = branches.unbind(1)
     log_probs = torch.log_softmax(logits[row, step].float(), dim=-1)
-    chosen = log_probs.gather(1, token.unsqueeze(1)).squeeze(1)
-    # log(1 - p) from log p, accurate for p near 0 and near 1.
-    return -torch.log(-torch.expm1(chosen.clamp(max=-1e-6))).sum() / max(rows, 1)
+    return unlikelihood(log_probs.gather(1, token.unsqueeze(1)).squeeze(1)).sum() / max(rows, 1)
+
+
+def unlikelihood(log_p: torch.Tensor) -> torch.Tensor:
+    """-log(1 - p) from log p, elementwise, accurate for p near 0 and near 1."""
+    return -torch.log(-torch.expm1(log_p.clamp(max=-1e-6)))
 
 
 def recommender_loss(model, batch: Batch, device: torch.device, seen_weight: float = 0.0) -> torch.Tensor:
@@ -118,9 +121,7 @@ def sequence_batch_loss(model, batch: SequenceBatch, device: torch.device, seen_
         index = torch.full(labels.shape, -1, dtype=torch.long, device=device)
         index[targeted] = torch.arange(log_probs.size(0), device=device)
         sequence, position, token = to_device(batch.seen_branches, device).unbind(1)
-        chosen = log_probs[index[sequence, position], token]
-        # log(1 - p) from log p, accurate for p near 0 and near 1.
-        loss = loss + seen_weight * -torch.log(-torch.expm1(chosen.clamp(max=-1e-6))).sum() / log_probs.size(0)
+        loss = loss + seen_weight * unlikelihood(log_probs[index[sequence, position], token]).sum() / log_probs.size(0)
     return loss
 
 
