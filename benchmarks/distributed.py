@@ -9,7 +9,8 @@ generator is needed). Settings are run in turn, ``--rounds`` times, and the medi
 - N processes launched by torchrun (gloo on a CPU), the threads split between them;
 - 1 process with one thread (the per-core reference).
 
-Writes OUT.{json,md} and headline.json's ``scale.training``. No assertions: a benchmark reports.
+Writes OUT.{json,md} and headline.json's ``scale.training`` (``--compare``: ``scale.processes_quality``). No
+assertions: a benchmark reports.
 
     python -m benchmarks.distributed --prepared artifacts/prepared --steps 30 --rounds 3
 
@@ -110,8 +111,9 @@ def render(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(runs: list[list[str]], out: Path, commands: list[str]) -> None:
-    """Tabulate finished runs: (label, training folder, metrics JSON) each."""
+def compare(runs: list[list[str]], out: Path, commands: list[str], headline: bool = True) -> None:
+    """Tabulate finished runs: (label, training folder, metrics JSON) each; headline.json's
+    ``scale.processes_quality`` gets each run's selected validation and test scores."""
     from idgenrec.recommender.alternating import TrainingState
 
     rows = []
@@ -141,6 +143,18 @@ def compare(runs: list[list[str]], out: Path, commands: list[str]) -> None:
                      f"{row['test']['test/seen_included/ndcg@10']:.4f} | {row['test']['test/seen_excluded/ndcg@10']:.4f} |")
     lines += ["", "Trained with:", "", *[f"- `{c}`" for c in commands]]
     write_report(out, payload, "\n".join(lines) + "\n")
+    if headline:
+        write_scale_headline("processes_quality", {
+            "command": payload["command"], "source": f"{out}.json",
+            "runs": [{"label": row["label"], "selected_valid_ndcg@10": row["selected"]["valid_ndcg@10"], **row["test"]}
+                     for row in rows]})
+
+
+def write_scale_headline(key: str, value: dict) -> None:
+    """headline.json's ``scale[key]`` set to ``value``, the rest of the file kept."""
+    path = RESULTS / "headline.json"
+    whole = json.loads(path.read_text()) if path.exists() else {}
+    write_json(path, {**whole, "scale": {**whole.get("scale", {}), key: value}})
 
 
 def main() -> None:
@@ -162,7 +176,7 @@ def main() -> None:
         worker(args)
         return
     if args.compare:
-        compare(args.compare, args.out, args.trained_with)
+        compare(args.compare, args.out, args.trained_with, args.headline)
         return
     cores = os.cpu_count() or 1
     settings = [(1, cores), (args.processes, max(1, cores // args.processes)), (1, 1)]
@@ -182,13 +196,10 @@ def main() -> None:
                "steps": args.steps, "rounds": args.rounds, "batch_windows": results[0]["batch_windows"], "settings": rows}
     write_report(args.out, payload, render(payload))
     if args.headline:
-        path = RESULTS / "headline.json"
-        whole = json.loads(path.read_text()) if path.exists() else {}
-        scale = whole.get("scale", {})
-        scale["training"] = {"command": payload["command"], "machine": payload["machine"],
-                             "settings": [{k: row[k] for k in ("processes", "threads", "seconds_per_step",
-                                                                "target_items_per_s", "speedup")} for row in rows]}
-        write_json(path, {**whole, "scale": scale})
+        write_scale_headline("training", {
+            "command": payload["command"], "machine": payload["machine"],
+            "settings": [{k: row[k] for k in ("processes", "threads", "seconds_per_step", "target_items_per_s", "speedup")}
+                         for row in rows]})
 
 
 if __name__ == "__main__":
