@@ -33,7 +33,7 @@ import torch
 
 import idgenrec  # noqa: F401  (offline defaults before transformers is imported)
 from idgenrec.atomic import atomic_write, write_json
-from benchmarks.common import matmul_peaks, render_peaks, title_id_setup
+from benchmarks.common import batch_counts, matmul_peaks, render_peaks, title_id_setup
 
 
 def _batches(params, dataset, tokenizer, table, architecture: str, history: int, count: int, token_budget: int | None,
@@ -68,19 +68,6 @@ def _batches(params, dataset, tokenizer, table, architecture: str, history: int,
     return batches
 
 
-def _batch_counts(batch, separator: int) -> dict:
-    """Tokens read, target items and target token positions of one batch of either architecture."""
-    from idgenrec.recommender.sequences import SequenceBatch
-
-    if isinstance(batch, SequenceBatch):
-        positions = int((batch.labels != -100).sum())
-        # every target item's ID ends with a labelled separator: one per target item
-        items = int((batch.labels == separator).sum())
-        return {"tokens": int(batch.attention_mask.sum()), "items": items, "positions": positions}
-    positions = int((batch.labels != -100).sum())
-    return {"tokens": int(batch.attention_mask.sum()) + positions, "items": batch.size, "positions": positions}
-
-
 def measure_speed(args) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -96,7 +83,7 @@ def measure_speed(args) -> dict:
     device = torch.device("cpu")
     seq2seq_batches = _batches(params, dataset, tokenizer, table, "seq2seq", args.seq2seq_history, args.steps + 2, None, 0,
                                args.seq2seq_batch)
-    budget = int(statistics.mean(_batch_counts(b, separator)["tokens"] for b in seq2seq_batches))
+    budget = int(statistics.mean(batch_counts(b, separator)["tokens"] for b in seq2seq_batches))
     causal_batches = _batches(params, dataset, tokenizer, table, "causal", args.causal_history, args.steps + 2, budget, 0)
     backbone = params.backbone
     models = {
@@ -114,7 +101,7 @@ def measure_speed(args) -> dict:
         counter = FlopCounterMode(display=False)
         with counter:
             optimisation_step(model, batches[0], optimizer, schedule, device, params.training)
-        counts = [_batch_counts(b, separator) for b in batches[2:]]
+        counts = [batch_counts(b, separator) for b in batches[2:]]
         results[name] = {
             "flops_per_step": counter.get_total_flops(), "optimizer": optimizer, "schedule": schedule, "seconds": [],
             "per_step": {key: statistics.mean(c[key] for c in counts) for key in counts[0]},

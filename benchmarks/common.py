@@ -86,8 +86,9 @@ SCRIPTS: tuple[Benchmark, ...] = (
               "about 3 h in all; Beauty's baselines on 2,000 sampled users: longer; Beauty's learned IDs: 1-1.5 h (2.5 epochs), "
               "1.5-2 h (5 epochs)",
               "benchmarks/results/quality-DATASET-*.{json,md}", suites=("full",)),
-    Benchmark("speed", "Training throughput (samples/s, target positions/s) and MFU against the measured matmul "
-              "peak; decoding latency p50/p95 with and without the trie, by history length and catalogue size.",
+    Benchmark("speed", "The params.yaml recommender's training throughput (target items/s, target positions/s) and MFU "
+              "against the measured matmul peak; decoding latency p50/p95 with and without the trie, by history length "
+              "and catalogue size.",
               (("--out", "benchmarks/results/speed"),), "about 2 min (`--history-lengths 5 10 20 --catalogue-sizes 100 300 1000`: several times that)",
               "benchmarks/results/speed.{json,md,png}", suites=("quick", "full")),
     Benchmark("ids_benchmark", "Textual ID quality (unique, length, own words) and generation speed, "
@@ -322,10 +323,27 @@ def render_peaks(peak_flops: dict[str, float]) -> str:
     return ", ".join(f"{precision} {flops / 1e9:.0f} GFLOP/s" for precision, flops in peak_flops.items())
 
 
-def training_throughput(model, batches, bf16: bool, config) -> dict:
+def batch_counts(batch, separator: int | None = None) -> dict:
+    """Tokens read, target items and target token positions of one training batch of either architecture.
+
+    A seq2seq prompt has one target item; a causal window has one per labelled ``separator`` (every
+    target's ID ends with one), so causal batches need it.
+    """
+    from idgenrec.recommender.sequences import SequenceBatch
+
+    positions = int((batch.labels != -100).sum())
+    if isinstance(batch, SequenceBatch):
+        if separator is None:
+            raise ValueError("counting a causal batch's target items needs the separator token")
+        return {"tokens": int(batch.attention_mask.sum()), "items": int((batch.labels == separator).sum()), "positions": positions}
+    return {"tokens": int(batch.attention_mask.sum()) + positions, "items": batch.size, "positions": positions}
+
+
+def training_throughput(model, batches, bf16: bool, config, separator: int | None = None) -> dict:
     """Time the training loop's own optimisation step over ``batches`` (after two warm-up steps); count FLOPs of one.
 
-    A sample is one prompt; a target position is one ID token the loss is computed on (labels != -100).
+    A sample is one batch row (a seq2seq prompt, a causal window); a target item is an item whose ID
+    the loss trains; a target position is one ID token the loss is computed on (labels != -100).
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -345,19 +363,20 @@ def training_throughput(model, batches, bf16: bool, config) -> dict:
     counter = FlopCounterMode(display=False)
     with counter:
         step(batches[0])
-    flops_per_sample = counter.get_total_flops() / batches[0].labels.size(0)
+    flops_per_sample = counter.get_total_flops() / batches[0].size
+    totals = {"samples": 0, "tokens": 0, "items": 0, "positions": 0}
     start = time.perf_counter()
-    samples = tokens = positions = 0
     for batch in batches:
         step(batch)
-        samples += batch.labels.size(0)
-        positions += int((batch.labels != -100).sum())
-        tokens += int(batch.attention_mask.sum()) + int((batch.labels != -100).sum())
+        counts = batch_counts(batch, separator)
+        totals["samples"] += batch.size
+        for key in ("tokens", "items", "positions"):
+            totals[key] += counts[key]
     seconds = time.perf_counter() - start
     model.eval()
-    return {"samples_per_s": samples / seconds, "target_positions_per_s": positions / seconds,
-            "tokens_per_s": tokens / seconds, "flops_per_sample": flops_per_sample,
-            "achieved_flops": flops_per_sample * samples / seconds}
+    return {"samples_per_s": totals["samples"] / seconds, "target_items_per_s": totals["items"] / seconds,
+            "target_positions_per_s": totals["positions"] / seconds, "tokens_per_s": totals["tokens"] / seconds,
+            "flops_per_sample": flops_per_sample, "achieved_flops": flops_per_sample * totals["samples"] / seconds}
 
 
 @contextlib.contextmanager

@@ -10,8 +10,9 @@
     python -m benchmarks.speed --out benchmarks/results/speed                              # params.yaml's history length
     python -m benchmarks.speed --history-lengths 5 10 20 --out benchmarks/results/speed     # and how cost grows with it
 
-The recommender is params.yaml's backbone with fresh weights and title IDs (the same length
-regime as learned IDs, no trained generator needed). Trie-constrained decoding runs the same number
+The recommender is params.yaml's (its architecture, layers and batch size) with fresh weights and
+title IDs (the same length regime as learned IDs, no trained generator needed); a seq2seq sample
+is one prompt, a causal one a window of up to the history length of items, each training all its items. Trie-constrained decoding runs the same number
 of steps whatever the weights (every beam must end on an ID), so its latency is set mostly by the
 beam width, the trie and the shapes.
 
@@ -33,13 +34,13 @@ import torch
 
 import idgenrec  # noqa: F401
 from idgenrec.atomic import atomic_write, write_json
-from idgenrec.backbone import build_seq2seq
-from idgenrec.config import BackboneConfig, TrainingConfig
+from idgenrec.config import Params
 from idgenrec.ids.trie import IdTrie
-from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
-from idgenrec.recommender.samples import PromptEncoder, collate, training_samples
+from idgenrec.recommender.alternating import build_recommender, decoding_settings, recommender_inputs
+from idgenrec.recommender.model import IDGenRecModel
+from idgenrec.recommender.prompts import HISTORY_SEPARATOR
 
-from benchmarks.common import machine, matmul_peaks, render_peaks, title_id_setup, training_throughput
+from benchmarks.common import batch_counts, machine, matmul_peaks, render_peaks, title_id_setup, training_throughput
 
 
 def latency(model: IDGenRecModel, histories, constrained: bool, repeats: int) -> dict:
@@ -69,13 +70,38 @@ def subset_model(model: IDGenRecModel, num_items: int, rng: random.Random) -> ID
     return smaller
 
 
+def recommender_layers(params: Params) -> str:
+    """'1' (causal layers) or '1+1' (seq2seq encoder + decoder layers)."""
+    backbone = params.backbone
+    if backbone.architecture == "causal":
+        return f"{backbone.causal_layers}"
+    return f"{backbone.encoder_layers}+{backbone.decoder_layers}"
+
+
+def with_history(params: Params, history_length: int) -> Params:
+    """``params`` reading (and training on) ``history_length`` items."""
+    return params.model_copy(update={"training": params.training.model_copy(update={"history_length": history_length})})
+
+
+def training_batches(params: Params, dataset, recommender, tokenizer, table, count: int, rng: random.Random) -> list:
+    """``count`` full training batches of params' architecture, drawn by the training loop's own batching
+    from a random sample of its samples (seq2seq prompts, causal windows)."""
+    _, source, _ = recommender_inputs(params, dataset, recommender, tokenizer, table)
+    size = params.training.batch_size
+    indices = rng.sample(range(source.num_samples), min(source.num_samples, 2 * size * count))
+    full = [batch for batch in source.batches(indices, rng) if batch.size == size]
+    if len(full) < count:
+        raise ValueError(f"only {len(full)} full batches of {size} samples; {count} are timed")
+    return full[:count]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", type=Path, default=Path("artifacts/prepared"))
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--steps", type=int, default=30, help="Timed training steps per setting.")
     parser.add_argument("--users", type=int, default=60, help="Users timed one at a time.")
-    parser.add_argument("--history-lengths", type=int, nargs="+", help="Prompt history lengths (default: params.yaml's).")
+    parser.add_argument("--history-lengths", type=int, nargs="+", help="History lengths: items a prompt or a causal window holds (default: params.yaml's).")
     parser.add_argument("--catalogue-sizes", type=int, nargs="*", default=[],
                         help="Also time decoding with the trie cut to these many items (e.g. 100 300 1000).")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/speed"))
@@ -88,40 +114,33 @@ def main() -> None:
         return
 
     params, dataset, tokenizer, table, quality = title_id_setup(args.params, args.prepared)
-    backbone: BackboneConfig = params.backbone
     torch.manual_seed(0)
-    recommender = build_seq2seq(backbone, tokenizer, "recommender", seed=0)
+    recommender = build_recommender(params, tokenizer)
+    separator = tokenizer(HISTORY_SEPARATOR.strip(), add_special_tokens=False)["input_ids"][0]
     rng = random.Random(0)
     lengths = sorted(set(args.history_lengths or [params.training.history_length]))
     results: dict = {
         "command": " ".join(["python -m benchmarks.speed", *sys.argv[1:]]),
         "machine": machine(),
-        "model": {"layers": [backbone.encoder_layers, backbone.decoder_layers], "vocabulary": len(tokenizer),
-                  "parameters": sum(p.numel() for p in recommender.parameters()), "id_tokens_mean": quality.get("mean_tokens")},
+        "model": {"architecture": params.backbone.architecture, "layers": recommender_layers(params),
+                  "vocabulary": len(tokenizer), "parameters": sum(p.numel() for p in recommender.parameters()),
+                  "id_tokens_mean": quality.get("mean_tokens"), "batch_size": params.training.batch_size,
+                  "num_beams": params.training.num_beams},
     }
     results["peak_flops"] = matmul_peaks()
 
     # -- training throughput and MFU, by history length and precision ------------------
-    config = TrainingConfig(batch_size=params.training.batch_size, history_length=params.training.history_length)
     training = []
     for history_length in lengths:
-        encoder = PromptEncoder(tokenizer, table.token_ids(tokenizer), history_length)
-        samples = training_samples([dataset.train_sequence(u) for u in range(dataset.num_users)], history_length)
-        chosen = rng.sample(samples, config.batch_size * (args.steps + 2))
-        prompts = [encoder.encode(s.history, 0) for s in chosen]
-        targets = [encoder.target(s.target) for s in chosen]
-        batches = [
-            collate(prompts[i : i + config.batch_size], targets[i : i + config.batch_size], tokenizer.pad_token_id,
-                    recommender.config.decoder_start_token_id)
-            for i in range(0, len(prompts), config.batch_size)
-        ]
+        at_length = with_history(params, history_length)
+        batches = training_batches(at_length, dataset, recommender, tokenizer, table, args.steps + 2, rng)
         for bf16 in [False, True] if "bf16" in results["peak_flops"] else [False]:
-            row = training_throughput(recommender, batches, bf16, config)
+            row = training_throughput(recommender, batches, bf16, at_length.training, separator)
             row |= {"history_length": history_length, "bf16": bf16,
-                    "prompt_tokens_mean": statistics.fmean(len(p.input_ids) for p in prompts)}
+                    "sample_tokens_mean": statistics.fmean(batch_counts(b, separator)["tokens"] / b.size for b in batches)}
             training.append(row)
             print(f"train history={history_length} bf16={bf16}: {row['samples_per_s']:.0f} samples/s, "
-                  f"{row['target_positions_per_s']:.0f} target positions/s", flush=True)
+                  f"{row['target_items_per_s']:.0f} target items/s", flush=True)
     # The peak again after training, the best of the two kept: on a shared machine one reading can
     # catch other work, and a peak read low would inflate MFU.
     after = matmul_peaks()
@@ -136,13 +155,13 @@ def main() -> None:
     rng.shuffle(histories)
     decoding = []
     for history_length in lengths:
-        model = IDGenRecModel(recommender, tokenizer, table, DecodingSettings(history_length, params.training.num_beams, True))
+        model = IDGenRecModel(recommender, tokenizer, table, decoding_settings(with_history(params, history_length)))
         for constrained in (True, False):
             row = latency(model, histories, constrained, args.users)
             row |= {"history_length": history_length, "constrained": constrained, "items": dataset.num_items}
             decoding.append(row)
             print(f"decode history={history_length} constrained={constrained}: p50 {row['p50_ms']:.1f} ms", flush=True)
-    full = IDGenRecModel(recommender, tokenizer, table, DecodingSettings(params.training.history_length, params.training.num_beams, True))
+    full = IDGenRecModel(recommender, tokenizer, table, decoding_settings(params))
     for num_items in args.catalogue_sizes:
         if num_items < dataset.num_items:
             row = latency(subset_model(full, num_items, rng), histories, True, args.users)
@@ -159,25 +178,28 @@ def main() -> None:
 
 
 def render_markdown(results: dict) -> str:
-    peak = results["peak_flops"]
+    peak, model = results["peak_flops"], results["model"]
+    sample = "window" if model["architecture"] == "causal" else "prompt"
     lines = [
         "## Speed (CPU, one process)", "",
         f"`{results.get('command', 'python -m benchmarks.speed')}`; CPU {results['machine'].get('cpu', results['machine'].get('processor'))}, "
         f"load average at the end {', '.join(f'{x:.1f}' for x in results['machine'].get('load_average', []))}.", "",
-        f"Recommender: {results['model']['layers'][0]}+{results['model']['layers'][1]} layers, "
-        f"{results['model']['parameters'] / 1e6:.1f}M parameters, vocabulary {results['model']['vocabulary']}; "
+        f"Recommender: {model['architecture']} (layers: {model['layers']}), "
+        f"{model['parameters'] / 1e6:.1f}M parameters, vocabulary {model['vocabulary']}, batches of {model['batch_size']} "
+        f"{sample}s, {model['num_beams']} beams; "
         f"torch {results['machine']['torch']}, {results['machine']['threads']} threads. "
         f"Measured matmul peak: {render_peaks(peak)}. "
         f"Peak RSS {results['peak_rss_mb']:.0f} MB.", "",
         "MFU is the model's FLOPs per second over a measured matmul peak: over the peak of the precision "
         "the step runs in, and over the fp32 peak (what the same model trained without autocast is held to).", "",
-        "| history | precision | prompt tokens | samples/s | target positions/s | tokens/s | MFU (vs same-precision peak) | MFU (vs fp32 peak) |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| history | precision | tokens per {sample} | {sample}s/s | target items/s | target positions/s | tokens/s | "
+        "MFU (vs same-precision peak) | MFU (vs fp32 peak) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in results["training"]:
-        lines.append(f"| {row['history_length']} | {'bf16' if row['bf16'] else 'fp32'} | {row['prompt_tokens_mean']:.0f} | "
-                     f"{row['samples_per_s']:.0f} | {row.get('target_positions_per_s', float('nan')):.0f} | {row['tokens_per_s']:.0f} | {row['mfu']:.1%} | "
-                     f"{row['achieved_flops'] / peak['fp32']:.1%} |")
+        lines.append(f"| {row['history_length']} | {'bf16' if row['bf16'] else 'fp32'} | {row['sample_tokens_mean']:.0f} | "
+                     f"{row['samples_per_s']:.0f} | {row['target_items_per_s']:.0f} | {row['target_positions_per_s']:.0f} | "
+                     f"{row['tokens_per_s']:.0f} | {row['mfu']:.1%} | {row['achieved_flops'] / peak['fp32']:.1%} |")
     if "bf16" not in peak:
         lines += ["", "This CPU has no bf16 kernels, so training runs in fp32 only (the library's fallback)."]
     lines += ["", "| history | items | trie | p50 ms (1 user) | p95 ms | users/s (batches of 64) |", "|---|---|---|---|---|---|"]
@@ -204,8 +226,8 @@ def plot(results: dict, path: Path) -> None:
         rows = [r for r in results["training"] if r["bf16"] == bf16]
         if not rows:
             continue
-        left.plot([r["history_length"] for r in rows], [r["samples_per_s"] for r in rows], marker="o", label="bf16" if bf16 else "fp32")
-    left.set(xlabel="history length (items)", ylabel="training samples/s", title="Training throughput")
+        left.plot([r["history_length"] for r in rows], [r["target_items_per_s"] for r in rows], marker="o", label="bf16" if bf16 else "fp32")
+    left.set(xlabel="history length (items)", ylabel="target items trained per second", title="Training throughput")
     left.legend()
     for constrained in (True, False):
         rows = [r for r in results["decoding"] if r["constrained"] == constrained and r["items"] == max(x["items"] for x in results["decoding"])]
