@@ -333,12 +333,14 @@ def speed_section() -> dict:
         setting = {**data.get("machine", {}), "model": data.get("model"),
                    "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in data["peak_flops"].items()}}
         source = {"source": "benchmarks/results/speed.json", "command": data.get("command", "python -m benchmarks.speed")}
+        model = data.get("model", {})
         speed["training"] = {**source, "setting": setting, "rows": [
             {"history_length": r["history_length"], "precision": "bf16" if r["bf16"] else "fp32",
-             "batch_size": 64, "samples_per_s": r["samples_per_s"], "target_positions_per_s": r.get("target_positions_per_s"),
+             "batch_size": model.get("batch_size"), "samples_per_s": r["samples_per_s"],
+             "target_items_per_s": r.get("target_items_per_s"), "target_positions_per_s": r.get("target_positions_per_s"),
              "mfu": r["mfu"], "mfu_peak": "measured dense matmul peak of the same precision"} for r in data["training"]]}
         speed["decoding"] = {**source, "setting": setting, "rows": [
-            {"history_length": r["history_length"], "items": r["items"], "trie": r["constrained"], "beams": 10,
+            {"history_length": r["history_length"], "items": r["items"], "trie": r["constrained"], "beams": model.get("num_beams"),
              "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "batched_users_per_s": r["batch_users_per_s"]}
             for r in data["decoding"]]}
     if data := read("architectures-speed.json"):
@@ -363,6 +365,7 @@ def speed_section() -> dict:
             "setting": {**{k: v for k, v in data["machine"].items() if k != "peak_flops"}, "dataset": "ml-100k",
                         "params": "params.yaml", "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
                         "load_average_at_end": [round(x, 2) for x in data.get("load_average_at_end", [])]},
+            "architecture": data.get("architecture", "seq2seq"),
             "total_s": data["total_seconds"], "prepared_to_evaluated_s": data["prepared_to_evaluated_seconds"],
             "stages_s": {r["stage"]: r["seconds"] for r in data["stages"]}}
     return speed
@@ -448,6 +451,11 @@ def findings(head: dict) -> list[str]:
                 f"[docs/results.md](docs/results.md)): learned IDs N@10 {ours['mean']:.4f}, "
                 f"{ours['mean'] / beauty['popularity'][key]['mean']:.1f}x popularity's and "
                 f"{ours['mean'] / beauty['sasrec'][key]['mean']:.2f}x SASRec's")
+        ablation = [f"{kind} IDs {beauty[name][key]['mean']:.4f} ({len(beauty[name][key]['seeds'])} seed"
+                    f"{'s' if len(beauty[name][key]['seeds']) > 1 else ''})"
+                    for kind in ("title", "random") if key in beauty.get(name := f"idgenrec-{kind}", {})]
+        if ablation:
+            line += "; " + ", ".join(ablation)
         # Runs of another first-phase length (other_dataset_name's "-5ep"), shortest first.
         lengths = {m: match[1] for m in beauty if (match := re.fullmatch(r"idgenrec-learned-([\d.]+)ep", m))}
         for name, epochs in sorted(lengths.items(), key=lambda item: float(item[1])):
@@ -482,9 +490,11 @@ def speed_lines(head: dict) -> list[str]:
     speed, lines = head["speed"], []
     if training := speed.get("training"):
         s = training["setting"]
+        model, sample = s["model"], "windows" if s["model"]["architecture"] == "causal" else "prompts"
         for row in training["rows"]:
-            lines.append(f"| training, seq2seq profile, history {row['history_length']}, batch 64, {row['precision']} | "
-                         f"{row['samples_per_s']:.0f} samples/s, {fmt(row['target_positions_per_s'])} target positions/s, "
+            lines.append(f"| training, {model['architecture']} recommender (params.yaml), history {row['history_length']}, "
+                         f"batches of {row['batch_size']} {sample}, {row['precision']} | "
+                         f"{row['samples_per_s']:.0f} {sample}/s, {fmt(row['target_items_per_s'])} target items/s, "
                          f"MFU {row['mfu']:.0%} | {where(s)} |")
     if architectures := speed.get("architectures"):
         s, rows, ratio = architectures["setting"], architectures["rows"], architectures["causal_over_seq2seq"]
@@ -497,9 +507,9 @@ def speed_lines(head: dict) -> list[str]:
         s = decoding["setting"]
         full = max(r["items"] for r in decoding["rows"])
         for row in [r for r in decoding["rows"] if r["items"] == full]:
-            lines.append(f"| top-10 for one user, seq2seq profile, history {row['history_length']}, 10 beams, "
-                         f"{'trie' if row['trie'] else 'no trie'} | p50 {row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms | "
-                         f"{where(s)} |")
+            lines.append(f"| top-10 for one user, {s['model']['architecture']} recommender, history {row['history_length']}, "
+                         f"{row['beams']} beams, {'trie' if row['trie'] else 'no trie'} | p50 {row['p50_ms']:.0f} ms, "
+                         f"p95 {row['p95_ms']:.0f} ms | {where(s)} |")
     if ids := speed.get("id_generation"):
         s = ids["setting"]
         lines.append(f"| textual IDs, first {ids['subset_items']} ML-100k items | {ids['batched_items_per_s']:.0f} items/s batched, "
@@ -507,7 +517,8 @@ def speed_lines(head: dict) -> list[str]:
     if pipeline := speed.get("pipeline"):
         s = pipeline["setting"]
         peaks = ", ".join(f"{k} {v:.0f}" for k, v in s["matmul_peak_gflops"].items())
-        lines.append(f"| `dvc repro` of the seq2seq profile, every stage forced | {pipeline['total_s'] / 60:.1f} min "
+        lines.append(f"| `dvc repro`, {pipeline['architecture']} recommender, every stage forced | "
+                     f"{pipeline['total_s'] / 60:.1f} min "
                      f"(prepared data -> evaluated model {pipeline['prepared_to_evaluated_s'] / 60:.1f} min) | "
                      f"{where(s)}, matmul peak GFLOP/s: {peaks} |")
     return ["| what | measured | setting |", "|---|---|---|", *lines] if lines else []
