@@ -333,14 +333,14 @@ def speed_section() -> dict:
         setting = {**data.get("machine", {}), "model": data.get("model"),
                    "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in data["peak_flops"].items()}}
         source = {"source": "benchmarks/results/speed.json", "command": data.get("command", "python -m benchmarks.speed")}
-        model = data.get("model", {})
+        model = data["model"]
         speed["training"] = {**source, "setting": setting, "rows": [
             {"history_length": r["history_length"], "precision": "bf16" if r["bf16"] else "fp32",
-             "batch_size": model.get("batch_size"), "samples_per_s": r["samples_per_s"],
+             "batch_size": model["batch_size"], "samples_per_s": r["samples_per_s"],
              "target_items_per_s": r.get("target_items_per_s"), "target_positions_per_s": r.get("target_positions_per_s"),
              "mfu": r["mfu"], "mfu_peak": "measured dense matmul peak of the same precision"} for r in data["training"]]}
         speed["decoding"] = {**source, "setting": setting, "rows": [
-            {"history_length": r["history_length"], "items": r["items"], "trie": r["constrained"], "beams": model.get("num_beams"),
+            {"history_length": r["history_length"], "items": r["items"], "trie": r["constrained"], "beams": model["num_beams"],
              "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "batched_users_per_s": r["batch_users_per_s"]}
             for r in data["decoding"]]}
     if data := read("architectures-speed.json"):

@@ -12,9 +12,9 @@
 
 The recommender is params.yaml's (its architecture, layers and batch size) with fresh weights and
 title IDs (the same length regime as learned IDs, no trained generator needed); a seq2seq sample
-is one prompt, a causal one a window of up to the history length of items, each training all its items. Trie-constrained decoding runs the same number
-of steps whatever the weights (every beam must end on an ID), so its latency is set mostly by the
-beam width, the trie and the shapes.
+is one prompt, a causal one a window of up to the history length of items, each training all its
+items. Trie-constrained decoding runs the same number of steps whatever the weights (every beam
+must end on an ID), so its latency is set mostly by the beam width, the trie and the shapes.
 
 Writes ``speed.json``, ``speed.md`` and ``speed.png``. No assertions: a benchmark reports.
 """
