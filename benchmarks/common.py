@@ -74,12 +74,9 @@ SCRIPTS: tuple[Benchmark, ...] = (
                ("--dataset", "beauty", "--kinds", "--seeds", "0", "1", "2", "--baselines", *BASELINES,
                 "--set", "evaluation.sample_users=2000", "--set", "sasrec.max_epochs=50", "--set", "sasrec.patience=10",
                 "--out", "benchmarks/results/quality-beauty-baselines"),
-               ("--dataset", "beauty", "--kinds", "learned", "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
-                "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
-                "--out", "benchmarks/results/quality-beauty-learned-seed0"),
                *(("--dataset", "beauty", "--kinds", kind, "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
                   "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
-                  "--out", f"benchmarks/results/quality-beauty-{kind}-seed0") for kind in ("title", "random")),
+                  "--out", f"benchmarks/results/quality-beauty-{kind}-seed0") for kind in KINDS),
                ("--dataset", "beauty", "--kinds", "learned", "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
                 "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
                 "--set", "training.schedule=[{phase: recommender, epochs: 5, learning_rate: 0.002}, "

@@ -362,11 +362,12 @@ def speed_section() -> dict:
         peaks = data["machine"].get("peak_flops", {})
         speed["pipeline"] = {
             "source": "benchmarks/results/pipeline-ml-100k.json", "command": "python -m benchmarks.pipeline_times",
-            # the load at the end, not at the start: other work that ran beside the stages shows there
-            "setting": {**{k: v for k, v in data["machine"].items() if k != "peak_flops"}, "dataset": "ml-100k",
-                        "load_average": [round(x, 2) for x in data.get("load_average_at_end", data["machine"]["load_average"])],
-                        "params": "params.yaml", "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
-                        "load_average_at_end": [round(x, 2) for x in data.get("load_average_at_end", [])]},
+            # the machine's load at the start is dropped: where() then shows the load at the end, which
+            # counts the other work that ran beside the stages
+            "setting": {**{k: v for k, v in data["machine"].items() if k not in ("peak_flops", "load_average")},
+                        "dataset": "ml-100k", "params": "params.yaml",
+                        "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
+                        "load_average_at_end": [round(x, 2) for x in data["load_average_at_end"]]},
             "architecture": data["architecture"],
             "total_s": data["total_seconds"], "prepared_to_evaluated_s": data["prepared_to_evaluated_seconds"],
             "stages_s": {r["stage"]: r["seconds"] for r in data["stages"]}}

@@ -40,7 +40,7 @@ from idgenrec.recommender.alternating import build_recommender, decoding_setting
 from idgenrec.recommender.model import IDGenRecModel
 from idgenrec.recommender.prompts import HISTORY_SEPARATOR
 
-from benchmarks.common import batch_counts, machine, matmul_peaks, render_peaks, title_id_setup, training_throughput
+from benchmarks.common import machine, matmul_peaks, render_peaks, title_id_setup, training_throughput
 
 
 def latency(model: IDGenRecModel, histories, constrained: bool, repeats: int) -> dict:
@@ -137,7 +137,7 @@ def main() -> None:
         for bf16 in [False, True] if "bf16" in results["peak_flops"] else [False]:
             row = training_throughput(recommender, batches, bf16, at_length.training, separator)
             row |= {"history_length": history_length, "bf16": bf16,
-                    "sample_tokens_mean": statistics.fmean(batch_counts(b, separator)["tokens"] / b.size for b in batches)}
+                    "sample_tokens_mean": row["tokens_per_s"] / row["samples_per_s"]}
             training.append(row)
             print(f"train history={history_length} bf16={bf16}: {row['samples_per_s']:.0f} samples/s, "
                   f"{row['target_items_per_s']:.0f} target items/s", flush=True)
