@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--skip", nargs="*", default=[], help="Stages not to time (e.g. register).")
     args = parser.parse_args()
     dvc = str(Path(sys.executable).with_name("dvc"))
-    architecture = yaml.safe_load(Path("params.yaml").read_text())["backbone"]["architecture"]
+    params = yaml.safe_load(Path("params.yaml").read_text())
+    architecture, ranking = params["backbone"]["architecture"], params["training"]["ranking"]
     setting = machine() | {"peak_flops": matmul_peaks()}
     print(f"matmul peak at {setting['threads']} threads: {render_peaks(setting['peak_flops'])}", flush=True)
     rows = []
@@ -77,8 +78,8 @@ def main() -> None:
     write_json(args.out.with_suffix(".json"),
                {"stages": rows, "total_seconds": round(total, 1), "prepared_to_evaluated_seconds": round(to_model, 1),
                 "prepared_to_evaluated_stages": sorted(path), "load_average_at_end": load, "machine": setting,
-                "architecture": architecture})
-    lines = [f"## Pipeline wall time by stage (params.yaml, {architecture} recommender, ML-100k)", "",
+                "architecture": architecture, "ranking": ranking})
+    lines = [f"## Pipeline wall time by stage (params.yaml, {architecture} recommender ranking by {ranking}, ML-100k)", "",
              "| stage | seconds |", "|---|---|", *[f"| {r['stage']} | {r['seconds']:.0f} |" for r in rows],
              f"| **total** | **{total:.0f}** ({total / 60:.1f} min) |",
              f"| prepared data -> evaluated model ({', '.join(r['stage'] for r in rows if r['stage'] in path)}) "

@@ -50,12 +50,16 @@ FILE_MODELS = {"pop": "popularity", "sasrec": "sasrec"}  # quality.py's names fo
 
 # A knob added to params.yaml after results were recorded, with the value that reproduces what the
 # code did before the knob existed: a run that does not record the knob is read as having that value.
-KNOB_BEFORE_RECORDED: dict[str, object] = {"backbone.architecture": "seq2seq"}
+KNOB_BEFORE_RECORDED: dict[str, object] = {
+    "backbone.architecture": "seq2seq", "training.item_loss": 0.0, "training.item_seen_unlikelihood": 0.0,
+    "training.ranking": "beams",
+}
 # Knobs that name a variant of a model rather than another setting: a run that differs from
 # params.yaml only in these is reported as ``idgenrec-KIND-VALUE`` (params.yaml's value: ``idgenrec-KIND``).
 VARIANT_KNOBS: tuple[str, ...] = ("backbone.architecture",)
 # Knobs only one architecture reads: compared only between runs of that architecture.
-ARCHITECTURE_ONLY = {"causal": ("backbone.causal_layers", "backbone.causal_dropout", "training.window_stride")}
+ARCHITECTURE_ONLY = {"causal": ("backbone.causal_layers", "backbone.causal_dropout", "training.window_stride",
+                               "training.item_loss", "training.item_seen_unlikelihood", "training.ranking")}
 # What a run's model reads from params.yaml, by model (dotted prefixes); seeds and the ID kind vary by run.
 READS = {
     "popularity": ("data.k_core", "evaluation"),
@@ -218,7 +222,7 @@ def probed_tail(run: Run, reference: dict) -> dict | None:
 
 
 # Profiles whose runs are reported beside the default's, as ``idgenrec-KIND-LABEL`` (on the default's dataset).
-VARIANT_PROFILES = {"seq2seq": Path("profiles/cpu-seq2seq.yaml")}
+VARIANT_PROFILES = {"seq2seq": Path("profiles/cpu-seq2seq.yaml"), "beams": Path("profiles/cpu-beams.yaml")}
 
 
 def settings_match(run: Run, reference: dict) -> bool | None:
@@ -255,7 +259,8 @@ def headline_name(run: Run, reference: dict) -> str | None:
 def other_dataset_name(run: Run, reference: dict) -> str:
     """``run``'s model name on a dataset params.yaml does not name: the default's architecture keeps the
     model's name; a run of another architecture or of a named profile says which, and so does a run
-    of the default architecture whose first recommender phase is longer or shorter (``-5ep``)."""
+    of the default architecture that ranks another way (``-beams``) or whose first recommender phase is
+    longer or shorter (``-5ep``) says so too."""
     if not id_kind(run.model):
         return run.model
     if run.params is None:  # an older file that names its profile instead of recording its params
@@ -264,8 +269,15 @@ def other_dataset_name(run: Run, reference: dict) -> str:
     ours = architecture(run.params)
     if ours != architecture(reference):
         return f"{run.model}-{ours}"
+    name, ranking = run.model, ranking_of(run.params)
+    if ranking != ranking_of(reference):
+        name += f"-{ranking}"
     epochs, default = first_phase_epochs(run.params), first_phase_epochs(reference)
-    return run.model if epochs == default else f"{run.model}-{epochs:g}ep"
+    return name if epochs == default else f"{name}-{epochs:g}ep"
+
+
+def ranking_of(params: dict) -> str:
+    return str(flatten(params).get("training.ranking", KNOB_BEFORE_RECORDED["training.ranking"]))
 
 
 def first_phase_epochs(params: dict) -> float | None:
@@ -340,7 +352,8 @@ def speed_section() -> dict:
              "target_items_per_s": r.get("target_items_per_s"), "target_positions_per_s": r.get("target_positions_per_s"),
              "mfu": r["mfu"], "mfu_peak": "measured dense matmul peak of the same precision"} for r in data["training"]]}
         speed["decoding"] = {**source, "setting": setting, "rows": [
-            {"history_length": r["history_length"], "items": r["items"], "trie": r["constrained"], "beams": model["num_beams"],
+            {"history_length": r["history_length"], "items": r["items"], "ranking": r.get("ranking", "beams"),
+             "trie": r["constrained"], "beams": model["num_beams"],
              "p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "batched_users_per_s": r["batch_users_per_s"]}
             for r in data["decoding"]]}
     if data := read("architectures-speed.json"):
@@ -368,7 +381,8 @@ def speed_section() -> dict:
                         "dataset": "ml-100k", "params": "params.yaml",
                         "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
                         "load_average_at_end": [round(x, 2) for x in data["load_average_at_end"]]},
-            "architecture": data["architecture"],
+            # ranking: recorded since the item ranking existed; the runs before it used beam search
+            "architecture": data["architecture"], "ranking": data.get("ranking", "beams"),
             "total_s": data["total_seconds"], "prepared_to_evaluated_s": data["prepared_to_evaluated_seconds"],
             "stages_s": {r["stage"]: r["seconds"] for r in data["stages"]}}
     return speed
@@ -414,6 +428,31 @@ FULL_KEYS = [f"test/{setting}/{metric}@{k}" for setting in ("seen_included", "se
              for metric in ("recall", "ndcg") for k in (5, 10)]
 
 
+BEAUTY_RUN = re.compile(r"idgenrec-(?P<kind>\w+?)(?P<beams>-beams)?(?:-(?P<epochs>[\d.]+)ep)?")
+
+
+def beauty_finding(beauty: dict, key: str) -> str:
+    """Every CPU IDGenRec run on Amazon Beauty against SASRec and popularity: ID kind, ranking, recommender epochs."""
+    default_epochs = first_phase_epochs(yaml.safe_load(Path("params.yaml").read_text()))
+    sasrec = beauty["sasrec"][key]["mean"]
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name, metrics in beauty.items():
+        match = BEAUTY_RUN.fullmatch(name)
+        if match is None or match["kind"] not in KINDS or key not in metrics:
+            continue
+        value, seeds = metrics[key]["mean"], len(metrics[key]["seeds"])
+        epochs = float(match["epochs"] or default_epochs)
+        groups.setdefault((match["kind"], "beam search" if match["beams"] else "item ranking"), []).append(
+            (epochs, f"{epochs:g} epochs {value:.4f} ({value / sasrec:.2f}x SASRec's"
+                     f"{f', {seeds} seeds' if seeds > 1 else ''})"))
+    order = {kind: index for index, kind in enumerate(KINDS)}
+    parts = [f"{kind} IDs with {ranking}: " + ", ".join(text for _, text in sorted(runs))
+             for (kind, ranking), runs in sorted(groups.items(), key=lambda g: (order[g[0][0]], g[0][1] != "item ranking"))]
+    return (f"Amazon Beauty on the CPU (one seed unless said, 2,000 sampled users; [docs/results.md](docs/results.md)), "
+            f"test N@10 with nothing excluded: SASRec {sasrec:.4f}, popularity {beauty['popularity'][key]['mean']:.4f}; "
+            + "; ".join(parts) + ".")
+
+
 def findings(head: dict) -> list[str]:
     """Findings computed from the headline numbers (no number here is typed in)."""
     quality = head["quality"].get("ml-100k", {})
@@ -423,13 +462,15 @@ def findings(head: dict) -> list[str]:
     if key in pop and key in learned:
         out.append(f"Learned IDs reach {learned[key]['mean'] / pop[key]['mean']:.1f}x popularity's NDCG@10 with nothing "
                    f"excluded and {learned[excluded]['mean'] / pop[excluded]['mean']:.1f}x with seen items excluded.")
-    kinds = [m for m in ("idgenrec-learned", "idgenrec-title", "idgenrec-random") if key in quality.get(m, {})]
-    if len(kinds) == 3:
+    for suffix, where in (("", ""), ("-beams", " with the cpu-beams profile")):
+        kinds = [m for kind in KINDS if key in quality.get(m := f"idgenrec-{kind}{suffix}", {})]
+        if len(kinds) < 3:
+            continue
         means = [quality[m][key]["mean"] for m in kinds]
         lows_above = all(min(quality[a][key]["seeds"]) > max(quality[b][key]["seeds"]) for a, b in zip(kinds, kinds[1:]))
-        shown = ", ".join(f"{m.removeprefix('idgenrec-')} {value:.4f}" for m, value in zip(kinds, means))
+        shown = ", ".join(f"{id_kind(m)} {value:.4f}" for m, value in zip(kinds, means))
         verdict = "holds" if means == sorted(means, reverse=True) else "does not hold"
-        out.append(f"On ML-100k the paper's ablation (learned > title > random IDs) {verdict} on the mean ({shown})"
+        out.append(f"On ML-100k{where} the paper's ablation (learned > title > random IDs) {verdict} on the mean ({shown})"
                    + (", and every seed of each kind is above every seed of the next." if lows_above else "."))
     if key in sasrec and key in learned:
         ratio = learned[key]["mean"] / sasrec[key]["mean"]
@@ -448,25 +489,8 @@ def findings(head: dict) -> list[str]:
                    f"control without the ID phase does (valid N@10 {alt[valid]:.4f} against {control[valid]:.4f}, test "
                    f"{alt[key]:.4f} against {control[key]:.4f}); validation selects the end of the first phase in both.")
     beauty = head["quality"].get("beauty", {})
-    if all(key in beauty.get(m, {}) for m in ("idgenrec-learned", "popularity", "sasrec")):
-        ours = beauty["idgenrec-learned"][key]
-        seeds = len(ours["seeds"])
-        line = (f"Amazon Beauty on the CPU, this profile ({seeds} seed{'s' if seeds > 1 else ''}, sampled users; "
-                f"[docs/results.md](docs/results.md)): learned IDs N@10 {ours['mean']:.4f}, "
-                f"{ours['mean'] / beauty['popularity'][key]['mean']:.1f}x popularity's and "
-                f"{ours['mean'] / beauty['sasrec'][key]['mean']:.2f}x SASRec's")
-        ablation = [f"{kind} IDs {beauty[name][key]['mean']:.4f} ({len(beauty[name][key]['seeds'])} seed"
-                    f"{'s' if len(beauty[name][key]['seeds']) > 1 else ''})"
-                    for kind in ("title", "random") if key in beauty.get(name := f"idgenrec-{kind}", {})]
-        if ablation:
-            line += "; " + ", ".join(ablation)
-        # Runs of another first-phase length (other_dataset_name's "-5ep"), shortest first.
-        lengths = {m: match[1] for m in beauty if (match := re.fullmatch(r"idgenrec-learned-([\d.]+)ep", m))}
-        for name, epochs in sorted(lengths.items(), key=lambda item: float(item[1])):
-            value = beauty[name][key]["mean"]
-            line += (f"; with {epochs} recommender epochs {value:.4f} "
-                     f"({value / beauty['sasrec'][key]['mean']:.2f}x SASRec's)")
-        out.append(line + ".")
+    if all(key in beauty.get(m, {}) for m in ("popularity", "sasrec")):
+        out.append(beauty_finding(beauty, key))
     for dataset, entry in head.get("zero_shot", {}).items():
         held, included = entry["held_out"], "seen_included/ndcg@10"
         rows = held["models"]
@@ -511,8 +535,9 @@ def speed_lines(head: dict) -> list[str]:
         s = decoding["setting"]
         full = max(r["items"] for r in decoding["rows"])
         for row in [r for r in decoding["rows"] if r["items"] == full]:
+            how = "every item scored" if row["ranking"] == "items" else f"{row['beams']} beams, {'trie' if row['trie'] else 'no trie'}"
             lines.append(f"| top-10 for one user, {s['model']['architecture']} recommender, history {row['history_length']}, "
-                         f"{row['beams']} beams, {'trie' if row['trie'] else 'no trie'} | p50 {row['p50_ms']:.0f} ms, "
+                         f"{how} | p50 {row['p50_ms']:.0f} ms, "
                          f"p95 {row['p95_ms']:.0f} ms | {where(s)} |")
     if ids := speed.get("id_generation"):
         s = ids["setting"]
@@ -521,7 +546,7 @@ def speed_lines(head: dict) -> list[str]:
     if pipeline := speed.get("pipeline"):
         s = pipeline["setting"]
         peaks = ", ".join(f"{k} {v:.0f}" for k, v in s["matmul_peak_gflops"].items())
-        lines.append(f"| `dvc repro`, {pipeline['architecture']} recommender, every stage forced | "
+        lines.append(f"| `dvc repro`, {pipeline['architecture']} recommender ranking by {pipeline['ranking']}, every stage forced | "
                      f"{pipeline['total_s'] / 60:.1f} min "
                      f"(prepared data -> evaluated model {pipeline['prepared_to_evaluated_s'] / 60:.1f} min) | "
                      f"{where(s)}, matmul peak GFLOP/s: {peaks} |")

@@ -22,6 +22,7 @@ Writes ``speed.json``, ``speed.md`` and ``speed.png``. No assertions: a benchmar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import resource
@@ -154,18 +155,23 @@ def main() -> None:
     histories, _ = dataset.split_examples("test")
     rng.shuffle(histories)
     decoding = []
+    # (ranking, trie): every item scored (the causal recommender only), beam search with and without the trie
+    rankings = [("items", True)] if params.backbone.architecture == "causal" else []
+    rankings += [("beams", True), ("beams", False)]
     for history_length in lengths:
-        model = IDGenRecModel(recommender, tokenizer, table, decoding_settings(with_history(params, history_length)))
-        for constrained in (True, False):
+        settings = decoding_settings(with_history(params, history_length))
+        for ranking, constrained in rankings:
+            model = IDGenRecModel(recommender, tokenizer, table, dataclasses.replace(settings, ranking=ranking))
             row = latency(model, histories, constrained, args.users)
-            row |= {"history_length": history_length, "constrained": constrained, "items": dataset.num_items}
+            row |= {"history_length": history_length, "ranking": ranking, "constrained": constrained, "items": dataset.num_items}
             decoding.append(row)
-            print(f"decode history={history_length} constrained={constrained}: p50 {row['p50_ms']:.1f} ms", flush=True)
-    full = IDGenRecModel(recommender, tokenizer, table, decoding_settings(params))
+            print(f"decode history={history_length} {ranking} constrained={constrained}: p50 {row['p50_ms']:.1f} ms", flush=True)
+    full = IDGenRecModel(recommender, tokenizer, table, dataclasses.replace(decoding_settings(params), ranking="beams"))
     for num_items in args.catalogue_sizes:
         if num_items < dataset.num_items:
             row = latency(subset_model(full, num_items, rng), histories, True, args.users)
-            decoding.append(row | {"history_length": params.training.history_length, "constrained": True, "items": num_items})
+            decoding.append(row | {"history_length": params.training.history_length, "ranking": "beams",
+                                   "constrained": True, "items": num_items})
     results["decoding"] = decoding
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["machine"] = machine()  # load average at the end
@@ -202,17 +208,24 @@ def render_markdown(results: dict) -> str:
                      f"{row['tokens_per_s']:.0f} | {row['mfu']:.1%} | {row['achieved_flops'] / peak['fp32']:.1%} |")
     if "bf16" not in peak:
         lines += ["", "This CPU has no bf16 kernels, so training runs in fp32 only (the library's fallback)."]
-    lines += ["", "| history | items | trie | p50 ms (1 user) | p95 ms | users/s (batches of 64) |", "|---|---|---|---|---|---|"]
+    lines += ["", "| history | items | ranking | p50 ms (1 user) | p95 ms | users/s (batches of 64) |", "|---|---|---|---|---|---|"]
     for row in results["decoding"]:
-        lines.append(f"| {row['history_length']} | {row['items']} | {'yes' if row['constrained'] else 'no'} | "
+        lines.append(f"| {row['history_length']} | {row['items']} | {ranking_label(row, model['num_beams'])} | "
                      f"{row['p50_ms']:.1f} | {row['p95_ms']:.1f} | {row['batch_users_per_s']:.1f} |")
     pairs = {}
     for row in results["decoding"]:
-        if row["items"] == max(r["items"] for r in results["decoding"]):
+        if row["items"] == max(r["items"] for r in results["decoding"]) and row.get("ranking", "beams") == "beams":
             pairs.setdefault(row["history_length"], {})[row["constrained"]] = row["p50_ms"]
     overheads = [f"history {h}: {100 * (p[True] / p[False] - 1):+.0f}%" for h, p in sorted(pairs.items()) if len(p) == 2]
     lines += ["", f"Trie constraint cost (p50, same beam width): {', '.join(overheads)}.", ""]
     return "\n".join(lines)
+
+
+def ranking_label(row: dict, beams: int) -> str:
+    """'every item scored', or 'B beams, trie' / 'B beams, no trie' (rows without a ranking are beam search)."""
+    if row.get("ranking", "beams") == "items":
+        return "every item scored"
+    return f"{beams} beams, {'trie' if row['constrained'] else 'no trie'}"
 
 
 def plot(results: dict, path: Path) -> None:
@@ -229,9 +242,10 @@ def plot(results: dict, path: Path) -> None:
         left.plot([r["history_length"] for r in rows], [r["target_items_per_s"] for r in rows], marker="o", label="bf16" if bf16 else "fp32")
     left.set(xlabel="history length (items)", ylabel="target items trained per second", title="Training throughput")
     left.legend()
-    for constrained in (True, False):
-        rows = [r for r in results["decoding"] if r["constrained"] == constrained and r["items"] == max(x["items"] for x in results["decoding"])]
-        right.plot([r["history_length"] for r in rows], [r["p50_ms"] for r in rows], marker="o", label="trie" if constrained else "no trie")
+    full = max(x["items"] for x in results["decoding"])
+    for label in dict.fromkeys(ranking_label(r, results["model"]["num_beams"]) for r in results["decoding"]):
+        rows = [r for r in results["decoding"] if ranking_label(r, results["model"]["num_beams"]) == label and r["items"] == full]
+        right.plot([r["history_length"] for r in rows], [r["p50_ms"] for r in rows], marker="o", label=label)
     right.set(xlabel="history length (items)", ylabel="p50 latency, 1 user (ms)", title="Recommendation latency")
     right.legend()
     fig.tight_layout()

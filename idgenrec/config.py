@@ -256,6 +256,13 @@ class TrainingConfig(_Section):
         description="Phases run in order; an `ids` phase is followed by regenerating the ID table.",
     )
     num_beams: int = Field(10, ge=1, description="Beam width of trie-constrained decoding.")
+    ranking: Literal["beams", "items"] = Field(
+        "beams",
+        description="How the trained recommender ranks items, in validation, evaluation and serving. beams: the "
+        "paper's trie-constrained beam search writes the next ID (num_beams wide). items: causal only; every item of "
+        "the catalogue is scored by its ID where the next ID starts (the score training.item_loss trains) and the "
+        "top k are returned, so every item has a score and a list is never cut short by the beam width.",
+    )
     user_id_words: int = Field(
         0,
         ge=0,
@@ -279,6 +286,22 @@ class TrainingConfig(_Section):
         "recommender averages it over the labelled positions, as its cross-entropy. No extra forward pass; the logged "
         "training loss includes it. 0: off, the paper's plain cross-entropy. Experimental: docs/method.md, "
         "'Experimental options', has its measured effect.",
+    )
+    item_loss: float = Field(
+        0.0,
+        ge=0,
+        description="Causal recommender phase: weight of an item-level cross-entropy added to the token loss. Where "
+        "each target item's ID starts, every item of the catalogue is scored by its ID tokens' mean token logit and "
+        "the target is classified against all of them (a full softmax over items, as SASRec's loss), so the model "
+        "learns to rank whole items, not only to spell the next ID token by token. Decoding is unchanged. 0: off, the "
+        "paper's plain token cross-entropy.",
+    )
+    item_seen_unlikelihood: float = Field(
+        0.0,
+        ge=0,
+        description="With item_loss: weight of -log(1 - p) on the item-level probability of every item the sequence "
+        "held before each target (the target itself left out), summed per target and averaged over targets. For data "
+        "without repeat interactions (ML-100k), it teaches the model not to recommend what the user already has. 0: off.",
     )
     selection_users: int | None = Field(
         None, ge=1, description="Validate on this fixed random subset of users after each epoch (None: all users)."
@@ -358,18 +381,24 @@ class Params(_Section):
     @model_validator(mode="after")
     def _causal_reads_plain_sequences(self) -> "Params":
         if self.backbone.architecture == "causal":
-            unsupported = [name for name in ("user_id_words", "later_targets")
-                           if getattr(self.training, name)]
+            unsupported = [name for name in ("user_id_words", "later_targets") if getattr(self.training, name)]
             if unsupported:
                 raise ValueError(f"training.{unsupported[0]} is for the seq2seq recommender's prompts; set it to 0 "
                                  "with backbone.architecture 'causal'")
+            if self.training.item_seen_unlikelihood and not self.training.item_loss:
+                raise ValueError("training.item_seen_unlikelihood acts on the item-level scores: set training.item_loss > 0")
+        elif self.training.item_loss or self.training.item_seen_unlikelihood:
+            raise ValueError("training.item_loss is for backbone.architecture 'causal'; set it to 0 for seq2seq")
+        elif self.training.ranking == "items":
+            raise ValueError("training.ranking 'items' is for backbone.architecture 'causal'; use 'beams' for seq2seq")
         return self
 
     @model_validator(mode="after")
     def _shares_add_up(self) -> "Params":
-        # The unlikelihood term is a mean over each batch's rows: split over processes it would not add up to one batch's.
-        if self.runtime.processes > 1 and self.training.seen_unlikelihood:
-            raise ValueError("training.seen_unlikelihood needs runtime.processes 1")
+        # These terms are means over each batch's rows: split over processes they would not add up to one batch's.
+        for name in ("seen_unlikelihood", "item_loss", "item_seen_unlikelihood"):
+            if self.runtime.processes > 1 and getattr(self.training, name):
+                raise ValueError(f"training.{name} needs runtime.processes 1")
         return self
 
 

@@ -179,6 +179,79 @@ def test_seen_unlikelihood_on_a_window_adds_minus_log_one_minus_p_per_labelled_p
     assert weighted == pytest.approx(plain + 2.0 * term / labelled, rel=1e-5)
 
 
+def test_item_loss_is_the_catalogue_cross_entropy_of_mean_id_token_logits_where_each_target_starts(backbone):
+    _, tokenizer, _, _, item_tokens = backbone
+    from idgenrec.backbone.causal import build_causal
+    from idgenrec.recommender.item_scores import catalogue_tokens
+    from idgenrec.recommender.sequences import collate_sequences
+
+    model = build_causal(TINY_CAUSAL, tokenizer, seed=5).eval()
+    encoder = SequenceEncoder(tokenizer, item_tokens, history_length=6)
+    windows = [encoder.encode_items([0, 1, 2, 0, 4], first_target=2), encoder.encode_items([5, 6], first_target=1)]
+    batch = collate_sequences(windows, tokenizer.pad_token_id, catalogue=catalogue_tokens(item_tokens))
+    cpu = torch.device("cpu")
+    embeddings = model.get_input_embeddings().weight
+    items = torch.stack([embeddings[tokens].mean(dim=0) for tokens in item_tokens])  # (I, H)
+    expected_ce, expected_seen, targets = 0.0, 0.0, 0
+    with torch.no_grad():
+        plain = sequence_batch_loss(model, batch, cpu).item()
+        with_items = sequence_batch_loss(model, batch, cpu, item_weight=2.0).item()
+        with_seen = sequence_batch_loss(model, batch, cpu, item_weight=2.0, item_seen_weight=0.5).item()
+        for encoded, first in zip(windows, (2, 1)):
+            states = model.bert(input_ids=torch.tensor([encoded.input_ids])).last_hidden_state[0]
+            spans = encoded.item_spans
+            for index in range(first, len(spans)):
+                start, _, target = spans[index]
+                scores = torch.log_softmax(model.cls.predictions.transform(states[start - 1]) @ items.T, -1)
+                expected_ce -= scores[target].item()
+                # the target itself is never its own "seen" item (item 0 is seen before the second 0)
+                seen = {item for _, _, item in spans[:index]} - {target}
+                expected_seen -= sum(torch.log1p(-scores[item].exp()).item() for item in seen)
+                targets += 1
+    assert [tuple(row) for row in batch.target_items.tolist()] == [
+        (row, start - 1, item) for row, s in enumerate(windows) for start, _, item in s.item_spans[(2, 1)[row]:]
+    ]
+    assert with_items == pytest.approx(plain + 2.0 * expected_ce / targets, rel=1e-5)
+    assert with_seen == pytest.approx(with_items + 0.5 * expected_seen / targets, rel=1e-5)
+
+
+def test_item_ranking_scores_the_whole_catalogue_and_learns_the_planted_pattern(tmp_path, backbone):
+    from idgenrec.backbone.causal import build_causal
+    from idgenrec.ids import ItemIdTable
+    from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
+
+    dataset, tokenizer, _, _, item_tokens = backbone
+    recommender = build_causal(TINY_CAUSAL, tokenizer, seed=0)
+    encoder = SequenceEncoder(tokenizer, item_tokens, history_length=5)
+    windows = training_windows([dataset.train_sequence(u) for u in range(dataset.num_users)], 5, 4)
+    config = TrainingConfig(batch_size=8, bf16=False, warmup_ratio=0.0, history_length=5, window_stride=4, item_loss=1.0)
+    train_recommender_phase(
+        recommender, WindowBatches(encoder, windows, config), config,
+        PhaseConfig(phase="recommender", epochs=40, learning_rate=5e-3), seed=0,
+    )
+    settings = DecodingSettings(5, 2, bf16=False, architecture="causal", ranking="items")
+    model = IDGenRecModel(recommender, tokenizer, ItemIdTable(dataset.item_ids, WORDS), settings)
+    histories = [[i, (i + 1) % len(WORDS)] for i in range(len(WORDS))]
+    items, scores = model.recommend_with_scores(histories, k=len(WORDS))
+    assert sum(row[0] == (i + 2) % len(WORDS) for i, row in enumerate(items)) >= len(WORDS) - 1
+    # every item is ranked, past the beam width; scores are log-probabilities over the catalogue, best first
+    assert all(sorted(row) == list(range(len(WORDS))) for row in items)
+    assert all(row == sorted(row, reverse=True) for row in scores)
+    assert sum(torch.tensor(scores[0]).exp()).item() == pytest.approx(1.0, abs=1e-4)
+    excluded = model.recommend(histories, k=len(WORDS), exclude_seen=True)
+    assert all(len(row) == len(WORDS) - 2 and not set(row) & set(h) for row, h in zip(excluded, histories))
+    assert model.recommend([[0, 1]], k=3, candidates=[4, 5]) in ([[4, 5]], [[5, 4]])
+    model.save(tmp_path / "model")
+    loaded = IDGenRecModel.load(tmp_path / "model")
+    assert loaded.settings.ranking == "items" and loaded.recommend(histories, k=3) == [row[:3] for row in items]
+    # the item matrix is made once, and made again after the weights change in place (a training step)
+    cached = loaded.item_embeddings()
+    assert loaded.item_embeddings() is cached
+    with torch.no_grad():
+        loaded.recommender.get_input_embeddings().weight.mul_(-1.0)
+    assert torch.allclose(loaded.item_embeddings(), -cached)
+
+
 def test_id_phase_gradients_reach_the_generator_and_never_the_recommender(backbone, trained):
     from idgenrec.recommender.soft_ids import ItemTextInputs, sequence_id_phase_loss
 
@@ -270,6 +343,13 @@ def test_causal_settings_that_only_prompts_have_are_refused():
     with pytest.raises(ValueError, match="user_id_words"):
         Params(backbone=TINY_CAUSAL, training=TrainingConfig(user_id_words=2))
     assert Params(backbone=TINY_CAUSAL, training=TrainingConfig(seen_unlikelihood=1.0)).training.seen_unlikelihood == 1.0
+    seq2seq = TINY_CAUSAL.model_copy(update={"architecture": "seq2seq"})
+    with pytest.raises(ValueError, match="item_loss is for backbone.architecture 'causal'"):
+        Params(backbone=seq2seq, training=TrainingConfig(item_loss=1.0))
+    with pytest.raises(ValueError, match="ranking 'items' is for backbone.architecture 'causal'"):
+        Params(backbone=seq2seq, training=TrainingConfig(ranking="items"))
+    with pytest.raises(ValueError, match="set training.item_loss > 0"):
+        Params(backbone=TINY_CAUSAL, training=TrainingConfig(item_seen_unlikelihood=1.0))
     with pytest.raises(ValueError, match="paper profile is seq2seq"):
         BackboneConfig(profile="paper", architecture="causal")
 

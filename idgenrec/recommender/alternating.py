@@ -121,7 +121,7 @@ def decoding_settings(params: Params) -> DecodingSettings:
     training = params.training
     return DecodingSettings(
         training.history_length, training.num_beams, training.bf16, user_id_words=training.user_id_words,
-        architecture=params.backbone.architecture,
+        architecture=params.backbone.architecture, ranking=training.ranking,
     )
 
 

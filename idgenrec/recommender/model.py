@@ -7,6 +7,7 @@ the trie is rebuilt), the generator (for new items, zero-shot) and the decoding 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
@@ -19,8 +20,10 @@ from idgenrec.digests import check_digests, record_digests
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.decoding import beam_search
 from idgenrec.recommender.samples import PromptEncoder, pad_batch, user_id_writer
+from idgenrec.recommender.item_scores import catalogue_tokens, item_embeddings, item_logits
 from idgenrec.recommender.sequences import SequenceEncoder
 from idgenrec.backbone import autocast, prompt_token_limit
+from idgenrec.backbone.causal import hidden_states
 
 RECOMMENDER_DIR, GENERATOR_DIR, ID_TABLE, SETTINGS = "recommender", "generator", "item_ids.tsv", "settings.json"
 
@@ -33,6 +36,7 @@ class DecodingSettings:
     batch_size: int = 64
     user_id_words: int = 0  # 0: prompts say "the user"; else see UserIdWriter
     architecture: str = "seq2seq"  # how the recommender reads a history: seq2seq prompts or causal sequences
+    ranking: str = "beams"  # beams: trie-constrained beam search; items: every item scored by its ID (causal)
 
 
 class IDGenRecModel:
@@ -48,6 +52,8 @@ class IDGenRecModel:
         encoder = SequenceEncoder if settings.architecture == "causal" else PromptEncoder
         self.prompts = encoder(tokenizer, self.item_tokens, settings.history_length, prompt_token_limit(recommender))
         self.trie = IdTrie(self.item_tokens, self.prompts.eos)
+        self.catalogue = catalogue_tokens(self.item_tokens)
+        self._items: tuple[tuple, torch.Tensor] | None = None  # item embeddings and the weights they were made from
         self.user_ids = user_id_writer(id_table.textual_ids, settings.user_id_words)
 
     @property
@@ -62,15 +68,14 @@ class IDGenRecModel:
         constrained: bool = True,
         candidates: Collection[int] | None = None,
     ) -> tuple[list[list[int]], list[list[float]]]:
-        """Top-``k`` items (indices) and their beam log-probabilities, per history.
+        """Top-``k`` items (indices) and their scores (log-probabilities), per history.
 
         ``candidates`` restricts the recommendations to those items (e.g. new arrivals);
-        the trie is pruned per prompt, so every beam ends on a candidate.
+        with beams the trie is pruned per prompt, so every beam ends on a candidate.
+        ``constrained=False`` decodes beams without the trie (to measure what it buys).
         """
         outside = set(range(len(self.id_table))) - set(candidates) if candidates is not None else set()
-        beams = max(k, self.settings.num_beams)
-        items: list[list[int]] = []
-        scores: list[list[float]] = []
+        rank = self._item_ranking if self.settings.ranking == "items" else functools.partial(self._beam_ranking, constrained=constrained)
         # Sort by prompt length so batches carry little padding; restore order at the end.
         order = sorted(range(len(histories)), key=lambda i: len(histories[i][-self.settings.history_length :]))
         results: dict[int, tuple[list[int], list[float]]] = {}
@@ -82,18 +87,48 @@ class IDGenRecModel:
             ]
             input_ids = pad_batch([p.input_ids for p in prompts], self.tokenizer.pad_token_id).to(self.device)
             mask = (input_ids != self.tokenizer.pad_token_id).long()
-            exclude = [(set(histories[i]) if exclude_seen else set()) | outside for i in chunk] if exclude_seen or outside else None
+            exclude = [(set(histories[i]) if exclude_seen else set()) | outside for i in chunk]
             with autocast(self.device, self.settings.bf16):
-                result = beam_search(
-                    self.recommender, input_ids, mask, beams, self.prompts.eos,
-                    self.trie if constrained else None, self.trie.max_depth, exclude,
-                )
-            for i, row_items, row_scores in zip(chunk, result.items, result.scores):
+                ranked = rank(input_ids, mask, k, exclude)
+            for i, row_items, row_scores in zip(chunk, *ranked):
                 results[i] = (row_items[:k], row_scores[:k])
-        for i in range(len(histories)):
-            items.append(results[i][0])
-            scores.append(results[i][1])
-        return items, scores
+        return [results[i][0] for i in range(len(histories))], [results[i][1] for i in range(len(histories))]
+
+    def _beam_ranking(self, input_ids, mask, k: int, exclude: list[set[int]], constrained: bool):
+        """Trie-constrained beam search: the method's generative decoding."""
+        result = beam_search(
+            self.recommender, input_ids, mask, max(k, self.settings.num_beams), self.prompts.eos,
+            self.trie if constrained else None, self.trie.max_depth, exclude if any(exclude) else None,
+        )
+        return result.items, result.scores
+
+    @torch.no_grad()
+    def _item_ranking(self, input_ids, mask, k: int, exclude: list[set[int]]):
+        """Every item scored by its ID where the next ID starts (:func:`item_logits`); causal only."""
+        states = hidden_states(self.recommender, input_ids=input_ids, attention_mask=mask)
+        last = states[torch.arange(states.size(0), device=states.device), mask.sum(dim=1) - 1]
+        scores = torch.log_softmax(item_logits(self.recommender, last, self.item_embeddings()).float(), dim=-1)
+        for row, items in enumerate(exclude):
+            if items:
+                scores[row, list(items)] = float("-inf")
+        top = scores.topk(min(k, scores.size(1)), dim=1)
+        ranked = [
+            [(item, score) for item, score in zip(items, values) if score != float("-inf")]
+            for items, values in zip(top.indices.tolist(), top.values.tolist())
+        ]
+        return [[item for item, _ in row] for row in ranked], [[score for _, score in row] for row in ranked]
+
+    def item_embeddings(self) -> torch.Tensor:
+        """Every item's embedding for :meth:`_item_ranking`, made once per state of the embedding weights.
+
+        The weights' version counter moves with every in-place update (an optimizer step between
+        validations), so a cached matrix is never used with weights it was not made from.
+        """
+        weight = self.recommender.get_input_embeddings().weight
+        key = (weight.data_ptr(), weight._version, weight.device)
+        if self._items is None or self._items[0] != key:
+            self._items = (key, item_embeddings(self.recommender, self.catalogue.to(weight.device)))
+        return self._items[1]
 
     def recommend(
         self,

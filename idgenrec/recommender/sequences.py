@@ -55,6 +55,9 @@ class EncodedSequence(EncodedPrompt):
     # (position, token) where the ID of an item earlier in the sequence leaves a target's ID: the
     # token at that position that would start writing the already-seen item (empty unless asked for)
     seen_branches: tuple[tuple[int, int], ...] = ()
+    # (position, item) for every target item: the position whose next-token label is the item's
+    # first ID token, where the item-level loss scores the whole catalogue (training.item_loss)
+    target_items: tuple[tuple[int, int], ...] = ()
 
 
 class SequenceEncoder:
@@ -135,7 +138,9 @@ class SequenceEncoder:
             ).tolist()
             # Step s of a target's tokens is predicted at the position before it: its span's start - 1 + s.
             branches = tuple((spans[first_target + row][0] - 1 + step, token) for row, step, token in found)
-        return EncodedSequence(ids, spans, labels, branches)
+        first = len(items) if first_target is None else first_target
+        target_items = tuple((start - 1, item) for start, _, item in spans[first:])
+        return EncodedSequence(ids, spans, labels, branches, target_items)
 
     def encode_window(self, window: TrainingWindow, seen_branches: bool = False) -> EncodedSequence:
         """A training window; too long for the positions, it keeps its most recent items (targets stay last)."""
@@ -159,27 +164,58 @@ class SequenceBatch:
     labels: torch.Tensor  # (B, T) next-token labels, -100 where there is no target
     # (N, 3) rows of (sequence, position, token) from EncodedSequence.seen_branches; None when off
     seen_branches: torch.Tensor | None = None
+    # (M, 3) rows of (sequence, position, item) from EncodedSequence.target_items; None when off
+    target_items: torch.Tensor | None = None
+    # (I, L) every item's ID tokens, padded with -1: what target_items' items index (None when off)
+    catalogue: torch.Tensor | None = None
+    # (P, 2) rows of (target, item): each target_items row's earlier items in its sequence, itself
+    # left out (training.item_seen_unlikelihood); None when off
+    seen_items: torch.Tensor | None = None
 
     @property
     def size(self) -> int:
         return self.input_ids.size(0)
 
 
-def collate_sequences(sequences: Sequence[EncodedSequence], pad_id: int, seen_branches: bool = False) -> SequenceBatch:
+def collate_sequences(
+    sequences: Sequence[EncodedSequence], pad_id: int, seen_branches: bool = False,
+    catalogue: torch.Tensor | None = None,
+) -> SequenceBatch:
+    """A batch of ``sequences``; with ``catalogue`` (:func:`~idgenrec.recommender.item_scores.catalogue_tokens`), their target items too."""
     input_ids = pad_batch([s.input_ids for s in sequences], pad_id)
     labels = pad_batch([s.labels for s in sequences], -100)
-    branches = None
-    if seen_branches:
-        rows = [(row, position, token) for row, s in enumerate(sequences) for position, token in s.seen_branches]
-        branches = torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
-    return SequenceBatch(input_ids, (input_ids != pad_id).long(), labels, branches)
+    return SequenceBatch(
+        input_ids, (input_ids != pad_id).long(), labels,
+        _rows(sequences, "seen_branches") if seen_branches else None,
+        _rows(sequences, "target_items") if catalogue is not None else None,
+        catalogue,
+        _seen_items(sequences) if catalogue is not None else None,
+    )
+
+
+def _rows(sequences: Sequence[EncodedSequence], field: str) -> torch.Tensor:
+    """(N, 3) rows of (sequence, *pair) over every sequence's ``field`` pairs."""
+    rows = [(row, *pair) for row, s in enumerate(sequences) for pair in getattr(s, field)]
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 3)
+
+
+def _seen_items(sequences: Sequence[EncodedSequence]) -> torch.Tensor:
+    """(P, 2) rows of (target, item) over every sequence's targets, in ``target_items`` order."""
+    rows, target = [], 0
+    for s in sequences:
+        items = [item for _, _, item in s.item_spans]
+        first = len(items) - len(s.target_items)
+        for index in range(first, len(items)):
+            rows += [(target, item) for item in set(items[:index]) - {items[index]}]
+            target += 1
+    return torch.tensor(rows, dtype=torch.long).reshape(-1, 2)
 
 
 def window_batches(
     encoder: SequenceEncoder, windows: Sequence[TrainingWindow], indices: Sequence[int], batch_size: int,
-    rng: random.Random, pad_id: int, seen_branches: bool = False,
+    rng: random.Random, pad_id: int, seen_branches: bool = False, catalogue: torch.Tensor | None = None,
 ) -> Iterator[SequenceBatch]:
     """Batches of ``batch_size`` windows, grouped by length (little padding), in random order."""
     encoded = [encoder.encode_window(windows[i], seen_branches) for i in indices]
     for batch in length_grouped_batches([len(s.input_ids) for s in encoded], batch_size, rng):
-        yield collate_sequences([encoded[i] for i in batch], pad_id, seen_branches)
+        yield collate_sequences([encoded[i] for i in batch], pad_id, seen_branches, catalogue)

@@ -33,6 +33,7 @@ from idgenrec.recommender.samples import (
     length_grouped_batches,
     seen_item_branches,
 )
+from idgenrec.recommender.item_scores import catalogue_tokens, item_embeddings, item_logits
 from idgenrec.recommender.sequences import SequenceBatch, SequenceEncoder, TrainingWindow, window_batches
 
 
@@ -99,7 +100,10 @@ def recommender_loss(model, batch: Batch, device: torch.device, seen_weight: flo
     return loss
 
 
-def sequence_batch_loss(model, batch: SequenceBatch, device: torch.device, seen_weight: float = 0.0) -> torch.Tensor:
+def sequence_batch_loss(
+    model, batch: SequenceBatch, device: torch.device, seen_weight: float = 0.0, item_weight: float = 0.0,
+    item_seen_weight: float = 0.0,
+) -> torch.Tensor:
     """Mean token cross-entropy over every labelled position of a causal batch.
 
     The LM head (a (H, V) projection and a softmax over the vocabulary) runs only where
@@ -107,7 +111,11 @@ def sequence_batch_loss(model, batch: SequenceBatch, device: torch.device, seen_
     the padding is. With ``seen_weight`` > 0 and the batch's seen-item branches, plus that
     weight times -log(1 - p) summed over the branches and divided by the labelled positions
     (the cross-entropy's own mean): p is the probability of starting to write, in place of the
-    target, an item the window already holds.
+    target, an item the window already holds. With ``item_weight`` > 0 and the batch's target
+    items, plus that weight times the cross-entropy of each target item against the whole
+    catalogue (:func:`~idgenrec.recommender.item_scores.item_logits`), read where its ID starts; and with
+    ``item_seen_weight`` > 0, that weight times -log(1 - p) of every item the sequence held
+    before the target, summed per target and averaged over targets.
     """
     labels = to_device(batch.labels, device)
     states = hidden_states(
@@ -122,13 +130,23 @@ def sequence_batch_loss(model, batch: SequenceBatch, device: torch.device, seen_
         index[targeted] = torch.arange(log_probs.size(0), device=device)
         sequence, position, token = to_device(batch.seen_branches, device).unbind(1)
         loss = loss + seen_weight * unlikelihood(log_probs[index[sequence, position], token]).sum() / log_probs.size(0)
+    if item_weight and batch.target_items is not None and batch.target_items.numel():
+        sequence, position, item = to_device(batch.target_items, device).unbind(1)
+        items = item_embeddings(model, to_device(batch.catalogue, device))
+        scores = torch.log_softmax(item_logits(model, states[sequence, position], items).float(), -1)
+        loss = loss + item_weight * torch.nn.functional.nll_loss(scores, item)
+        if item_seen_weight and batch.seen_items.numel():
+            target, seen = to_device(batch.seen_items, device).unbind(1)
+            loss = loss + item_seen_weight * unlikelihood(scores[target, seen]).sum() / scores.size(0)
     return loss
 
 
 def batch_loss(model, batch: Batch | SequenceBatch, device: torch.device, config: TrainingConfig) -> torch.Tensor:
     """The recommender loss of a seq2seq (:class:`Batch`) or causal (:class:`SequenceBatch`) batch."""
     if isinstance(batch, SequenceBatch):
-        return sequence_batch_loss(model, batch, device, config.seen_unlikelihood)
+        return sequence_batch_loss(
+            model, batch, device, config.seen_unlikelihood, config.item_loss, config.item_seen_unlikelihood
+        )
     return recommender_loss(model, batch, device, config.seen_unlikelihood)
 
 
@@ -291,8 +309,10 @@ class WindowBatches:
 
     def batches(self, indices: Sequence[int], rng: random.Random) -> Iterator[SequenceBatch]:
         pad_id = self.encoder.tokenizer.pad_token_id
+        catalogue = catalogue_tokens(self.encoder.item_tokens) if self.config.item_loss else None
         return window_batches(
-            self.encoder, self.windows, indices, self.config.batch_size, rng, pad_id, self.config.seen_unlikelihood > 0
+            self.encoder, self.windows, indices, self.config.batch_size, rng, pad_id,
+            self.config.seen_unlikelihood > 0, catalogue,
         )
 
 
