@@ -60,6 +60,7 @@ class Benchmark:
 
 WHOLE_COMMANDS = ("dvc",)  # commands run as written, not as a benchmarks module
 QUALITY_ML100K = "benchmarks/results/quality-ml-100k"
+BEAMS_PROFILE = "profiles/cpu-beams.yaml"
 # The suite, in the order `python -m benchmarks run` executes it. A new script adds one entry.
 SCRIPTS: tuple[Benchmark, ...] = (
     Benchmark("pipeline", "The default pipeline: popularity, SASRec and learned IDs, seed 0, on ML-100k "
@@ -67,21 +68,29 @@ SCRIPTS: tuple[Benchmark, ...] = (
               (("dvc", "repro"),), "about 25 min", "metrics/*.json", suites=("quick", "full")),
     Benchmark("quality", "Test and validation metrics of every ID kind against popularity and SASRec, "
               "one process per set of seeds, same protocol as `idgenrec evaluate`.",
-              (("--kinds", *KINDS, "--seeds", "1", "2", "--baselines", *BASELINES, "--label", "default",
-                "--out", f"{QUALITY_ML100K}-seeds12"),
-               ("--kinds", "title", "random", "--seeds", "0", "--baselines", "--label", "default",
-                "--out", f"{QUALITY_ML100K}-seed0"),
+              (*(("--kinds", "learned", "--seeds", seed, "--baselines", "--label", "default",
+                  "--workdir", "bench/quality-items", "--out", f"{QUALITY_ML100K}-learned-seed{seed}") for seed in ("1", "2")),
+               ("--kinds", "title", "random", "--seeds", "0", "1", "2", "--baselines", *BASELINES, "--label", "default",
+                "--out", f"{QUALITY_ML100K}-title-random"),
                ("--dataset", "beauty", "--kinds", "--seeds", "0", "1", "2", "--baselines", *BASELINES,
                 "--set", "evaluation.sample_users=2000", "--set", "sasrec.max_epochs=50", "--set", "sasrec.patience=10",
                 "--out", "benchmarks/results/quality-beauty-baselines"),
-               *(("--dataset", "beauty", "--kinds", kind, "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
+               # the token loss and beam search (profiles/cpu-beams.yaml): 2.5 and 5 recommender epochs
+               *(("--dataset", "beauty", "--params", BEAMS_PROFILE, "--kinds", kind, "--seeds", "0", "--baselines",
+                  "--set", "warmup.epochs=2",
                   "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
                   "--out", f"benchmarks/results/quality-beauty-{kind}-seed0") for kind in KINDS),
-               ("--dataset", "beauty", "--kinds", "learned", "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
-                "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
+               ("--dataset", "beauty", "--params", BEAMS_PROFILE, "--kinds", "learned", "--seeds", "0", "--baselines",
+                "--set", "warmup.epochs=2", "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
                 "--set", "training.schedule=[{phase: recommender, epochs: 5, learning_rate: 0.002}, "
                 "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
-                "--label", "5ep", "--out", "benchmarks/results/quality-beauty-learned-5ep-seed0")),
+                "--label", "5ep", "--out", "benchmarks/results/quality-beauty-learned-5ep-seed0"),
+               ("--dataset", "beauty", "--kinds", "learned", "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
+                "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
+                "--set", "training.schedule=[{phase: recommender, epochs: 2.5, learning_rate: 0.002}, "
+                "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
+                "--label", "2.5ep", "--workdir", "bench/beauty-items",
+                "--out", "benchmarks/results/quality-beauty-learned-items-2.5ep-seed0")),
               "ML-100k: 11-26 min of training per IDGenRec run (random < title < learned IDs), about 4 min per SASRec run, "
               "about 3 h in all; Beauty's baselines on 2,000 sampled users: longer; Beauty's learned IDs: 1-1.5 h (2.5 epochs), "
               "1.5-2 h (5 epochs); its title IDs about 1.5 h, random IDs about 30 min",

@@ -562,8 +562,8 @@ def readme_block(head: dict) -> str:
              *quality_table(head, "ml-100k", HEADLINE_KEYS), "",
              *[f"- {line}" for line in findings(head)], "",
              "Reproduce: `make pipeline` (seed 0 of popularity, SASRec and learned IDs), then "
-             "`python -m benchmarks run full --only quality` (the other seeds and ID kinds; the seq2seq rows: "
-             "the same with `--params profiles/cpu-seq2seq.yaml`) and `python -m benchmarks report`.", "",
+             "`python -m benchmarks run full --only quality` (the other seeds and ID kinds; the beams and seq2seq rows: "
+             "the same with `--params profiles/cpu-beams.yaml` or `cpu-seq2seq.yaml`) and `python -m benchmarks report`.", "",
              "Speed, each figure with the machine it ran on and its load average (other work on a 2-core machine "
              "slows every figure; `python -m benchmarks.speed` remeasures training and decoding in about 2 minutes):", "",
              *speed_lines(head), "", README_END]
