@@ -366,6 +366,9 @@ training:
   batch_size: 8
   bf16: false
   num_beams: 4
+  item_loss: 1.0
+  item_seen_unlikelihood: 1.0
+  ranking: items
   soft_id_max_tokens: 4
   schedule:
     - {phase: recommender, epochs: 3, learning_rate: 0.003}
@@ -379,8 +382,9 @@ runtime: {processes: 1}
 
 @pytest.mark.slow
 def test_a_causal_run_is_evaluated_registered_served_and_grown(tmp_path, monkeypatch):
-    """The stages after training take a causal model as they take a seq2seq one: evaluation, the MLflow
-    run and registry, the served pyfunc, and a new item added to the champion without training."""
+    """The stages after training take a causal model (the default's item loss and ranking) as they take a
+    seq2seq one: evaluation, the MLflow run and registry, the served pyfunc, and a new item added to the
+    champion without training."""
     import mlflow
     import pandas as pd
 
@@ -397,6 +401,7 @@ def test_a_causal_run_is_evaluated_registered_served_and_grown(tmp_path, monkeyp
     files = run_tiny_pipeline(root)
     metrics = json.loads(files.model_metrics.read_text())
     assert 0 <= metrics["test/seen_included/ndcg@10"] <= 1
+    assert json.loads((files.model / "settings.json").read_text())["ranking"] == "items"
     configure_tracking(root)
     record = record_pipeline_run(load_params(root / "params.yaml"), LAYOUT, root=root)
     assert record["promotion"]["promoted"]
