@@ -8,8 +8,8 @@ phase's own seed, so it draws the same samples as the alternating run's re-fit. 
 arm: its final model and the one validation selects (end of phase 1 or final), on validation and
 test, nothing excluded and seen items excluded.
 
-    python -m benchmarks.alternation --runs artifacts/model bench/quality-learned-seeds12/ml-100k/model-learned-seed1 \
-        bench/quality-learned-seeds12/ml-100k/model-learned-seed2 --seeds 0 1 2
+    python -m benchmarks.alternation --runs artifacts/model bench/quality-items/ml-100k/model-learned-seed1 \
+        bench/quality-items/ml-100k/model-learned-seed2 --seeds 0 1 2
 
 Writes OUT.{json,md}. No assertions: a benchmark reports.
 """
