@@ -8,8 +8,8 @@ phase's own seed, so it draws the same samples as the alternating run's re-fit. 
 arm: its final model and the one validation selects (end of phase 1 or final), on validation and
 test, nothing excluded and seen items excluded.
 
-    python -m benchmarks.alternation --runs artifacts/model bench/quality-items/ml-100k/model-learned-seed1 \
-        bench/quality-items/ml-100k/model-learned-seed2 --seeds 0 1 2
+    python -m benchmarks.alternation --runs artifacts/model bench/quality-learned-seeds12/ml-100k/model-learned-seed1 \
+        bench/quality-learned-seeds12/ml-100k/model-learned-seed2 --seeds 0 1 2
 
 Writes OUT.{json,md}. No assertions: a benchmark reports.
 """
@@ -122,7 +122,8 @@ def main() -> None:
     means = {part: {arm: {key: statistics.mean(s[part][arm][key] for s in seeds) for key in COLUMNS}
                     for arm in ("alternating", "control")} for part in ("final", "selected")}
     means["phase1"] = {key: statistics.mean(s["phase1"][key] for s in seeds) for key in COLUMNS}
-    payload = {"command": " ".join(["python -m benchmarks.alternation", *sys.argv[1:]]), "machine": machine(),
+    payload = {"command": " ".join(["python -m benchmarks.alternation", *sys.argv[1:]]), "params": str(args.params),
+               "machine": machine(),
                "dataset": dataset.name, "schedule": [p.model_dump() for p in base.training.schedule],
                "seeds": seeds, "mean": means}
     write_report(args.out, payload, render(payload))

@@ -106,8 +106,8 @@ SCRIPTS: tuple[Benchmark, ...] = (
               "benchmarks/results/ids_benchmark_DATASET.{json,md}", suites=("full",)),
     Benchmark("alternation", "The ID phase against a control without it: finished three-phase runs (recommender, "
               "ID phase, re-fit) against the same first phase re-fit on unchanged IDs; valid and test per seed.",
-              (("--runs", "artifacts/model", "bench/quality-items/ml-100k/model-learned-seed1",
-                "bench/quality-items/ml-100k/model-learned-seed2", "--seeds", "0", "1", "2"),),
+              (("--runs", "artifacts/model", "bench/quality-learned-seeds12/ml-100k/model-learned-seed1",
+                "bench/quality-learned-seeds12/ml-100k/model-learned-seed2", "--seeds", "0", "1", "2"),),
               "about 20 min (3 seeds: a quarter-epoch re-fit and 3 evaluations each)",
               "benchmarks/results/alternation-ml-100k.{json,md}", needs="the pipeline's run and quality runs of seeds 1 and 2"),
     Benchmark("distributed", "Training throughput of the default recommender on ML-100k: 1 process with every thread, "

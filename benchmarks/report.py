@@ -485,7 +485,9 @@ def findings(head: dict) -> list[str]:
     if alternation:
         final, valid = alternation["mean"]["final"], "valid/seen_excluded/ndcg@10"
         alt, control = final["alternating"], final["control"]
-        out.append(f"The ID phase: over {len(alternation['seeds'])} seeds the alternating run's final model scores as a "
+        profile = Path(alternation.get("params", "params.yaml")).stem
+        where = "" if profile == "params" else f" ({profile} profile)"
+        out.append(f"The ID phase{where}: over {len(alternation['seeds'])} seeds the alternating run's final model scores as a "
                    f"control without the ID phase does (valid N@10 {alt[valid]:.4f} against {control[valid]:.4f}, test "
                    f"{alt[key]:.4f} against {control[key]:.4f}); validation selects the end of the first phase in both.")
     beauty = head["quality"].get("beauty", {})
@@ -599,7 +601,7 @@ INCLUDED = [  # (file, what it shows, command when the JSON does not record it)
      "(plot: `benchmarks/results/architectures-curve-ml-100k.png`; the machines differ, as each label says).",
      "python -m benchmarks.architectures curve --run LABEL artifacts/model metrics/model.json ... "
      "--out benchmarks/results/architectures-curve-ml-100k"),
-    ("alternation-ml-100k.md", "The paper's alternation on the default (causal) profile: each seed's run against a "
+    ("alternation-ml-100k.md", "The paper's alternation on the causal recommender: each seed's run against a "
      "control without the ID phase.", None),
     ("tail-ml-100k.md", "The seq2seq CPU profile: its last recommender phase rerun at other lengths from each run's own "
      "checkpoints.", None),
