@@ -293,8 +293,8 @@ class TrainingConfig(_Section):
         description="Causal recommender phase: weight of an item-level cross-entropy added to the token loss. Where "
         "each target item's ID starts, every item of the catalogue is scored by its ID tokens' mean token logit and "
         "the target is classified against all of them (a full softmax over items, as SASRec's loss), so the model "
-        "learns to rank whole items, not only to spell the next ID token by token. Decoding is unchanged. 0: off, the "
-        "paper's plain token cross-entropy.",
+        "learns to rank whole items, not only to spell the next ID token by token; `ranking: items` ranks with this "
+        "score. 0: off, the paper's plain token cross-entropy.",
     )
     item_seen_unlikelihood: float = Field(
         0.0,

@@ -75,7 +75,10 @@ class IDGenRecModel:
         ``constrained=False`` decodes beams without the trie (to measure what it buys).
         """
         outside = set(range(len(self.id_table))) - set(candidates) if candidates is not None else set()
-        rank = self._item_ranking if self.settings.ranking == "items" else functools.partial(self._beam_ranking, constrained=constrained)
+        if self.settings.ranking == "items":
+            rank = self._item_ranking
+        else:
+            rank = functools.partial(self._beam_ranking, constrained=constrained)
         # Sort by prompt length so batches carry little padding; restore order at the end.
         order = sorted(range(len(histories)), key=lambda i: len(histories[i][-self.settings.history_length :]))
         results: dict[int, tuple[list[int], list[float]]] = {}
