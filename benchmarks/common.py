@@ -68,10 +68,11 @@ SCRIPTS: tuple[Benchmark, ...] = (
               (("dvc", "repro"),), "about 25 min", "metrics/*.json", suites=("quick", "full")),
     Benchmark("quality", "Test and validation metrics of every ID kind against popularity and SASRec, "
               "one process per set of seeds, same protocol as `idgenrec evaluate`.",
-              (*(("--kinds", "learned", "--seeds", seed, "--baselines", "--label", "default",
-                  "--workdir", "bench/quality-items", "--out", f"{QUALITY_ML100K}-learned-seed{seed}") for seed in ("1", "2")),
-               ("--kinds", "title", "random", "--seeds", "0", "1", "2", "--baselines", *BASELINES, "--label", "default",
-                "--out", f"{QUALITY_ML100K}-title-random"),
+              # one process per ID kind and seed (the pipeline gives learned IDs' seed 0)
+              (*(("--kinds", kind, "--seeds", seed, "--baselines", "--label", "default", "--workdir", "bench/quality-items",
+                  "--out", f"{QUALITY_ML100K}-{kind}-seed{seed}")
+                 for kind in KINDS for seed in ("0", "1", "2") if (kind, seed) != ("learned", "0")),
+               ("--kinds", "--seeds", "1", "2", "--baselines", *BASELINES, "--out", f"{QUALITY_ML100K}-baselines-seeds12"),
                ("--dataset", "beauty", "--kinds", "--seeds", "0", "1", "2", "--baselines", *BASELINES,
                 "--set", "evaluation.sample_users=2000", "--set", "sasrec.max_epochs=50", "--set", "sasrec.patience=10",
                 "--out", "benchmarks/results/quality-beauty-baselines"),
