@@ -14,7 +14,8 @@ empty or absent means the whole catalogue. Response, one row per request row::
 
     {"predictions": [{"item_ids": [...], "textual_ids": [...], "scores": [...]}]}
 
-``scores`` are the beam log-probabilities of each item's textual ID, best first. A bad
+``scores`` are log-probabilities, best first: of each item over the catalogue (``training.ranking:
+items``) or of its textual ID under beam search (``beams``). A bad
 request (unknown item id in a history or in ``candidates``, empty or over-long history, k out of
 range, too many rows or candidates) raises ``MlflowException`` with
 ``INVALID_PARAMETER_VALUE``, which MLflow's scoring server answers with HTTP 400 and the
@@ -43,8 +44,8 @@ from idgenrec.digests import damage, folder_digests
 MODEL_ARTIFACT = "idgenrec_model"  # key of the bundled model folder in the pyfunc's artifacts
 DIGESTS_KEY = "idgenrec_sha256"  # model_config entry: the folder's files as logged, checked at load
 DEFAULT_K = 10
-MAX_K = 100  # k is the beam width of the search: bound what one request can cost
-# A row is one beam search (about a second on a CPU): bound the rows and what each may carry, so
+MAX_K = 100  # with beam search k is the beam width: bound what one request can cost
+# A row is one ranking (a beam search takes up to a second on a CPU): bound the rows and what each may carry, so
 # one request cannot hold the server for minutes or fill its memory. The request's bytes are
 # bounded before they are decoded by `idgenrec serve` (server.py) or a reverse proxy.
 MAX_ROWS = 64
