@@ -199,13 +199,16 @@ def cpu_model() -> str:
 
 
 def machine() -> dict:
-    """The setting of a measurement: CPU model, cores, torch threads, versions, GPU, load."""
+    """The setting of a measurement: CPU model, cores, torch threads, versions, GPU, bf16 kernels, load."""
     import torch
+
+    from idgenrec.backbone.seq2seq import bf16_available, pick_device
 
     return {
         "cpu": cpu_model(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
         "python": platform.python_version(), "torch": torch.__version__,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "bf16_kernels": bf16_available(pick_device()),  # what a run asking for bf16 computes in: bf16 or fp32
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
 

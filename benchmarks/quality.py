@@ -46,6 +46,7 @@ def run_idgenrec(dataset: SequenceDataset, params: Params, workdir: Path) -> dic
     from idgenrec.recommender import alternating
     from idgenrec.recommender.model import IDGenRecModel
     from idgenrec.backbone import pick_device
+    from idgenrec.backbone.seq2seq import training_precision
 
     timings = {}
     started = time.perf_counter()
@@ -69,6 +70,7 @@ def run_idgenrec(dataset: SequenceDataset, params: Params, workdir: Path) -> dic
     return {
         "metrics": metrics,
         "timings": timings,
+        "precision": training_precision(pick_device(), params.training.bf16),  # bf16 only where the hardware has kernels
         "id_quality": {k: v for k, v in quality.items() if isinstance(v, (int, float))},
         "best_phase": state.best_phase,
         "best_epoch": state.best_epoch,

@@ -67,7 +67,10 @@ READS = {
     "idgenrec": ("data.k_core", "data.text_fields", "data.fallback_text", "evaluation", "backbone", "warmup", "ids",
                  "training"),
 }
-PER_RUN = {"training.seed", "ids.seed", "sasrec.seed", "ids.kind", "sasrec.device"}
+PER_RUN = {"training.seed", "ids.seed", "sasrec.seed", "ids.kind", "sasrec.device",
+           # bf16 autocast is asked for, and runs only where the hardware has kernels: the precision a run
+           # computed in is a fact of its machine, recorded with it (quality.py's "precision"), not a setting
+           "training.bf16", "warmup.bf16"}
 TAIL_PROBE = RESULTS / "tail-ml-100k.json"
 
 
