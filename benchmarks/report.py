@@ -415,11 +415,15 @@ def cell(entry: dict | None) -> str:
     return f"{entry['mean']:.4f}" + (f" ± {entry['std']:.4f}" if len(entry["seeds"]) > 1 else "")
 
 
-def quality_table(head: dict, dataset: str, keys: list[str]) -> list[str]:
+def quality_table(head: dict, dataset: str, keys: list[str], brief: bool = False) -> list[str]:
+    """One row per model; ``brief`` (the README) leaves out the rows of the architecture params.yaml does not use."""
+    other = {"causal", "seq2seq"} - {architecture(yaml.safe_load(Path("params.yaml").read_text()))}
     labels = [k.replace("test/", "").replace("seen_included/", "").replace("seen_excluded/", "excl. ").replace("recall", "R")
               .replace("ndcg", "N") for k in keys]
     lines = ["| model | seeds | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(keys)]
     for model, metrics in head["quality"].get(dataset, {}).items():
+        if brief and model.rsplit("-", 1)[-1] in other:
+            continue
         seeds = ",".join(str(r["seed"]) for r in head["settings"][dataset][model]["runs"])
         lines.append(f"| {display(model)} | {seeds} | " + " | ".join(cell(metrics.get(k)) for k in keys) + " |")
     return lines
@@ -579,11 +583,12 @@ def readme_block(head: dict) -> str:
              "every table, setting and command: [docs/results.md](docs/results.md)._", "",
              "ML-100k, test split, leave-one-out, full-catalogue ranking; mean ± std over seeds. "
              "R/N = Recall/NDCG; \"excl.\" = each user's history excluded from the ranking.", "",
-             *quality_table(head, "ml-100k", HEADLINE_KEYS), "",
+             *quality_table(head, "ml-100k", HEADLINE_KEYS, brief=True), "",
              *[f"- {line}" for line in findings(head)], "",
              "Reproduce: `make pipeline` (seed 0 of popularity, SASRec and learned IDs), then "
-             "`python -m benchmarks run full --only quality` (the other seeds and ID kinds; the beams and seq2seq rows: "
-             "the same with `--params profiles/cpu-beams.yaml` or `cpu-seq2seq.yaml`) and `python -m benchmarks report`.", "",
+             "`python -m benchmarks run full --only quality` (the other seeds and ID kinds; the beams rows: the same with "
+             "`--params profiles/cpu-beams.yaml`; the seq2seq recommender's rows, in docs/results.md: `cpu-seq2seq.yaml`) "
+             "and `python -m benchmarks report`.", "",
              "Speed, each figure with the machine it ran on and its load average (other work on a 2-core machine "
              "slows every figure; `python -m benchmarks.speed` remeasures training and decoding in about 2 minutes):", "",
              *speed_lines(head, brief=True), "", README_END]
