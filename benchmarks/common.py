@@ -86,12 +86,13 @@ SCRIPTS: tuple[Benchmark, ...] = (
                 "--set", "training.schedule=[{phase: recommender, epochs: 5, learning_rate: 0.002}, "
                 "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
                 "--label", "5ep", "--out", "benchmarks/results/quality-beauty-learned-5ep-seed0"),
-               ("--dataset", "beauty", "--kinds", "learned", "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
-                "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
-                "--set", "training.schedule=[{phase: recommender, epochs: 2.5, learning_rate: 0.002}, "
-                "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
-                "--label", "2.5ep", "--workdir", "bench/beauty-items",
-                "--out", "benchmarks/results/quality-beauty-learned-items-2.5ep-seed0")),
+               # params.yaml's item loss and ranking, 2.5 recommender epochs (every ID kind shares seed 0's generator)
+               *(("--dataset", "beauty", "--kinds", kind, "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
+                  "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
+                  "--set", "training.schedule=[{phase: recommender, epochs: 2.5, learning_rate: 0.002}, "
+                  "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
+                  "--label", "2.5ep", "--workdir", "bench/beauty-items",
+                  "--out", f"benchmarks/results/quality-beauty-{kind}-items-2.5ep-seed0") for kind in KINDS)),
               "ML-100k: 11-26 min of training per IDGenRec run (random < title < learned IDs), about 4 min per SASRec run, "
               "about 3 h in all; Beauty's baselines on 2,000 sampled users: longer; Beauty's learned IDs: 1-1.5 h (2.5 epochs), "
               "1.5-2 h (5 epochs); its title IDs about 1.5 h, random IDs about 30 min",
