@@ -149,6 +149,7 @@ def file_runs(path: Path) -> list[Run]:
         family = model if model in READS else "idgenrec"
         overrides = [o for o in data.get("overrides", []) if o.partition("=")[0].startswith(READS[family])]
         setting = {"device": machine.get("device") or "cpu", "threads": machine.get("threads"),
+                   "precision": run.get("precision"),  # recorded by quality.py since bf16 became per-machine
                    "evaluated_users": users or "all", "overrides": overrides}
         if isinstance(data.get("params"), str):
             setting["params"] = data["params"]
@@ -605,7 +606,7 @@ def settings_lines(head: dict, dataset: str) -> list[str]:
         parts = []
         for source, runs in groups.items():
             run = runs[0]
-            extra = [f"{run['device']}", f"users: {run['evaluated_users']}"]
+            extra = [run["device"], *([run["precision"]] if "precision" in run else []), f"users: {run['evaluated_users']}"]
             extra += [f"last phase {r['last_phase_epochs']:g} epochs (seed {r['seed']}, counted by the tail probe)"
                       for r in runs if "last_phase_epochs" in r]
             extra += [f"`--set {o}`" for o in run.get("overrides", [])]
