@@ -33,7 +33,7 @@ import torch
 
 import idgenrec  # noqa: F401  (offline defaults before transformers is imported)
 from idgenrec.atomic import atomic_write, write_json
-from benchmarks.common import batch_counts, matmul_peaks, render_peaks, title_id_setup
+from benchmarks.common import output_path, batch_counts, matmul_peaks, render_peaks, title_id_setup
 
 
 def _batches(params, dataset, tokenizer, table, architecture: str, history: int, count: int, token_budget: int | None,
@@ -221,7 +221,7 @@ def render_curves(result: dict, out: Path) -> str:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
     figure.tight_layout()
-    with atomic_write(out.with_suffix(".png"), "wb", encoding=None) as handle:
+    with atomic_write(output_path(out, ".png"), "wb", encoding=None) as handle:
         figure.savefig(handle, format="png", dpi=110)
     return "\n".join(lines) + "\n"
 
@@ -248,8 +248,8 @@ def main() -> None:
     else:
         result = measure_curves(args)
         markdown = render_curves(result, args.out)
-    write_json(args.out.with_suffix(".json"), result)
-    with atomic_write(args.out.with_suffix(".md")) as handle:
+    write_json(output_path(args.out, ".json"), result)
+    with atomic_write(output_path(args.out, ".md")) as handle:
         handle.write(markdown)
     print(markdown)
 

@@ -214,12 +214,18 @@ def machine() -> dict:
     }
 
 
+def output_path(out: Path, extension: str) -> Path:
+    """``out`` with ``extension`` appended: an ``--out`` such as ``...-2.5ep-seed0`` keeps its whole name
+    (``Path.with_suffix`` would replace ``.5ep-seed0``)."""
+    return out.with_name(out.name + extension)
+
+
 def write_report(out: Path, payload: dict, text: str) -> None:
     """``out``.json (the command that made it, the machine, then ``payload``) and ``out``.md (``text``)."""
     command = " ".join(["python -m", sys.modules["__main__"].__spec__.name if sys.modules["__main__"].__spec__
                         else sys.argv[0], *sys.argv[1:]])
-    write_json(out.with_suffix(".json"), {"command": command, "machine": machine(), **payload})
-    with atomic_write(out.with_suffix(".md")) as handle:
+    write_json(output_path(out, ".json"), {"command": command, "machine": machine(), **payload})
+    with atomic_write(output_path(out, ".md")) as handle:
         handle.write(text)
     print(text)
 

@@ -33,7 +33,7 @@ from idgenrec.backbone import build_seq2seq, prompt_token_limit
 from idgenrec.recommender.model import DecodingSettings, IDGenRecModel
 from idgenrec.recommender.samples import PromptEncoder, training_samples
 from idgenrec.recommender.training import iterate_batches, make_optimizer, optimisation_step
-from benchmarks.common import patched, title_id_setup
+from benchmarks.common import output_path, patched, title_id_setup
 
 
 def cuda_seconds(work) -> float:
@@ -139,7 +139,7 @@ def main() -> None:
     results["ids_profile_top"] = report.getvalue()
     print(f"IDs: first {first:.1f}s, second {second:.1f}s for {dataset.num_items} items", flush=True)
 
-    write_json(args.out.with_suffix(".json"), results)
+    write_json(output_path(args.out, ".json"), results)
     lines = [f"# GPU check: {results['device']}", "", f"`{results['command']}` (torch {results['torch']})", "",
              "| training step | ms | samples/s |", "|---|---|---|"]
     lines += [f"| {k} | {v:.1f} | {results['train_samples_per_s'][k]:.0f} |" for k, v in steps.items()]
@@ -147,7 +147,7 @@ def main() -> None:
     lines += [f"| {k} | {v:.0f} |" for k, v in results["decode_users_per_s"].items()]
     lines += ["", f"Textual IDs for {dataset.num_items} items: {first:.1f} s first, {second:.1f} s second; "
               f"generator warm-up of 1 epoch: {results['warmup_s']:.1f} s.", ""]
-    with atomic_write(args.out.with_suffix(".md")) as handle:
+    with atomic_write(output_path(args.out, ".md")) as handle:
         handle.write("\n".join(lines))
 
 

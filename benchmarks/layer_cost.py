@@ -23,7 +23,7 @@ import torch
 import idgenrec  # noqa: F401
 from idgenrec.atomic import atomic_write, write_json
 from idgenrec.backbone import build_seq2seq
-from benchmarks.common import matmul_peaks, render_peaks, title_id_batches, training_throughput
+from benchmarks.common import output_path, matmul_peaks, render_peaks, title_id_batches, training_throughput
 
 
 def steps_per_second(params, tokenizer, batches, depth: tuple[int, int]) -> float:
@@ -66,7 +66,7 @@ def main() -> None:
                           "ratio_to_" + base: statistics.median(values) / statistics.median(rates[base])}
                    for name, values in rates.items()},
     }
-    write_json(args.out.with_suffix(".json"), results)
+    write_json(output_path(args.out, ".json"), results)
     lines = [f"### Recommender step cost by depth (ml-100k, batch {config.batch_size}, history {config.history_length})", "",
              f"torch {results['machine']['torch']}, {results['machine']['threads']} threads; matmul peak "
              f"{render_peaks(results['peak_flops'])}. Median of {args.rounds} alternating rounds of {args.steps} steps.", "",
@@ -74,7 +74,7 @@ def main() -> None:
     for name, row in results["depths"].items():
         lines.append(f"| {name} | {', '.join(f'{v:.2f}' for v in row['steps_per_s'])} | {row['median']:.2f} "
                      f"| {row['ratio_to_' + base]:.2f}x |")
-    with atomic_write(args.out.with_suffix(".md")) as handle:
+    with atomic_write(output_path(args.out, ".md")) as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 

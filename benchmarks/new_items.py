@@ -38,7 +38,7 @@ from idgenrec.config import Params
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.progress import configure_logging
 
-from benchmarks.common import params_with_overrides, warmed_up_generator, with_seed
+from benchmarks.common import output_path, params_with_overrides, warmed_up_generator, with_seed
 
 KS = (5, 10)
 
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         "rows": rows,
     }
     if args.out:
-        write_json(args.out.with_suffix(".json"), report)
-        with atomic_write(args.out.with_suffix(".md")) as handle:
+        write_json(output_path(args.out, ".json"), report)
+        with atomic_write(output_path(args.out, ".md")) as handle:
             handle.write(markdown(report))
     print(markdown(report))
 

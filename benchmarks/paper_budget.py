@@ -33,6 +33,8 @@ from idgenrec.atomic import write_json
 from idgenrec.data.dataset import SequenceDataset
 from idgenrec.recommender.samples import training_samples
 
+from benchmarks.common import output_path
+
 # Probe schedule: enough steps to time each phase past its start-up, short enough to leave the budget.
 PROBE_RECOMMENDER_EPOCHS, PROBE_ID_EPOCHS = 0.1, 0.005
 PROBE_SCHEDULE = json.dumps([{"phase": "recommender", "epochs": PROBE_RECOMMENDER_EPOCHS, "learning_rate": 0.001},
@@ -61,7 +63,7 @@ def run_quality(prepared: Path, params: Path, overrides: list[str], workdir: Pat
         sys.exit(f"quality.py on {prepared} failed (exit status {err.returncode}); its output is above")
     except subprocess.TimeoutExpired:
         sys.exit(f"quality.py on {prepared} ran past the budget ({timeout_s:.0f} s left when it started)")
-    return json.loads(out.with_suffix(".json").read_text())["runs"][0]
+    return json.loads(output_path(out, ".json").read_text())["runs"][0]
 
 
 def probe_costs(run: dict, dataset: SequenceDataset, warmup_epochs: float) -> dict[str, float]:

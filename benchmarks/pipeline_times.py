@@ -24,7 +24,7 @@ import yaml
 
 from idgenrec.atomic import atomic_write, write_json
 
-from benchmarks.common import machine, matmul_peaks, render_peaks
+from benchmarks.common import output_path, machine, matmul_peaks, render_peaks
 
 
 def stage_order(dvc_yaml: Path) -> list[str]:
@@ -75,7 +75,7 @@ def main() -> None:
     path = upstream(Path("dvc.yaml"), "evaluate") - {"prepare"}
     to_model = sum(r["seconds"] for r in rows if r["stage"] in path)
     load = os.getloadavg()
-    write_json(args.out.with_suffix(".json"),
+    write_json(output_path(args.out, ".json"),
                {"stages": rows, "total_seconds": round(total, 1), "prepared_to_evaluated_seconds": round(to_model, 1),
                 "prepared_to_evaluated_stages": sorted(path), "load_average_at_end": load, "machine": setting,
                 "architecture": architecture, "ranking": ranking})
@@ -87,7 +87,7 @@ def main() -> None:
              f"Load average at the end: {', '.join(f'{x:.1f}' for x in load)} (other work on the machine inflates these).", "",
              f"Measured matmul peak at {setting['threads']} threads: {render_peaks(setting['peak_flops'])} "
              "(`benchmarks.common.matmul_peaks`).", ""]
-    with atomic_write(args.out.with_suffix(".md")) as handle:
+    with atomic_write(output_path(args.out, ".md")) as handle:
         handle.write("\n".join(lines))
     print(json.dumps({"total_seconds": total}))
 

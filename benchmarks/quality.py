@@ -33,7 +33,7 @@ from idgenrec.evaluation import evaluate_protocol
 from idgenrec.progress import configure_logging
 from idgenrec.tracking import code_version
 
-from benchmarks.common import (BASELINES, KINDS, PREPARED, machine, model_folder, params_with_overrides, prepared,
+from benchmarks.common import (output_path, BASELINES, KINDS, PREPARED, machine, model_folder, params_with_overrides, prepared,
                                warmed_up_generator, with_seed)
 
 REPORTED = [f"{split}/{setting}/{metric}" for split in ("test", "valid") for setting in ("seen_included", "seen_excluded")
@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = SequenceDataset.load(args.prepared)
     raw = params_with_overrides(args.params, args.overrides)
     runs: list[dict] = []
-    out_json = args.out.with_suffix(".json")
+    out_json = output_path(args.out, ".json")
     code = code_version(Path(__file__).resolve().parent.parent)  # before any result is written
 
     def save() -> None:
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "summary": summary, "runs": runs,
         })
-        with atomic_write(args.out.with_suffix(".md")) as handle:
+        with atomic_write(output_path(args.out, ".md")) as handle:
             handle.write(markdown(summary, f"{dataset.name} ({', '.join(args.overrides) or 'params as given'})"))
 
     for seed in args.seeds:

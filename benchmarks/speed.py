@@ -41,7 +41,7 @@ from idgenrec.recommender.alternating import build_recommender, decoding_setting
 from idgenrec.recommender.model import IDGenRecModel
 from idgenrec.recommender.prompts import HISTORY_SEPARATOR
 
-from benchmarks.common import machine, matmul_peaks, render_peaks, title_id_setup, training_throughput
+from benchmarks.common import output_path, machine, matmul_peaks, render_peaks, title_id_setup, training_throughput
 
 
 def latency(model: IDGenRecModel, histories, constrained: bool, repeats: int) -> dict:
@@ -110,8 +110,8 @@ def main() -> None:
                         help="Measure nothing: rewrite OUT.md from the measurements already in OUT.json.")
     args = parser.parse_args()
     if args.render:
-        with atomic_write(args.out.with_suffix(".md")) as handle:
-            handle.write(render_markdown(json.loads(args.out.with_suffix(".json").read_text())))
+        with atomic_write(output_path(args.out, ".md")) as handle:
+            handle.write(render_markdown(json.loads(output_path(args.out, ".json").read_text())))
         return
 
     params, dataset, tokenizer, table, quality = title_id_setup(args.params, args.prepared)
@@ -176,10 +176,10 @@ def main() -> None:
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     results["machine"] = machine()  # load average at the end
 
-    write_json(args.out.with_suffix(".json"), results)
-    with atomic_write(args.out.with_suffix(".md")) as handle:
+    write_json(output_path(args.out, ".json"), results)
+    with atomic_write(output_path(args.out, ".md")) as handle:
         handle.write(render_markdown(results))
-    plot(results, args.out.with_suffix(".png"))
+    plot(results, output_path(args.out, ".png"))
     print(render_markdown(results))
 
 

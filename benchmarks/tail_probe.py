@@ -38,7 +38,7 @@ from idgenrec.progress import configure_logging
 from idgenrec.recommender import alternating
 from idgenrec.tracking import code_version
 
-from benchmarks.common import with_seed
+from benchmarks.common import output_path, with_seed
 
 LAST_PHASE = 2  # the schedule's third phase: the recommender phase after the ID phase
 
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="Measure nothing: rewrite OUT.md from OUT.json.")
     args = parser.parse_args()
     if args.render:
-        write_markdown(json.loads(args.out.with_suffix(".json").read_text()), args.out)
+        write_markdown(json.loads(output_path(args.out, ".json").read_text()), args.out)
         return
     if not args.run or not args.tails:
         parser.error("--run and --tails are required to measure")
@@ -149,13 +149,13 @@ def main() -> None:
     command = "python -m benchmarks.tail_probe " + " ".join(f"--run {' '.join(r)}" for r in args.run)
     command += " --tails " + " ".join(str(t) for t in args.tails) + f" --out {args.out}"
     results = {"command": command, "code": code_version(Path(__file__).resolve().parents[1]), "params": str(args.params), "runs": runs}
-    write_json(args.out.with_suffix(".json"), results)
+    write_json(output_path(args.out, ".json"), results)
     write_markdown(results, args.out)
     print(render_markdown(results))
 
 
 def write_markdown(results: dict, out: Path) -> None:
-    with atomic_write(out.with_suffix(".md")) as handle:
+    with atomic_write(output_path(out, ".md")) as handle:
         handle.write(render_markdown(results))
 
 

@@ -38,7 +38,7 @@ from idgenrec.backbone import build_seq2seq, training_kernels
 from idgenrec.models import sasrec
 from idgenrec.optim import adamw
 from idgenrec.recommender import training
-from benchmarks.common import matmul_peaks, patched, render_peaks, title_id_batches, training_throughput
+from benchmarks.common import output_path, matmul_peaks, patched, render_peaks, title_id_batches, training_throughput
 
 
 def math_kernel(device: torch.device, *models) -> contextlib.AbstractContextManager:
@@ -101,7 +101,7 @@ def render_markdown(results: dict) -> str:
 
 
 def write_markdown(results: dict, out: Path) -> None:
-    with atomic_write(out.with_suffix(".md")) as handle:
+    with atomic_write(output_path(out, ".md")) as handle:
         handle.write(render_markdown(results))
 
 
@@ -116,7 +116,7 @@ def main() -> None:
     parser.add_argument("--render", action="store_true", help="Rewrite the .md from the .json without measuring.")
     args = parser.parse_args()
     if args.render:
-        write_markdown(json.loads(args.out.with_suffix(".json").read_text()), args.out)
+        write_markdown(json.loads(output_path(args.out, ".json").read_text()), args.out)
         return
 
     params, dataset, tokenizer, batches = title_id_batches(args.params, args.prepared, args.steps)
@@ -148,7 +148,7 @@ def main() -> None:
                              "speedup": before_epoch / statistics.median(values)}
                    for variant, values in epochs.items()},
     }
-    write_json(args.out.with_suffix(".json"), results)
+    write_json(output_path(args.out, ".json"), results)
     write_markdown(results, args.out)
     print(render_markdown(results))
 

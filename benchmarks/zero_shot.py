@@ -36,7 +36,7 @@ from idgenrec.data.dataset import SequenceDataset
 from idgenrec.progress import configure_logging
 from idgenrec.tracking import code_version
 
-from benchmarks.common import machine, params_with_overrides, with_seed, write_report
+from benchmarks.common import output_path, machine, params_with_overrides, with_seed, write_report
 from benchmarks.quality import run_baseline, run_idgenrec
 
 P5 = Path("../shared/data/amazon-p5")
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     write_report(args.out, payload, markdown(figures, settings))
     if all(k in results for k in ("zero-shot", "popularity", "in-domain")):
         headline = json.loads(HEADLINE.read_text(encoding="utf-8")) if HEADLINE.exists() else {}
-        command = json.loads(args.out.with_suffix(".json").read_text(encoding="utf-8"))["command"]
+        command = json.loads(output_path(args.out, ".json").read_text(encoding="utf-8"))["command"]
         headline.setdefault("zero_shot", {})[args.held_out] = {**figures, "settings": settings, "command": command}
         write_json(HEADLINE, headline)
 
