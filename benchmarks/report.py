@@ -451,11 +451,13 @@ def beauty_finding(beauty: dict, key: str) -> str:
         value, seeds = metrics[key]["mean"], len(metrics[key]["seeds"])
         epochs = float(match["epochs"] or default_epochs)
         groups.setdefault((match["kind"], "beam search" if match["beams"] else "item ranking"), []).append(
-            (epochs, f"{epochs:g} epochs {value:.4f} ({value / sasrec:.2f}x"
+            (epochs, f"{epochs:g} ep. {value:.4f} ({value / sasrec:.2f}x"
                      f"{f', {seeds} seeds' if seeds > 1 else ''})"))
     order = {kind: index for index, kind in enumerate(KINDS)}
-    parts = [f"{kind} IDs with {ranking}: " + ", ".join(text for _, text in sorted(runs))
-             for (kind, ranking), runs in sorted(groups.items(), key=lambda g: (order[g[0][0]], g[0][1] != "item ranking"))]
+    by_kind: dict[str, list[str]] = {}
+    for (kind, ranking), runs in sorted(groups.items(), key=lambda g: (order[g[0][0]], g[0][1] != "item ranking")):
+        by_kind.setdefault(kind, []).append(f"{ranking} " + ", ".join(text for _, text in sorted(runs)))
+    parts = [f"{kind} IDs, " + ", ".join(rankings) for kind, rankings in by_kind.items()]
     return (f"Amazon Beauty on the CPU (one seed unless said, 2,000 sampled users; [docs/results.md](docs/results.md)), "
             f"test N@10 with nothing excluded (and its ratio to SASRec's): SASRec {sasrec:.4f}, "
             f"popularity {beauty['popularity'][key]['mean']:.4f}; "
