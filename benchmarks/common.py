@@ -94,8 +94,9 @@ SCRIPTS: tuple[Benchmark, ...] = (
                   "--label", "2.5ep", "--workdir", "bench/beauty-items",
                   "--out", f"benchmarks/results/quality-beauty-{kind}-items-2.5ep-seed0") for kind in KINDS)),
               "ML-100k: 11-26 min of training per IDGenRec run (random < title < learned IDs), about 4 min per SASRec run, "
-              "about 3 h in all; Beauty's baselines on 2,000 sampled users: longer; Beauty's learned IDs: 1-1.5 h (2.5 epochs), "
-              "1.5-2 h (5 epochs); its title IDs about 1.5 h, random IDs about 30 min",
+              "about 3 h in all; Beauty's baselines on 2,000 sampled users: longer; Beauty on params.yaml's objective, one fp32 "
+              "thread, 2.5 epochs: learned IDs about 70 min (with the generator's warm-up), title 80 min, random 23 min; "
+              "with beam search: learned 1-1.5 h (2.5 epochs), 1.5-2 h (5 epochs), title about 1.5 h, random about 30 min",
               "benchmarks/results/quality-DATASET-*.{json,md}", suites=("full",)),
     Benchmark("speed", "The params.yaml recommender's training throughput (target items/s, target positions/s) and MFU "
               "against the measured matmul peak; decoding latency p50/p95 with and without the trie, by history length "
