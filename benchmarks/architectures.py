@@ -33,7 +33,7 @@ import torch
 
 import idgenrec  # noqa: F401  (offline defaults before transformers is imported)
 from idgenrec.atomic import atomic_write, write_json
-from benchmarks.common import output_path, batch_counts, matmul_peaks, render_peaks, title_id_setup
+from benchmarks.common import batch_counts, matmul_peaks, output_path, render_peaks, title_id_setup
 
 
 def _batches(params, dataset, tokenizer, table, architecture: str, history: int, count: int, token_budget: int | None,

@@ -23,7 +23,7 @@ import torch
 import idgenrec  # noqa: F401
 from idgenrec.atomic import atomic_write, write_json
 from idgenrec.backbone import build_seq2seq
-from benchmarks.common import output_path, matmul_peaks, render_peaks, title_id_batches, training_throughput
+from benchmarks.common import matmul_peaks, output_path, render_peaks, title_id_batches, training_throughput
 
 
 def steps_per_second(params, tokenizer, batches, depth: tuple[int, int]) -> float:

@@ -24,7 +24,7 @@ import yaml
 
 from idgenrec.atomic import atomic_write, write_json
 
-from benchmarks.common import output_path, machine, matmul_peaks, render_peaks
+from benchmarks.common import machine, matmul_peaks, output_path, render_peaks
 
 
 def stage_order(dvc_yaml: Path) -> list[str]:

@@ -33,8 +33,8 @@ from idgenrec.evaluation import evaluate_protocol
 from idgenrec.progress import configure_logging
 from idgenrec.tracking import code_version
 
-from benchmarks.common import (output_path, BASELINES, KINDS, PREPARED, machine, model_folder, params_with_overrides, prepared,
-                               warmed_up_generator, with_seed)
+from benchmarks.common import (BASELINES, KINDS, PREPARED, machine, model_folder, output_path, params_with_overrides,
+                               prepared, warmed_up_generator, with_seed)
 
 REPORTED = [f"{split}/{setting}/{metric}" for split in ("test", "valid") for setting in ("seen_included", "seen_excluded")
             for metric in ("recall@5", "recall@10", "ndcg@5", "ndcg@10")]

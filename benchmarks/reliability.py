@@ -41,7 +41,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmarks.common import output_path, machine, write_report
+from benchmarks.common import machine, output_path, write_report
 from idgenrec.atomic import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -485,7 +485,8 @@ def main() -> None:
             results["concurrency"] = concurrency(work, reference, args.promotion_rounds)
         if "load" in wanted:
             results["load"] = load(work, reference, args.clients, args.requests_each, args.fuzz_examples)
-    previous = json.loads(output_path(args.out, ".json").read_text()).get("results", {}) if output_path(args.out, ".json").exists() else {}
+    last = output_path(args.out, ".json")
+    previous = json.loads(last.read_text()).get("results", {}) if last.exists() else {}
     results = {**previous, **results}  # a section run alone keeps the others' last figures
     write_report(args.out, {"results": results}, render(results))
     headline = json.loads(HEADLINE.read_text(encoding="utf-8")) if HEADLINE.exists() else {}

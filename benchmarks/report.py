@@ -149,7 +149,7 @@ def file_runs(path: Path) -> list[Run]:
         family = model if model in READS else "idgenrec"
         overrides = [o for o in data.get("overrides", []) if o.partition("=")[0].startswith(READS[family])]
         setting = {"device": machine.get("device") or "cpu", "threads": machine.get("threads"),
-                   "precision": run.get("precision"),  # recorded by quality.py since bf16 became per-machine
+                   "precision": run.get("precision"),  # quality.py records it: bf16 runs only where the hardware has kernels
                    "evaluated_users": users or "all", "overrides": overrides}
         if isinstance(data.get("params"), str):
             setting["params"] = data["params"]
@@ -182,8 +182,13 @@ def normalised(value: object) -> object:
     return value
 
 
+def recorded(params: dict, knob: str) -> str:
+    """``knob`` (dotted) as a run's params record it, or as the code ran before the knob existed."""
+    return str(flatten(params).get(knob, KNOB_BEFORE_RECORDED[knob]))
+
+
 def architecture(params: dict) -> str:
-    return str(flatten(params).get("backbone.architecture", KNOB_BEFORE_RECORDED["backbone.architecture"]))
+    return recorded(params, "backbone.architecture")
 
 
 def differences(run: Run, reference: dict) -> set[str] | None:
@@ -273,15 +278,11 @@ def other_dataset_name(run: Run, reference: dict) -> str:
     ours = architecture(run.params)
     if ours != architecture(reference):
         return f"{run.model}-{ours}"
-    name, ranking = run.model, ranking_of(run.params)
-    if ranking != ranking_of(reference):
+    name, ranking = run.model, recorded(run.params, "training.ranking")
+    if ranking != recorded(reference, "training.ranking"):
         name += f"-{ranking}"
     epochs, default = first_phase_epochs(run.params), first_phase_epochs(reference)
     return name if epochs == default else f"{name}-{epochs:g}ep"
-
-
-def ranking_of(params: dict) -> str:
-    return str(flatten(params).get("training.ranking", KNOB_BEFORE_RECORDED["training.ranking"]))
 
 
 def first_phase_epochs(params: dict) -> float | None:

@@ -41,7 +41,7 @@ from idgenrec.recommender.alternating import build_recommender, decoding_setting
 from idgenrec.recommender.model import IDGenRecModel
 from idgenrec.recommender.prompts import HISTORY_SEPARATOR
 
-from benchmarks.common import output_path, machine, matmul_peaks, render_peaks, title_id_setup, training_throughput
+from benchmarks.common import machine, matmul_peaks, output_path, render_peaks, title_id_setup, training_throughput
 
 
 def latency(model: IDGenRecModel, histories, constrained: bool, repeats: int) -> dict:

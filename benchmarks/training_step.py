@@ -38,7 +38,7 @@ from idgenrec.backbone import build_seq2seq, training_kernels
 from idgenrec.models import sasrec
 from idgenrec.optim import adamw
 from idgenrec.recommender import training
-from benchmarks.common import output_path, matmul_peaks, patched, render_peaks, title_id_batches, training_throughput
+from benchmarks.common import matmul_peaks, output_path, patched, render_peaks, title_id_batches, training_throughput
 
 
 def math_kernel(device: torch.device, *models) -> contextlib.AbstractContextManager:

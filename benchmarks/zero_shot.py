@@ -36,7 +36,7 @@ from idgenrec.data.dataset import SequenceDataset
 from idgenrec.progress import configure_logging
 from idgenrec.tracking import code_version
 
-from benchmarks.common import output_path, machine, params_with_overrides, with_seed, write_report
+from benchmarks.common import machine, output_path, params_with_overrides, with_seed, write_report
 from benchmarks.quality import run_baseline, run_idgenrec
 
 P5 = Path("../shared/data/amazon-p5")
