@@ -75,6 +75,9 @@ def run_idgenrec(dataset: SequenceDataset, params: Params, workdir: Path) -> dic
         "best_phase": state.best_phase,
         "best_epoch": state.best_epoch,
         "best_valid": state.best_score,
+        # training.similarity_weights' validation scores on the selected checkpoint, and the weight kept
+        **({"similarity_weight": state.similarity_weight, "valid_by_similarity_weight": state.valid_by_similarity_weight}
+           if state.valid_by_similarity_weight is not None else {}),
         "first_round_best_valid": max(
             (r.get(f"valid_{params.evaluation.selection_metric}", float("-inf")) for r in first_phase), default=None
         ),

@@ -52,7 +52,7 @@ FILE_MODELS = {"pop": "popularity", "sasrec": "sasrec"}  # quality.py's names fo
 # code did before the knob existed: a run that does not record the knob is read as having that value.
 KNOB_BEFORE_RECORDED: dict[str, object] = {
     "backbone.architecture": "seq2seq", "training.item_loss": 0.0, "training.item_seen_unlikelihood": 0.0,
-    "training.ranking": "beams",
+    "training.ranking": "beams", "training.similarity_weights": [0.0],
 }
 # Knobs that name a variant of a model rather than another setting: a run that differs from
 # params.yaml only in these is reported as ``idgenrec-KIND-VALUE`` (params.yaml's value: ``idgenrec-KIND``).
@@ -150,6 +150,7 @@ def file_runs(path: Path) -> list[Run]:
         overrides = [o for o in data.get("overrides", []) if o.partition("=")[0].startswith(READS[family])]
         setting = {"device": machine.get("device") or "cpu", "threads": machine.get("threads"),
                    "precision": run.get("precision"),  # quality.py records it: bf16 runs only where the hardware has kernels
+                   "similarity_weight": run.get("similarity_weight"),  # the weight validation kept, where there was a choice
                    "evaluated_users": users or "all", "overrides": overrides}
         if isinstance(data.get("params"), str):
             setting["params"] = data["params"]
@@ -234,23 +235,43 @@ def probed_tail(run: Run, reference: dict) -> dict | None:
 VARIANT_PROFILES = {"seq2seq": Path("profiles/cpu-seq2seq.yaml"), "beams": Path("profiles/cpu-beams.yaml")}
 
 
-def settings_match(run: Run, reference: dict) -> bool | None:
-    """Whether ``run`` has ``reference``'s settings (a last phase the tail probe covers counts); None if unknown."""
+def similarity_kept_zero(runs: list[Run]) -> str | None:
+    """Why runs of one dataset trained before ``training.similarity_weights`` count as the default's, or None.
+
+    The weight is chosen after training, on the selected model; where validation kept 0 for every
+    model of the dataset it was chosen for, the choice leaves a model as it was, so a run that could
+    not choose is taken to score as one that chose (the reason is recorded with the run).
+    """
+    chosen = [r for r in runs if r.setting.get("similarity_weight") is not None]
+    if not chosen or any(r.setting["similarity_weight"] != 0 for r in chosen):
+        return None
+    checked = ", ".join(f"{r.model} seed {r.seed}" for r in chosen)
+    return f"trained before training.similarity_weights; validation kept weight 0 on every model it was chosen for ({checked})"
+
+
+def settings_match(run: Run, reference: dict, similarity_neutral: str | None = None) -> bool | None:
+    """Whether ``run`` has ``reference``'s settings (a last phase the tail probe covers counts; so does a run
+    that predates the similarity weights on a dataset where ``similarity_neutral`` says why); None if unknown."""
     diff = differences(run, reference)
     if diff is None:
         return None
+    reasons = []
+    if similarity_neutral and "training.similarity_weights" in diff and "similarity_weights" not in run.params.get("training", {}):
+        diff = diff - {"training.similarity_weights"}
+        reasons.append(similarity_neutral)
     if diff == {"training.schedule"} and (probe := probed_tail(run, reference)):
         run.setting["last_phase_epochs"] = run.params["training"]["schedule"][-1]["epochs"]
-        run.setting["counted_by"] = (f"{TAIL_PROBE}: its last phase rerun at "
-                                     f"{probe['epochs']:g} epoch kept the first phase selected")
-        return True
+        reasons.append(f"{TAIL_PROBE}: its last phase rerun at {probe['epochs']:g} epoch kept the first phase selected")
+        diff = set()
+    if not diff and reasons:
+        run.setting["counted_by"] = "; ".join(reasons)
     return not diff
 
 
-def headline_name(run: Run, reference: dict) -> str | None:
+def headline_name(run: Run, reference: dict, similarity_neutral: str | None = None) -> str | None:
     """``run``'s model name in the headline against ``reference`` (params.yaml), None where it is not reported."""
     name = run.model
-    match = settings_match(run, reference)
+    match = settings_match(run, reference, similarity_neutral)
     if match is None:
         return None
     if match:
@@ -294,8 +315,9 @@ def first_phase_epochs(params: dict) -> float | None:
 def current_runs(dataset: str, runs: list[Run], reference: dict, same_dataset: bool) -> dict[str, list[Run]]:
     """Runs by headline model name: on the reference's dataset only the reference's settings (or a variant)."""
     chosen: dict[str, list[Run]] = {}
+    neutral = similarity_kept_zero(runs)
     for run in runs:
-        name = headline_name(run, reference) if same_dataset else other_dataset_name(run, reference)
+        name = headline_name(run, reference, neutral) if same_dataset else other_dataset_name(run, reference)
         if name is None:
             continue
         seeds = {r.seed for r in chosen.get(name, [])}

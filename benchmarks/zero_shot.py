@@ -81,6 +81,7 @@ def cached(path: Path, compute) -> dict:
 
 def zero_shot(combined_dir: Path, dataset: SequenceDataset, params: Params) -> dict:
     from idgenrec.backbone import pick_device
+    from idgenrec.backbone.seq2seq import training_precision
     from idgenrec.evaluation import evaluate_protocol
     from idgenrec.recommender import alternating
     from idgenrec.recommender.model import IDGenRecModel
@@ -92,6 +93,8 @@ def zero_shot(combined_dir: Path, dataset: SequenceDataset, params: Params) -> d
     ids_s = time.perf_counter() - started
     metrics = evaluate_protocol(transferred, dataset, params.evaluation.ks, params.evaluation.sample_users)
     return {"metrics": metrics, "ids": {k: v for k, v in stats.items() if isinstance(v, (int, float))},
+            "model": str(combined_dir), "similarity_weight": trained.settings.similarity_weight,
+            "precision": training_precision(pick_device(), trained.settings.bf16),  # what it ranked in
             "timings": {"ids_s": round(ids_s, 1)}}
 
 
@@ -106,6 +109,12 @@ def single_metrics(spec: str) -> tuple[str, dict]:
         return name, {"metrics": runs[0]["metrics"], "source": path,
                       **{k: runs[0][k] for k in ("best_phase", "best_epoch") if k in runs[0]}}
     return name, {"metrics": payload, "source": path}
+
+
+def precision(results: dict) -> str:
+    """The precision the IDGenRec steps computed in (recorded with each; fp32 where a step predates the record)."""
+    found = sorted({r.get("precision", "fp32") for r in results.values() if "best_phase" in r or "ids" in r})
+    return "/".join(found) or "fp32"
 
 
 def keep_share(zero: float, in_domain: float) -> float | None:
@@ -190,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", nargs="+", default=None,
                         help="Run only these steps (combined, zero-shot, popularity, sasrec, in-domain, single-NAME).")
     parser.add_argument("--report-only", action="store_true", help="Compute nothing: report the steps already done.")
+    parser.add_argument("--trained", type=Path, default=None,
+                        help="A finished run folder trained on --train (quality.py's model-KIND-SEED) to put on the held-out "
+                             "dataset instead of training the combined model here (its best/ is used).")
     parser.add_argument("--workdir", type=Path, default=Path("bench/zero-shot"))
     parser.add_argument("--out", type=Path, required=True, help="Output path without extension.")
     args = parser.parse_args(argv)
@@ -212,9 +224,10 @@ def main(argv: list[str] | None = None) -> None:
         elif path.exists():
             results[name] = json.loads(path.read_text(encoding="utf-8"))
 
-    step("combined", lambda: run_idgenrec(prepared(combined, work), combined, work / "combined"))
-    step("zero-shot", lambda: zero_shot(work / "combined" / f"model-{combined.ids.kind}-seed{args.seed}",
-                                         prepared(held, work), held))
+    if args.trained is None:
+        step("combined", lambda: run_idgenrec(prepared(combined, work), combined, work / "combined"))
+    trained = args.trained or work / "combined" / f"model-{combined.ids.kind}-seed{args.seed}"
+    step("zero-shot", lambda: zero_shot(trained, prepared(held, work), held))
     step("popularity", lambda: run_baseline("pop", prepared(held, work), held))
     step("in-domain", lambda: run_idgenrec(prepared(held, work), held, work / f"in-domain-{args.held_out}"))
     step("sasrec", lambda: run_baseline("sasrec", prepared(held, work), held))
@@ -232,7 +245,7 @@ def main(argv: list[str] | None = None) -> None:
         "sasrec_epochs": args.sasrec_epochs,
         "users": (f"{base['evaluation']['sample_users']:,} sampled users per dataset (all where fewer)"
                   if base.get("evaluation", {}).get("sample_users") else "every user"),
-        "machine": f"{machine()['cpu']}, {machine()['threads']} thread(s) per process, fp32",
+        "machine": f"{machine()['cpu']}, {machine()['threads']} thread(s) per process, {precision(results)}",
     }
     # What reruns every step (a report assembled from steps run apart is reproduced by the whole run).
     arguments = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -244,12 +245,39 @@ def test_item_ranking_scores_the_whole_catalogue_and_learns_the_planted_pattern(
     model.save(tmp_path / "model")
     loaded = IDGenRecModel.load(tmp_path / "model")
     assert loaded.settings.ranking == "items" and loaded.recommend(histories, k=3) == [row[:3] for row in items]
+    # a heavy last-item similarity term puts each history's last item first; scores stay log-probabilities
+    similar = IDGenRecModel(recommender, tokenizer, model.id_table, dataclasses.replace(settings, similarity_weight=100.0))
+    ranked, similar_scores = similar.recommend_with_scores(histories, k=len(WORDS))
+    assert [row[0] for row in ranked] == [h[-1] for h in histories]
+    assert sum(torch.tensor(similar_scores[0]).exp()).item() == pytest.approx(1.0, abs=1e-4)
+    assert similar.recommend(histories, k=3, exclude_seen=True) == excluded_top3(similar, histories)
+    similar.save(tmp_path / "similar")
+    assert IDGenRecModel.load(tmp_path / "similar").settings.similarity_weight == 100.0
     # the item matrix is made once, and made again after the weights change in place (a training step)
     cached = loaded.item_embeddings()
     assert loaded.item_embeddings() is cached
     with torch.no_grad():
         loaded.recommender.get_input_embeddings().weight.mul_(-1.0)
     assert torch.allclose(loaded.item_embeddings(), -cached)
+
+
+def excluded_top3(model, histories):
+    """Top 3 of the full ranking with each history's items removed (what exclude_seen must return)."""
+    full = model.recommend(histories, k=len(model.id_table))
+    return [[item for item in row if item not in history][:3] for row, history in zip(full, histories)]
+
+
+def test_last_item_similarity_is_the_cosine_of_centred_id_embeddings():
+    from idgenrec.recommender.item_scores import item_directions, last_item_similarity
+
+    items = torch.tensor([[1.0, 0.0], [3.0, 0.0], [1.0, 2.0], [3.0, 2.0]])  # mean (2, 1): centred rows are diagonals
+    directions = item_directions(items)
+    similarity = last_item_similarity(directions, [0, None, 3])
+    half = 2 ** -0.5
+    assert torch.allclose(directions[0], torch.tensor([-half, -half]))
+    assert torch.allclose(similarity[0], torch.tensor([1.0, 0.0, 0.0, -1.0]), atol=1e-6)
+    assert torch.equal(similarity[1], torch.zeros(4))  # no last item: no term
+    assert torch.allclose(similarity[2], torch.tensor([-1.0, 0.0, 0.0, 1.0]), atol=1e-6)
 
 
 def test_id_phase_gradients_reach_the_generator_and_never_the_recommender(backbone, trained):
@@ -350,6 +378,10 @@ def test_causal_settings_that_only_prompts_have_are_refused():
         Params(backbone=seq2seq, training=TrainingConfig(ranking="items"))
     with pytest.raises(ValueError, match="set training.item_loss > 0"):
         Params(backbone=TINY_CAUSAL, training=TrainingConfig(item_seen_unlikelihood=1.0))
+    with pytest.raises(ValueError, match="similarity_weights act on the item ranking"):
+        Params(backbone=TINY_CAUSAL, training=TrainingConfig(similarity_weights=[0.0, 3.0]))
+    with pytest.raises(ValueError, match="similarity_weights"):
+        TrainingConfig(similarity_weights=[])
     with pytest.raises(ValueError, match="paper profile is seq2seq"):
         BackboneConfig(profile="paper", architecture="causal")
 
@@ -369,6 +401,7 @@ training:
   item_loss: 1.0
   item_seen_unlikelihood: 1.0
   ranking: items
+  similarity_weights: [0.0, 1.0]
   soft_id_max_tokens: 4
   schedule:
     - {phase: recommender, epochs: 3, learning_rate: 0.003}
@@ -401,7 +434,13 @@ def test_a_causal_run_is_evaluated_registered_served_and_grown(tmp_path, monkeyp
     files = run_tiny_pipeline(root)
     metrics = json.loads(files.model_metrics.read_text())
     assert 0 <= metrics["test/seen_included/ndcg@10"] <= 1
-    assert json.loads((files.model / "settings.json").read_text())["ranking"] == "items"
+    settings = json.loads((files.model / "settings.json").read_text())
+    assert settings["ranking"] == "items"
+    # after the schedule, validation scored the selected model with each similarity weight and kept the best
+    state = json.loads((files.workdir / "state.json").read_text())
+    scores = state["valid_by_similarity_weight"]
+    assert set(scores) == {"0.0", "1.0"} and scores["0.0"] == state["best_score"]
+    assert settings["similarity_weight"] == state["similarity_weight"] == float(max(scores, key=scores.get))
     configure_tracking(root)
     record = record_pipeline_run(load_params(root / "params.yaml"), LAYOUT, root=root)
     assert record["promotion"]["promoted"]

@@ -35,6 +35,8 @@ def train(
     typer.echo(
         f"selected phase {state.best_phase} epoch {state.best_epoch}: "
         f"valid {config.evaluation.selection_metric} = {state.best_score:.4f}"
+        + (f"; similarity weight {state.similarity_weight:g} (valid {state.valid_by_similarity_weight[str(state.similarity_weight)]:.4f})"
+           if state.valid_by_similarity_weight is not None else "")
     )
 
 

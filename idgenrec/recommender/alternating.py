@@ -15,6 +15,7 @@ from (seed, phase index), so resumed and uninterrupted runs take the same steps.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -54,6 +55,9 @@ class TrainingState:
     best_phase: int | None = None
     best_epoch: int | None = None
     records: list[dict] = field(default_factory=list)
+    # training.similarity_weights' validation scores on best/, once the schedule is done (None: not chosen yet)
+    valid_by_similarity_weight: dict[str, float] | None = None
+    similarity_weight: float | None = None
 
     @classmethod
     def load(cls, workdir: Path) -> "TrainingState | None":
@@ -118,10 +122,12 @@ TRAINING_CODE = ("recommender", "backbone", "ids", "evaluation.py", "distributed
 
 
 def decoding_settings(params: Params) -> DecodingSettings:
+    """How the model ranks while it trains: with the first of ``training.similarity_weights`` (see :func:`choose_similarity_weight`)."""
     training = params.training
     return DecodingSettings(
         training.history_length, training.num_beams, training.bf16, user_id_words=training.user_id_words,
         architecture=params.backbone.architecture, ranking=training.ranking,
+        similarity_weight=training.similarity_weights[0],
     )
 
 
@@ -348,4 +354,39 @@ def train(params: Params, dataset: SequenceDataset, generator_dir: Path, id_tabl
     state = TrainingState.load(workdir)
     if state is None or state.best_phase is None:
         raise RuntimeError("the schedule has no recommender phase, so no model was selected")
-    return state
+    return choose_similarity_weight(params, dataset, workdir)
+
+
+def choose_similarity_weight(params: Params, dataset: SequenceDataset, workdir: Path) -> TrainingState:
+    """Give ``best/`` the weight of ``training.similarity_weights`` that scores best on validation; returns the state.
+
+    The checkpoint was selected with the first weight; each weight is then scored on the same
+    validation users and the best one (ties: the earlier) is saved with the model. Done once per
+    run and set of weights: a resumed or repeated call finds the choice in the state and changes nothing.
+    """
+    state = TrainingState.load(workdir)
+    weights = params.training.similarity_weights
+    if state is None or state.best_phase is None:
+        raise FileNotFoundError(f"{workdir}: no selected model to choose a similarity weight for")
+    if len(weights) == 1 or set(state.valid_by_similarity_weight or ()) == {str(w) for w in weights}:
+        return state  # nothing to choose, or chosen among these weights already
+    ranks = distributed.current()
+    best = IDGenRecModel.load(workdir / BEST, device=pick_device())
+    selection = dataset.sample_users(params.training.selection_users, params.training.seed)
+    scored = []
+    for weight in weights:
+        candidate = IDGenRecModel(best.recommender, best.tokenizer, best.id_table,
+                                  dataclasses.replace(best.settings, similarity_weight=weight), best.generator)
+        metrics = evaluate(candidate, selection, "valid", params.evaluation.ks, params.evaluation.exclude_seen)
+        scored.append((metrics[params.evaluation.selection_metric], weight, candidate))
+    score, weight, chosen = max(scored, key=lambda entry: entry[0])  # max keeps the first of equal scores
+    LOGGER.info(f"similarity weight {weight} selected (valid {params.evaluation.selection_metric}: "
+                + ", ".join(f"{w}: {s:.4f}" for s, w, _ in scored) + ")")
+    if ranks.main:
+        if weight != best.settings.similarity_weight:
+            chosen.save(workdir / BEST)
+        state.valid_by_similarity_weight = {str(w): s for s, w, _ in scored}
+        state.similarity_weight = weight
+        state.save(workdir)
+    ranks.barrier()
+    return state if ranks.main else TrainingState.load(workdir)

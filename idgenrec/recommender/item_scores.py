@@ -38,3 +38,25 @@ def item_logits(model, states: torch.Tensor, items: torch.Tensor) -> torch.Tenso
     transformed state against the mean of the embeddings of the item's ID tokens.
     """
     return model.cls.predictions.transform(states) @ items.to(states.dtype).T
+
+
+def item_log_probs(model, states: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """(N, I) log-probabilities over the catalogue: the softmax of :func:`item_logits`, in fp32."""
+    return torch.log_softmax(item_logits(model, states, items).float(), dim=-1)
+
+
+def item_directions(items: torch.Tensor) -> torch.Tensor:
+    """(I, H) each item's embedding centred over the catalogue and scaled to unit length, in fp32.
+
+    Centring removes what every ID shares (common tokens, the embeddings' mean), so the cosine
+    of two rows says how alike the two items' IDs are rather than how alike IDs are in general.
+    """
+    centred = items.float() - items.float().mean(dim=0, keepdim=True)
+    return torch.nn.functional.normalize(centred, dim=-1)
+
+
+def last_item_similarity(directions: torch.Tensor, last_items: Sequence[int | None]) -> torch.Tensor:
+    """(B, I) cosine between every item and each row's last item (:func:`item_directions`); 0 for an empty history."""
+    rows = torch.tensor([-1 if item is None else item for item in last_items], device=directions.device)
+    similarity = directions[rows.clamp(min=0)] @ directions.T
+    return similarity * (rows >= 0).unsqueeze(1)

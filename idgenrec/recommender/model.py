@@ -20,7 +20,9 @@ from idgenrec.digests import check_digests, record_digests
 from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.decoding import beam_search
 from idgenrec.recommender.samples import PromptEncoder, pad_batch, user_id_writer
-from idgenrec.recommender.item_scores import catalogue_tokens, item_embeddings, item_logits
+from idgenrec.recommender.item_scores import (
+    catalogue_tokens, item_directions, item_embeddings, item_log_probs, item_logits, last_item_similarity,
+)
 from idgenrec.recommender.sequences import SequenceEncoder
 from idgenrec.backbone import autocast, prompt_token_limit
 from idgenrec.backbone.causal import hidden_states
@@ -37,6 +39,7 @@ class DecodingSettings:
     user_id_words: int = 0  # 0: prompts say "the user"; else see UserIdWriter
     architecture: str = "seq2seq"  # how the recommender reads a history: seq2seq prompts or causal sequences
     ranking: str = "beams"  # beams: trie-constrained beam search; items: every item scored by its ID (causal)
+    similarity_weight: float = 0.0  # items: weight of each item's ID similarity to the last item read (see _item_ranking)
 
 
 class IDGenRecModel:
@@ -53,7 +56,7 @@ class IDGenRecModel:
         self.prompts = encoder(tokenizer, self.item_tokens, settings.history_length, prompt_token_limit(recommender))
         self.trie = IdTrie(self.item_tokens, self.prompts.eos)
         self.catalogue = catalogue_tokens(self.item_tokens)
-        self._items: tuple[tuple, torch.Tensor] | None = None  # item embeddings and the weights they were made from
+        self._items: tuple[tuple, dict[str, torch.Tensor]] | None = None  # item matrices and the weights they were made from
         self.user_ids = user_id_writer(id_table.textual_ids, settings.user_id_words)
 
     @property
@@ -91,13 +94,14 @@ class IDGenRecModel:
             input_ids = pad_batch([p.input_ids for p in prompts], self.tokenizer.pad_token_id).to(self.device)
             mask = (input_ids != self.tokenizer.pad_token_id).long()
             exclude = [(set(histories[i]) if exclude_seen else set()) | outside for i in chunk]
+            last_items = [histories[i][-1] if len(histories[i]) else None for i in chunk]
             with autocast(self.device, self.settings.bf16):
-                ranked = rank(input_ids, mask, k, exclude)
+                ranked = rank(input_ids, mask, k, exclude, last_items)
             for i, row_items, row_scores in zip(chunk, *ranked):
                 results[i] = (row_items[:k], row_scores[:k])
         return [results[i][0] for i in range(len(histories))], [results[i][1] for i in range(len(histories))]
 
-    def _beam_ranking(self, input_ids, mask, k: int, exclude: list[set[int]], constrained: bool):
+    def _beam_ranking(self, input_ids, mask, k: int, exclude: list[set[int]], last_items, constrained: bool):
         """Trie-constrained beam search: the method's generative decoding."""
         result = beam_search(
             self.recommender, input_ids, mask, max(k, self.settings.num_beams), self.prompts.eos,
@@ -106,11 +110,21 @@ class IDGenRecModel:
         return result.items, result.scores
 
     @torch.no_grad()
-    def _item_ranking(self, input_ids, mask, k: int, exclude: list[set[int]]):
-        """Every item scored by its ID where the next ID starts (:func:`item_logits`); causal only."""
+    def _item_ranking(self, input_ids, mask, k: int, exclude: list[set[int]], last_items: list[int | None]):
+        """Every item scored by its ID where the next ID starts (:func:`item_logits`); causal only.
+
+        With ``similarity_weight``, each item's logit gains that weight times the cosine between its
+        ID embedding and the last item's (:func:`last_item_similarity`): the next item often resembles
+        the last one, and the term reads only IDs, so it holds for items and catalogues never trained on.
+        """
         states = hidden_states(self.recommender, input_ids=input_ids, attention_mask=mask)
         last = states[torch.arange(states.size(0), device=states.device), mask.sum(dim=1) - 1]
-        scores = torch.log_softmax(item_logits(self.recommender, last, self.item_embeddings()).float(), dim=-1)
+        if self.settings.similarity_weight:
+            logits = item_logits(self.recommender, last, self.item_embeddings()).float()
+            logits += self.settings.similarity_weight * last_item_similarity(self.item_directions(), last_items)
+            scores = torch.log_softmax(logits, dim=-1)
+        else:
+            scores = item_log_probs(self.recommender, last, self.item_embeddings())
         for row, items in enumerate(exclude):
             if items:
                 scores[row, list(items)] = float("-inf")
@@ -127,10 +141,20 @@ class IDGenRecModel:
         The weights' version counter moves with every in-place update (an optimizer step between
         validations), so a cached matrix is never used with weights it was not made from.
         """
+        return self._item_matrices()["embeddings"]
+
+    def item_directions(self) -> torch.Tensor:
+        """Every item's unit ID direction for the similarity term (:func:`item_directions`), cached as the embeddings."""
+        matrices = self._item_matrices()
+        if "directions" not in matrices:
+            matrices["directions"] = item_directions(matrices["embeddings"])
+        return matrices["directions"]
+
+    def _item_matrices(self) -> dict[str, torch.Tensor]:
         weight = self.recommender.get_input_embeddings().weight
         key = (weight.data_ptr(), weight._version, weight.device)
         if self._items is None or self._items[0] != key:
-            self._items = (key, item_embeddings(self.recommender, self.catalogue.to(weight.device)))
+            self._items = (key, {"embeddings": item_embeddings(self.recommender, self.catalogue.to(weight.device))})
         return self._items[1]
 
     def recommend(

@@ -33,7 +33,7 @@ from idgenrec.recommender.samples import (
     length_grouped_batches,
     seen_item_branches,
 )
-from idgenrec.recommender.item_scores import catalogue_tokens, item_embeddings, item_logits
+from idgenrec.recommender.item_scores import catalogue_tokens, item_embeddings, item_log_probs
 from idgenrec.recommender.sequences import SequenceBatch, SequenceEncoder, TrainingWindow, window_batches
 
 
@@ -133,7 +133,7 @@ def sequence_batch_loss(
     if item_weight and batch.target_items is not None and batch.target_items.numel():
         sequence, position, item = to_device(batch.target_items, device).unbind(1)
         items = item_embeddings(model, to_device(batch.catalogue, device))
-        scores = torch.log_softmax(item_logits(model, states[sequence, position], items).float(), -1)
+        scores = item_log_probs(model, states[sequence, position], items)
         loss = loss + item_weight * torch.nn.functional.nll_loss(scores, item)
         if item_seen_weight and batch.seen_items.numel():
             target, seen = to_device(batch.seen_items, device).unbind(1)

@@ -80,6 +80,10 @@ def log_pipeline_run(
             "best/score": state.best_score, "best/phase": float(state.best_phase or 0),
             "best/epoch": float(state.best_epoch or 0), "phases_completed": float(state.completed_phases),
         })
+        if state.valid_by_similarity_weight is not None:  # the weight validation kept, and what each scored
+            mlflow.log_metric("best/similarity_weight", float(state.similarity_weight))
+            mlflow.log_metrics({f"similarity/{metric_key(selection)}/{weight}": score
+                                for weight, score in state.valid_by_similarity_weight.items()})
         mlflow.log_metrics({metric_key(k): float(v) for k, v in model_metrics.items()})
         popularity = popularity_metrics(dataset, params.evaluation)[selection]  # the registry's floor
         mlflow.log_metric(f"popularity/{metric_key(selection)}", popularity)
