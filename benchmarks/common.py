@@ -158,15 +158,17 @@ SCRIPTS: tuple[Benchmark, ...] = (
               (("--params", "profiles/paper-offline.yaml", "--probe-prepared", "artifacts/prepared", "--prepared",
                 "PREPARED", "--budget-s", "540", "--out", "OUT"),),
               "the budget", "OUT.{json,md}, OUT-probe.*, OUT-plan.json", needs="a GPU for the paper's profiles"),
-    Benchmark("zero_shot", "Leave one dataset out: one model trained on the others together (data.combine_with), then "
-              "recommending on the held-out one with no training, against its popularity, SASRec trained on it and the "
-              "same architecture trained on it; single- against combined-dataset models on the training datasets.",
-              (("--train", "ml-100k", "beauty", "--held-out", "toys", "--sasrec-epochs", "25", "--set", "warmup.epochs=2",
+    Benchmark("zero_shot", "Leave one dataset out: a model trained on the others (together, data.combine_with, or one "
+              "already trained: --trained), then recommending on the held-out one with no training, against its popularity, "
+              "SASRec trained on it and the same architecture trained on it; single- against combined-dataset models on the "
+              "training datasets.",
+              # the Beauty model of the quality entry (learned IDs, 2.5 epochs, bench/beauty-items) put on Toys
+              (("--train", "beauty", "--held-out", "toys", "--trained", "bench/beauty-items/beauty/model-learned-seed0",
+                "--steps", "zero-shot", "popularity", "sasrec", "--sasrec-epochs", "25", "--set", "warmup.epochs=2",
                 "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
-                "--single", "ml-100k=metrics/model.json", "--single", "beauty=benchmarks/results/quality-beauty-learned-seed0.json",
                 "--out", "benchmarks/results/zero-shot-toys"),),
-              "about 2 h on 2 cores (the combined model about 1 h)", "benchmarks/results/zero-shot-toys.{json,md}, "
-              "headline.json's zero_shot", suites=("full",)),
+              "about 45 min on 2 cores after the quality entry (Toys' IDs about 10 min, SASRec about 30 min)",
+              "benchmarks/results/zero-shot-toys.{json,md}, headline.json's zero_shot", suites=("full",)),
     Benchmark("reliability", "kill -9 across a tiny `dvc repro` (random moments, ID generation, training, registration, "
               "dvc.lock updates) and add-items, then recovery and identical outputs; corrupt artifacts named; a second "
               "`dvc repro` and simultaneous promotions; 50 loopback clients on `idgenrec serve` (latency, 5xx, memory) "

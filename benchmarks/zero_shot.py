@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> None:
     step("popularity", lambda: run_baseline("pop", prepared(held, work), held))
     step("in-domain", lambda: run_idgenrec(prepared(held, work), held, work / f"in-domain-{args.held_out}"))
     step("sasrec", lambda: run_baseline("sasrec", prepared(held, work), held))
-    for name in args.train:
+    for name in args.train if args.trained is None else ():  # a model trained elsewhere has no combined run to compare
         if name in singles:
             results[f"single-{name}"] = singles[name]
         else:

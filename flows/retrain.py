@@ -172,9 +172,10 @@ def train_phase(params: Params, files: PipelineFiles, index: int, phase: str) ->
 
 
 @stage_task("training-curve")
-def finish_training(files: PipelineFiles) -> dict:
-    state = stages.finish_training(files)
-    return {"best_phase": state.best_phase, "best_epoch": state.best_epoch, "best_score": state.best_score}
+def finish_training(params: Params, files: PipelineFiles) -> dict:
+    state = stages.finish_training(params, files)
+    return {"best_phase": state.best_phase, "best_epoch": state.best_epoch, "best_score": state.best_score,
+            "similarity_weight": state.similarity_weight}
 
 
 @task(name="train-processes", task_run_name="train-on-{processes}-processes", cache_policy=NO_CACHE)
@@ -190,12 +191,12 @@ def train(params: Params, files: PipelineFiles) -> None:
     """
     if params.runtime.processes > 1:
         train_on_processes(params, files, params.runtime.processes)
-        finish_training(files)
+        finish_training(params, files)
         return
     start_training(params, files)
     for index, phase in enumerate(params.training.schedule):  # the alternating schedule is data
         train_phase(params, files, index, phase.phase)
-    finish_training(files)
+    finish_training(params, files)
 
 
 @stage_task("evaluate")

@@ -182,14 +182,17 @@ def train_phase(params: Params, files: PipelineFiles, index: int) -> list[dict]:
     return run_phase(params, SequenceDataset.load(files.prepared), files.workdir, index)
 
 
-def finish_training(files: PipelineFiles) -> "TrainingState":
-    """After the last phase: the per-epoch records as the training curve (``dvc plots``); the final state."""
+def finish_training(params: Params, files: PipelineFiles) -> "TrainingState":
+    """After the last phase: the selected model's similarity weight (chosen once), the per-epoch records as the
+    training curve (``dvc plots``); the final state."""
     from idgenrec import distributed
-    from idgenrec.recommender.alternating import TrainingState
+    from idgenrec.recommender.alternating import TrainingState, choose_similarity_weight
 
     state = TrainingState.load(files.workdir)
     if state is None or state.best_phase is None:
         raise RuntimeError(f"{files.workdir}: no model was selected (the schedule has no recommender phase, or it has not run)")
+    if len(params.training.similarity_weights) > 1:
+        state = choose_similarity_weight(params, SequenceDataset.load(files.prepared), files.workdir)
     if distributed.current().main:
         write_json(files.training_curve, [{"step": step, **record} for step, record in enumerate(state.records, start=1)])
     return state
@@ -203,11 +206,11 @@ def train(params: Params, files: PipelineFiles) -> "TrainingState":
     command = ["train", "--prepared", files.prepared, "--generator", files.generator, "--ids", files.id_table,
                "--workdir", files.workdir, "--curve", files.training_curve]
     if on_processes(params, command):
-        return finish_training(files)
+        return finish_training(params, files)
     start_training(params, files)
     for index in range(len(params.training.schedule)):  # the alternating schedule is data
         train_phase(params, files, index)
-    return finish_training(files)
+    return finish_training(params, files)
 
 
 def evaluate(params: Params, files: PipelineFiles, model: Path | None = None) -> dict[str, float]:

@@ -441,6 +441,13 @@ def test_a_causal_run_is_evaluated_registered_served_and_grown(tmp_path, monkeyp
     scores = state["valid_by_similarity_weight"]
     assert set(scores) == {"0.0", "1.0"} and scores["0.0"] == state["best_score"]
     assert settings["similarity_weight"] == state["similarity_weight"] == float(max(scores, key=scores.get))
+    # the pipeline's train stage (and the Prefect flow) choose it in their last step, once
+    from idgenrec import stages
+
+    unchosen = {k: v for k, v in state.items() if k not in ("valid_by_similarity_weight", "similarity_weight")}
+    (files.workdir / "state.json").write_text(json.dumps(unchosen))
+    finished = stages.finish_training(load_params(root / "params.yaml"), files)
+    assert finished.valid_by_similarity_weight == scores and finished.similarity_weight == state["similarity_weight"]
     configure_tracking(root)
     record = record_pipeline_run(load_params(root / "params.yaml"), LAYOUT, root=root)
     assert record["promotion"]["promoted"]

@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))  # `flows` is a top-level folder of the project, n
 
 from flows import retrain as retrain_module  # noqa: E402
 from flows.retrain import UP_TO_DATE, retrain  # noqa: E402
+from idgenrec.config import Params  # noqa: E402
 from idgenrec.layout import LAYOUT  # noqa: E402
 from idgenrec.stages import MODEL_STAGES  # noqa: E402
 from test_tracking import new_store, write_tiny_project  # noqa: E402
@@ -191,7 +192,8 @@ def test_task_logic_through_fn(tmp_path):
     files.workdir.mkdir(parents=True)
     TrainingState(fingerprint="x", completed_phases=1, best_score=0.5, best_phase=0, best_epoch=2,
                   records=[{"phase_index": 0, "epoch": 1, "train_loss": 2.0}, {"phase_index": 0, "epoch": 2, "train_loss": 1.0}]).save(files.workdir)
-    assert retrain_module.finish_training.fn(files) == {"best_phase": 0, "best_epoch": 2, "best_score": 0.5}
+    assert retrain_module.finish_training.fn(Params(), files) == {
+        "best_phase": 0, "best_epoch": 2, "best_score": 0.5, "similarity_weight": None}
     assert [r["step"] for r in json.loads(files.training_curve.read_text())] == [1, 2]
 
     subprocess.run([DVC, "init", "--no-scm", "-q"], cwd=tmp_path, check=True)
