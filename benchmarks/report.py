@@ -54,6 +54,7 @@ FILE_MODELS = {"pop": "popularity", "sasrec": "sasrec"}  # quality.py's names fo
 KNOB_BEFORE_RECORDED: dict[str, object] = {
     "backbone.architecture": "seq2seq", "training.item_loss": 0.0, "training.item_seen_unlikelihood": 0.0,
     "training.ranking": "beams", "training.similarity_weights": [0.0],
+    "training.similarity_min_gain": 0.02,  # with one weight there is nothing to choose: any gain reads the same
 }
 # Knobs that name a variant of a model rather than another setting: a run that differs from
 # params.yaml only in these is reported as ``idgenrec-KIND-VALUE`` (params.yaml's value: ``idgenrec-KIND``).

@@ -10,7 +10,7 @@ it had as ``metrics_single_weight``. Its ``command`` is the quality.py command t
 from scratch.
 
     python -m benchmarks.similarity --run benchmarks/results/quality-beauty-title-items-3ep-seed0.json \\
-        --workdir bench/beauty-long --weights 0 1 3 10 [--label 3ep --out OTHER]
+        --workdir bench/beauty-long --weights 0 1 3 10 30 [--min-gain 0.02] [--label 3ep --out OTHER]
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from benchmarks.common import id_kind, machine, model_folder, output_path, with_
 from benchmarks.quality import markdown, summarise
 
 
-def rechosen(run: dict, source: dict, dataset: SequenceDataset, workdir: Path, weights: list[float]) -> dict:
+def rechosen(run: dict, source: dict, dataset: SequenceDataset, workdir: Path, weights: list[float], min_gain: float) -> dict:
     """``run`` (an IDGenRec run of ``source``) with its model's similarity weight chosen and its test metrics redone."""
     from idgenrec.backbone import pick_device
     from idgenrec.evaluation import evaluate_protocol
@@ -39,21 +39,26 @@ def rechosen(run: dict, source: dict, dataset: SequenceDataset, workdir: Path, w
     from idgenrec.recommender.model import IDGenRecModel
 
     raw = json.loads(json.dumps(source["params"]))
-    raw.setdefault("training", {})["similarity_weights"] = weights
+    raw.setdefault("training", {}).update(similarity_weights=weights, similarity_min_gain=min_gain)
     params = with_seed(raw, id_kind(run["model"]), run["seed"])
     folder = model_folder(workdir / dataset.name, params.ids.kind, run["seed"])
     state = alternating.choose_similarity_weight(params, dataset, folder)
-    model = IDGenRecModel.load(folder / alternating.BEST, device=pick_device())
-    metrics = evaluate_protocol(model, dataset, params.evaluation.ks, params.evaluation.sample_users)
+    if run.get("similarity_weight") == state.similarity_weight:  # the model this file already evaluated
+        metrics = run["metrics"]
+    else:
+        model = IDGenRecModel.load(folder / alternating.BEST, device=pick_device())
+        metrics = evaluate_protocol(model, dataset, params.evaluation.ks, params.evaluation.sample_users)
     return {**run, "metrics": metrics, "metrics_single_weight": run.get("metrics_single_weight", run["metrics"]),
             "similarity_weight": state.similarity_weight, "valid_by_similarity_weight": state.valid_by_similarity_weight}
 
 
-def reproducing_command(command: str, weights: list[float], label: str, out: Path) -> str:
-    """``command`` (quality.py's) with these similarity weights, ``label`` and ``out``."""
-    command = re.sub(r" --set training\.similarity_weights=\[[^\]]*\]| --label \S+| --out \S+", "", command)
+def reproducing_command(command: str, weights: list[float], min_gain: float, label: str, out: Path) -> str:
+    """``command`` (quality.py's) with these similarity settings, ``label`` and ``out``."""
+    command = re.sub(r' --set "?training\.similarity_weights=\[[^\]]*\]"?| --set training\.similarity_min_gain=\S+'
+                     r'| --label \S+| --out \S+', "", command)
     weights_text = ", ".join(f"{w:g}" for w in weights)
-    return f'{command} --set "training.similarity_weights=[{weights_text}]"' + (f" --label {label}" if label else "") + f" --out {out}"
+    return (f'{command} --set "training.similarity_weights=[{weights_text}]" --set training.similarity_min_gain={min_gain:g}'
+            + (f" --label {label}" if label else "") + f" --out {out}")
 
 
 def relabelled(model: str, label: str) -> str:
@@ -67,22 +72,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--run", type=Path, required=True, help="A quality.py results file (.json).")
     parser.add_argument("--workdir", type=Path, required=True, help="The --workdir its runs were trained in.")
     parser.add_argument("--weights", type=float, nargs="+", required=True, help="training.similarity_weights to choose from.")
+    parser.add_argument("--min-gain", type=float, default=0.02, help="training.similarity_min_gain.")
     parser.add_argument("--label", default=None, help="Label of the runs' model names (default: theirs).")
     parser.add_argument("--out", type=Path, help="Output path without extension (default: --run, rewritten in place).")
     args = parser.parse_args(argv)
     configure_logging()
     source = json.loads(args.run.read_text(encoding="utf-8"))
     dataset = SequenceDataset.load(source["prepared"])
-    runs = [rechosen(run, source, dataset, args.workdir, args.weights) if id_kind(run["model"]) else run
+    runs = [rechosen(run, source, dataset, args.workdir, args.weights, args.min_gain) if id_kind(run["model"]) else run
             for run in source["runs"]]
     label = args.label if args.label is not None else (re.search(r"--label (\S+)", source["command"]) or [None, ""])[1]
     runs = [{**run, "model": relabelled(run["model"], label)} if id_kind(run["model"]) else run for run in runs]
     summary = summarise(runs)
     out = args.out or args.run.with_name(args.run.name.removesuffix(".json"))
     params = json.loads(json.dumps(source["params"]))
-    params.setdefault("training", {})["similarity_weights"] = args.weights
+    params.setdefault("training", {}).update(similarity_weights=args.weights, similarity_min_gain=args.min_gain)
     write_json(output_path(out, ".json"), {
-        **source, "command": reproducing_command(source["command"], args.weights, label, out), "params": params, "summary": summary,
+        **source, "command": reproducing_command(source["command"], args.weights, args.min_gain, label, out), "params": params, "summary": summary,
         "runs": runs, "similarity": {"command": " ".join(["python -m benchmarks.similarity", *(argv or sys.argv[1:])]),
                                      "code": code_version(Path(__file__).resolve().parent.parent), "machine": machine()},
     })

@@ -312,6 +312,10 @@ class TrainingConfig(_Section):
         "keeps the best pair, so [0.0, 3.0] lets the data decide (0: the recommender's score alone). On Amazon data, "
         "where the next purchase often resembles the last, the term transfers to catalogues the model never saw.",
     )
+    similarity_min_gain: float = Field(
+        0.02, ge=0, description="The relative validation gain over the first of similarity_weights that another weight "
+        "needs to be kept instead (0.02: 2%); smaller gains are within a validation score's noise.",
+    )
     selection_users: int | None = Field(
         None, ge=1, description="Validate on this fixed random subset of users after each epoch (None: all users)."
     )

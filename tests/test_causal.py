@@ -280,6 +280,28 @@ def test_last_item_similarity_is_the_cosine_of_centred_id_embeddings():
     assert torch.allclose(similarity[2], torch.tensor([-1.0, 0.0, 0.0, 1.0]), atol=1e-6)
 
 
+def test_another_similarity_weight_is_kept_only_for_a_gain_above_the_minimum():
+    from idgenrec.recommender.alternating import preferred_similarity_weight
+
+    weights = [0.0, 1.0, 3.0]
+    assert preferred_similarity_weight({"0.0": 0.100, "1.0": 0.101, "3.0": 0.095}, weights, 0.02) == 0.0  # +1%: noise
+    assert preferred_similarity_weight({"0.0": 0.090, "1.0": 0.094, "3.0": 0.097}, weights, 0.02) == 3.0
+    assert preferred_similarity_weight({"0.0": 0.090, "1.0": 0.097, "3.0": 0.097}, weights, 0.0) == 1.0  # ties: the first
+    assert preferred_similarity_weight({"0.0": 0.0, "1.0": 0.0, "3.0": 0.0}, weights, 0.02) == 0.0
+
+
+def test_similarity_settings_are_left_out_of_what_a_resumed_run_must_share():
+    """They are read once the phases are done: a run resumed with other candidates retrains nothing."""
+    from idgenrec.recommender.alternating import params_fingerprint
+
+    causal = Params(backbone=TINY_CAUSAL, training=TrainingConfig(ranking="items", item_loss=1.0))
+    other = causal.model_copy(update={"training": causal.training.model_copy(
+        update={"similarity_weights": [0.0, 3.0], "similarity_min_gain": 0.1})})
+    assert params_fingerprint(causal) == params_fingerprint(other)
+    assert params_fingerprint(causal) != params_fingerprint(
+        causal.model_copy(update={"training": causal.training.model_copy(update={"item_loss": 2.0})}))
+
+
 def test_id_phase_gradients_reach_the_generator_and_never_the_recommender(backbone, trained):
     from idgenrec.recommender.soft_ids import ItemTextInputs, sequence_id_phase_loss
 
@@ -422,6 +444,7 @@ def test_a_causal_run_is_evaluated_registered_served_and_grown(tmp_path, monkeyp
     import pandas as pd
 
     from idgenrec.config import load_params
+    from idgenrec.recommender.alternating import preferred_similarity_weight
     from idgenrec.layout import LAYOUT
     from idgenrec.registry import grow_champion, record_pipeline_run
     from idgenrec.tracking import configure_tracking
@@ -440,7 +463,8 @@ def test_a_causal_run_is_evaluated_registered_served_and_grown(tmp_path, monkeyp
     state = json.loads((files.workdir / "state.json").read_text())
     scores = state["valid_by_similarity_weight"]
     assert set(scores) == {"0.0", "1.0"} and scores["0.0"] == state["best_score"]
-    assert settings["similarity_weight"] == state["similarity_weight"] == float(max(scores, key=scores.get))
+    chosen = preferred_similarity_weight(scores, [0.0, 1.0], 0.02)
+    assert settings["similarity_weight"] == state["similarity_weight"] == chosen
     # the pipeline's train stage (and the Prefect flow) choose it in their last step, once
     from idgenrec import stages
 

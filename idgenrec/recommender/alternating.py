@@ -105,10 +105,15 @@ def _load_timings(path: Path, num_records: int) -> list[dict]:
 SELECTION_SETTINGS = ("ks", "exclude_seen", "selection_metric")
 
 
+CHOSEN_AFTER_TRAINING = ("similarity_weights", "similarity_min_gain")  # see choose_similarity_weight
+
+
 def params_fingerprint(params: Params) -> str:
     """What a resumed run must share with the interrupted one to continue it."""
     dumped = params.model_dump(mode="json")
     relevant = {k: dumped[k] for k in ("data", "backbone", "warmup", "ids", "training")}
+    for knob in CHOSEN_AFTER_TRAINING:  # read only once the phases are done: changing them retrains nothing
+        relevant["training"].pop(knob)
     relevant["evaluation"] = {k: dumped["evaluation"][k] for k in SELECTION_SETTINGS}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -358,35 +363,51 @@ def train(params: Params, dataset: SequenceDataset, generator_dir: Path, id_tabl
 
 
 def choose_similarity_weight(params: Params, dataset: SequenceDataset, workdir: Path) -> TrainingState:
-    """Give ``best/`` the weight of ``training.similarity_weights`` that scores best on validation; returns the state.
+    """Give ``best/`` the weight of ``training.similarity_weights`` that validation prefers; returns the state.
 
     The checkpoint was selected with the first weight; each weight is then scored on the same
-    validation users and the best one (ties: the earlier) is saved with the model. Done once per
-    run and set of weights: a resumed or repeated call finds the choice in the state and changes nothing.
+    validation users (once per run and set of weights: the scores are kept in the state) and
+    :func:`preferred_similarity_weight` picks one, which is saved with the model.
     """
     state = TrainingState.load(workdir)
     weights = params.training.similarity_weights
     if state is None or state.best_phase is None:
         raise FileNotFoundError(f"{workdir}: no selected model to choose a similarity weight for")
-    if len(weights) == 1 or set(state.valid_by_similarity_weight or ()) == {str(w) for w in weights}:
-        return state  # nothing to choose, or chosen among these weights already
+    if len(weights) == 1:
+        return state
     ranks = distributed.current()
     best = IDGenRecModel.load(workdir / BEST, device=pick_device())
-    selection = dataset.sample_users(params.training.selection_users, params.training.seed)
-    scored = []
-    for weight in weights:
-        candidate = IDGenRecModel(best.recommender, best.tokenizer, best.id_table,
-                                  dataclasses.replace(best.settings, similarity_weight=weight), best.generator)
-        metrics = evaluate(candidate, selection, "valid", params.evaluation.ks, params.evaluation.exclude_seen)
-        scored.append((metrics[params.evaluation.selection_metric], weight, candidate))
-    score, weight, chosen = max(scored, key=lambda entry: entry[0])  # max keeps the first of equal scores
-    LOGGER.info(f"similarity weight {weight} selected (valid {params.evaluation.selection_metric}: "
-                + ", ".join(f"{w}: {s:.4f}" for s, w, _ in scored) + ")")
+    scores = state.valid_by_similarity_weight
+    if set(scores or ()) != {str(w) for w in weights}:
+        selection = dataset.sample_users(params.training.selection_users, params.training.seed)
+        scores = {}
+        for weight in weights:
+            candidate = _with_similarity_weight(best, weight)
+            metrics = evaluate(candidate, selection, "valid", params.evaluation.ks, params.evaluation.exclude_seen)
+            scores[str(weight)] = metrics[params.evaluation.selection_metric]
+    weight = preferred_similarity_weight(scores, weights, params.training.similarity_min_gain)
+    LOGGER.info(f"similarity weight {weight:g} selected (valid {params.evaluation.selection_metric}: "
+                + ", ".join(f"{w:g}: {scores[str(w)]:.4f}" for w in weights) + ")")
     if ranks.main:
         if weight != best.settings.similarity_weight:
-            chosen.save(workdir / BEST)
-        state.valid_by_similarity_weight = {str(w): s for s, w, _ in scored}
-        state.similarity_weight = weight
+            _with_similarity_weight(best, weight).save(workdir / BEST)
+        state.valid_by_similarity_weight, state.similarity_weight = scores, weight
         state.save(workdir)
     ranks.barrier()
     return state if ranks.main else TrainingState.load(workdir)
+
+
+def preferred_similarity_weight(scores: dict[str, float], weights: list[float], min_gain: float) -> float:
+    """The best-scoring weight where it beats the first one by ``min_gain`` (relative), else the first one.
+
+    A validation score over about a thousand users moves by more than a percent between
+    checkpoints of equal quality: a smaller gain is no reason to change how the model ranks.
+    """
+    first = weights[0]
+    best = max(weights, key=lambda w: scores[str(w)])  # max keeps the first of equal scores
+    return best if scores[str(best)] > scores[str(first)] * (1 + min_gain) else first
+
+
+def _with_similarity_weight(model: IDGenRecModel, weight: float) -> IDGenRecModel:
+    return IDGenRecModel(model.recommender, model.tokenizer, model.id_table,
+                         dataclasses.replace(model.settings, similarity_weight=weight), model.generator)
