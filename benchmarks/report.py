@@ -556,12 +556,17 @@ def findings(head: dict) -> list[str]:
     for dataset, entry in head.get("zero_shot", {}).items():
         held, included = entry["held_out"], "seen_included/ndcg@10"
         rows = held["models"]
-        zero, pop, own = (rows.get(m, {}).get(included) for m in ("idgenrec zero-shot", "popularity", "idgenrec in-domain"))
-        if None in (zero, pop, own):
+        zero, pop, own, sasrec = (rows.get(m, {}).get(included) for m in
+                                  ("idgenrec zero-shot", "popularity", "idgenrec in-domain", "sasrec"))
+        if None in (zero, pop):
             continue
+        against = [f"{zero / pop:.2f}x {dataset} popularity's"]
+        if sasrec:
+            against.append(f"{zero / sasrec:.2f}x SASRec trained on {dataset} ({sasrec:.4f})")
+        if own:
+            against.append(f"{zero / own:.0%} of the same model trained on {dataset} ({own:.4f})")
         out.append(f"Zero-shot on {dataset} (trained on {' + '.join(held['trained_on'])}, never on {dataset}): test N@10 "
-                   f"{zero:.4f}, {zero / pop:.2f}x {dataset} popularity's, {zero / own:.0%} of the same model trained on "
-                   f"{dataset} ({own:.4f}; [docs/datasets.md](docs/datasets.md)).")
+                   f"{zero:.4f}, {', '.join(against)}; [docs/datasets.md](docs/datasets.md).")
     return out
 
 

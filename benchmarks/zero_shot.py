@@ -135,6 +135,8 @@ def summary(results: dict, train: list[str], held_out: str) -> dict:
                                ("idgenrec in-domain", "in-domain"), ("idgenrec zero-shot", "zero-shot"))
             if step in results}
     held = {"dataset": held_out, "trained_on": train, "models": rows}
+    if "zero-shot" in results and "similarity_weight" in results["zero-shot"]:
+        held["similarity_weight"] = results["zero-shot"]["similarity_weight"]  # what the trained model ranks with
     if "idgenrec zero-shot" in rows and "idgenrec in-domain" in rows:
         held["zero_shot_keeps_of_in_domain_ndcg@10"] = keep_share(
             rows["idgenrec zero-shot"]["seen_included/ndcg@10"], rows["idgenrec in-domain"]["seen_included/ndcg@10"])
@@ -167,6 +169,9 @@ def markdown(figures: dict, settings: dict) -> str:
              "| model | " + " | ".join(names.values()) + " |", "|---|" + "---|" * len(names)]
     for model, row in held["models"].items():
         lines.append(f"| {model} | " + " | ".join(f"{row[k]:.4f}" for k in names) + " |")
+    if "similarity_weight" in held:
+        lines += ["", f"The trained model ranks with last-item similarity weight {held['similarity_weight']:g} "
+                      "(chosen on its training data's validation)."]
     if "zero_shot_keeps_of_in_domain_ndcg@10" in held:
         lines += ["", f"The zero-shot model keeps {held['zero_shot_keeps_of_in_domain_ndcg@10']:.0%} of the in-domain "
                       f"model's N@10 ({held.get('zero_shot_over_popularity_ndcg@10', float('nan')):.2f}x popularity's)."]
