@@ -31,7 +31,8 @@ from benchmarks.common import id_kind, machine, model_folder, output_path, with_
 from benchmarks.quality import markdown, summarise
 
 
-def rechosen(run: dict, source: dict, dataset: SequenceDataset, workdir: Path, weights: list[float], min_gain: float) -> dict:
+def rechosen(run: dict, source: dict, dataset: SequenceDataset, workdir: Path, weights: list[float], min_gain: float,
+             reevaluate: bool = False) -> dict:
     """``run`` (an IDGenRec run of ``source``) with its model's similarity weight chosen and its test metrics redone."""
     from idgenrec.backbone import pick_device
     from idgenrec.evaluation import evaluate_protocol
@@ -43,7 +44,7 @@ def rechosen(run: dict, source: dict, dataset: SequenceDataset, workdir: Path, w
     params = with_seed(raw, id_kind(run["model"]), run["seed"])
     folder = model_folder(workdir / dataset.name, params.ids.kind, run["seed"])
     state = alternating.choose_similarity_weight(params, dataset, folder)
-    if run.get("similarity_weight") == state.similarity_weight:  # the model this file already evaluated
+    if run.get("similarity_weight") == state.similarity_weight and not reevaluate:  # the model this file evaluated
         metrics = run["metrics"]
     else:
         model = IDGenRecModel.load(folder / alternating.BEST, device=pick_device())
@@ -73,13 +74,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, required=True, help="The --workdir its runs were trained in.")
     parser.add_argument("--weights", type=float, nargs="+", required=True, help="training.similarity_weights to choose from.")
     parser.add_argument("--min-gain", type=float, default=0.02, help="training.similarity_min_gain.")
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="Evaluate a model again even where its weight is the one the file has (ranking code changed).")
     parser.add_argument("--label", default=None, help="Label of the runs' model names (default: theirs).")
     parser.add_argument("--out", type=Path, help="Output path without extension (default: --run, rewritten in place).")
     args = parser.parse_args(argv)
     configure_logging()
     source = json.loads(args.run.read_text(encoding="utf-8"))
     dataset = SequenceDataset.load(source["prepared"])
-    runs = [rechosen(run, source, dataset, args.workdir, args.weights, args.min_gain) if id_kind(run["model"]) else run
+    runs = [rechosen(run, source, dataset, args.workdir, args.weights, args.min_gain, args.reevaluate)
+            if id_kind(run["model"]) else run
             for run in source["runs"]]
     label = args.label if args.label is not None else (re.search(r"--label (\S+)", source["command"]) or [None, ""])[1]
     runs = [{**run, "model": relabelled(run["model"], label)} if id_kind(run["model"]) else run for run in runs]

@@ -245,14 +245,19 @@ def test_item_ranking_scores_the_whole_catalogue_and_learns_the_planted_pattern(
     model.save(tmp_path / "model")
     loaded = IDGenRecModel.load(tmp_path / "model")
     assert loaded.settings.ranking == "items" and loaded.recommend(histories, k=3) == [row[:3] for row in items]
-    # a heavy last-item similarity term puts each history's last item first; scores stay log-probabilities
-    similar = IDGenRecModel(recommender, tokenizer, model.id_table, dataclasses.replace(settings, similarity_weight=100.0))
+    # a heavy last-item similarity term puts first the item whose ID is most like the last one's (never the
+    # last item itself, which the term leaves to the model); scores stay log-probabilities
+    similar = IDGenRecModel(recommender, tokenizer, model.id_table, dataclasses.replace(settings, similarity_weight=1e4))
     ranked, similar_scores = similar.recommend_with_scores(histories, k=len(WORDS))
-    assert [row[0] for row in ranked] == [h[-1] for h in histories]
+    directions = similar.item_directions()
+    for history, row in zip(histories, ranked):
+        alike = directions @ directions[history[-1]]
+        alike[history[-1]] = float("-inf")
+        assert row[0] == int(alike.argmax())
     assert sum(torch.tensor(similar_scores[0]).exp()).item() == pytest.approx(1.0, abs=1e-4)
     assert similar.recommend(histories, k=3, exclude_seen=True) == excluded_top3(similar, histories)
     similar.save(tmp_path / "similar")
-    assert IDGenRecModel.load(tmp_path / "similar").settings.similarity_weight == 100.0
+    assert IDGenRecModel.load(tmp_path / "similar").settings.similarity_weight == 1e4
     # the item matrix is made once, and made again after the weights change in place (a training step)
     cached = loaded.item_embeddings()
     assert loaded.item_embeddings() is cached
@@ -275,9 +280,11 @@ def test_last_item_similarity_is_the_cosine_of_centred_id_embeddings():
     similarity = last_item_similarity(directions, [0, None, 3])
     half = 2 ** -0.5
     assert torch.allclose(directions[0], torch.tensor([-half, -half]))
-    assert torch.allclose(similarity[0], torch.tensor([1.0, 0.0, 0.0, -1.0]), atol=1e-6)
+    assert torch.allclose(similarity[0], torch.tensor([0.0, 0.0, 0.0, -1.0]), atol=1e-6)  # the last item itself: 0
     assert torch.equal(similarity[1], torch.zeros(4))  # no last item: no term
-    assert torch.allclose(similarity[2], torch.tensor([-1.0, 0.0, 0.0, 1.0]), atol=1e-6)
+    assert torch.allclose(similarity[2], torch.tensor([-1.0, 0.0, 0.0, 0.0]), atol=1e-6)
+    assert torch.allclose(last_item_similarity(item_directions(items[:2] * torch.tensor([1.0, 0.0]) + 1), [0])[0],
+                          torch.tensor([0.0, -1.0]), atol=1e-6)
 
 
 def test_another_similarity_weight_is_kept_only_for_a_gain_above_the_minimum():

@@ -56,7 +56,14 @@ def item_directions(items: torch.Tensor) -> torch.Tensor:
 
 
 def last_item_similarity(directions: torch.Tensor, last_items: Sequence[int | None]) -> torch.Tensor:
-    """(B, I) cosine between every item and each row's last item (:func:`item_directions`); 0 for an empty history."""
+    """(B, I) cosine between every item and each row's last item (:func:`item_directions`).
+
+    0 for an empty history, and for the last item itself: the term favours items like the last
+    one, and would otherwise put the last item first (whether to repeat it is the model's call).
+    """
     rows = torch.tensor([-1 if item is None else item for item in last_items], device=directions.device)
     similarity = directions[rows.clamp(min=0)] @ directions.T
-    return similarity * (rows >= 0).unsqueeze(1)
+    similarity *= (rows >= 0).unsqueeze(1)
+    own = torch.nonzero(rows >= 0).squeeze(1)
+    similarity[own, rows[own]] = 0.0
+    return similarity
