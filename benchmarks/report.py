@@ -452,13 +452,14 @@ def cell(entry: dict | None) -> str:
 
 
 def quality_table(head: dict, dataset: str, keys: list[str], brief: bool = False) -> list[str]:
-    """One row per model; ``brief`` (the README) leaves out the rows of the architecture params.yaml does not use."""
+    """One row per model; ``brief`` (the README) leaves out the rows of the architecture params.yaml does not use
+    and of beam search (docs/results.md has them)."""
     other = {"causal", "seq2seq"} - {architecture(yaml.safe_load(Path("params.yaml").read_text()))}
     labels = [k.replace("test/", "").replace("seen_included/", "").replace("seen_excluded/", "excl. ").replace("recall", "R")
               .replace("ndcg", "N") for k in keys]
     lines = ["| model | seeds | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(keys)]
     for model, metrics in head["quality"].get(dataset, {}).items():
-        if brief and model.rsplit("-", 1)[-1] in other:
+        if brief and model.rsplit("-", 1)[-1] in other | {"beams"}:
             continue
         seeds = ",".join(str(r["seed"]) for r in head["settings"][dataset][model]["runs"])
         lines.append(f"| {display(model)} | {seeds} | " + " | ".join(cell(metrics.get(k)) for k in keys) + " |")
