@@ -651,6 +651,8 @@ def settings_lines(head: dict, dataset: str) -> list[str]:
         for source, runs in groups.items():
             run = runs[0]
             extra = [run["device"], *([run["precision"]] if "precision" in run else []), f"users: {run['evaluated_users']}"]
+            if run.get("similarity_weight") is not None:
+                extra.append(f"similarity weight {run['similarity_weight']:g}")
             extra += [f"last phase {r['last_phase_epochs']:g} epochs (seed {r['seed']}, counted by the tail probe)"
                       for r in runs if "last_phase_epochs" in r]
             extra += [f"`--set {o}`" for o in run.get("overrides", [])]

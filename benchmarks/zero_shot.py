@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
                "code_version": code_version(Path(__file__).resolve().parent.parent),
                "steps": {name: {k: v for k, v in r.items() if k != "records"} for name, r in results.items()}}
     write_report(args.out, payload, markdown(figures, settings))
-    if all(k in results for k in ("zero-shot", "popularity", "in-domain")):
+    if all(k in results for k in ("zero-shot", "popularity")):
         headline = json.loads(HEADLINE.read_text(encoding="utf-8")) if HEADLINE.exists() else {}
         command = json.loads(output_path(args.out, ".json").read_text(encoding="utf-8"))["command"]
         headline.setdefault("zero_shot", {})[args.held_out] = {**figures, "settings": settings, "command": command}
