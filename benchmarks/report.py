@@ -42,7 +42,9 @@ DOC_TABLES = [(Path("docs/scale.md"), "distributed", "distributed.md", "python -
                "python -m benchmarks.distributed --compare ..."),
               (Path("docs/scale.md"), "scale", "scale.md", "python -m benchmarks.scale"),
               (Path("docs/reliability.md"), "reliability", "reliability.md", "python -m benchmarks.reliability"),
-              (Path("docs/datasets.md"), "zero-shot", "zero-shot-toys.md", "python -m benchmarks.zero_shot ...")]
+              (Path("docs/datasets.md"), "zero-shot", "zero-shot-toys.md", "python -m benchmarks.zero_shot ..."),
+              (Path("docs/datasets.md"), "zero-shot-ml-100k", "zero-shot-ml-100k.md",
+               "python -m benchmarks.zero_shot --held-out ml-100k ...")]
 MODELS = ("popularity", "sasrec", *(f"idgenrec-{kind}" for kind in KINDS))
 DATASETS = ("ml-100k", "beauty")
 DISPLAY = {"popularity": "Popularity", "sasrec": "SASRec (CE)", "idgenrec-learned": "IDGenRec, learned IDs",
@@ -554,20 +556,23 @@ def findings(head: dict) -> list[str]:
     beauty = head["quality"].get("beauty", {})
     if all(key in beauty.get(m, {}) for m in ("popularity", "sasrec")):
         out.append(beauty_finding(beauty, key))
-    for dataset, entry in head.get("zero_shot", {}).items():
+    shots = []
+    for dataset, entry in sorted(head.get("zero_shot", {}).items()):
         held, included = entry["held_out"], "seen_included/ndcg@10"
         rows = held["models"]
         zero, pop, own, sasrec = (rows.get(m, {}).get(included) for m in
                                   ("idgenrec zero-shot", "popularity", "idgenrec in-domain", "sasrec"))
         if None in (zero, pop):
             continue
-        against = [f"{zero / pop:.2f}x {dataset} popularity's"]
+        against = [f"{zero / pop:.2f}x its popularity"]
         if sasrec:
-            against.append(f"{zero / sasrec:.2f}x SASRec trained on {dataset} ({sasrec:.4f})")
+            against.append(f"{zero / sasrec:.2f}x SASRec trained on it")
         if own:
-            against.append(f"{zero / own:.0%} of the same model trained on {dataset} ({own:.4f})")
-        out.append(f"Zero-shot on {dataset} (trained on {' + '.join(held['trained_on'])}, never on {dataset}): test N@10 "
-                   f"{zero:.4f}, {', '.join(against)}; [docs/datasets.md](docs/datasets.md).")
+            against.append(f"{zero / own:.0%} of the same model trained on it")
+        shots.append(f"{dataset} (trained on {' + '.join(held['trained_on'])}) {zero:.4f}, {', '.join(against)}")
+    if shots:
+        out.append("Zero-shot, test N@10 on a dataset the model never saw: " + "; ".join(shots)
+                   + " ([docs/datasets.md](docs/datasets.md)).")
     return out
 
 
