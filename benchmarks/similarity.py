@@ -31,16 +31,14 @@ from benchmarks.common import id_kind, machine, model_folder, output_path, with_
 from benchmarks.quality import markdown, summarise
 
 
-def rechosen(run: dict, source: dict, dataset: SequenceDataset, workdir: Path, weights: list[float], min_gain: float,
-             reevaluate: bool = False) -> dict:
-    """``run`` (an IDGenRec run of ``source``) with its model's similarity weight chosen and its test metrics redone."""
+def rechosen(run: dict, raw: dict, dataset: SequenceDataset, workdir: Path, reevaluate: bool = False) -> dict:
+    """``run`` (an IDGenRec run of a file whose params, with the similarity settings, are ``raw``) with its
+    model's similarity weight chosen and its test metrics redone."""
     from idgenrec.backbone import pick_device
     from idgenrec.evaluation import evaluate_protocol
     from idgenrec.recommender import alternating
     from idgenrec.recommender.model import IDGenRecModel
 
-    raw = json.loads(json.dumps(source["params"]))
-    raw.setdefault("training", {}).update(similarity_weights=weights, similarity_min_gain=min_gain)
     params = with_seed(raw, id_kind(run["model"]), run["seed"])
     folder = model_folder(workdir / dataset.name, params.ids.kind, run["seed"])
     state = alternating.choose_similarity_weight(params, dataset, folder)
@@ -82,15 +80,14 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging()
     source = json.loads(args.run.read_text(encoding="utf-8"))
     dataset = SequenceDataset.load(source["prepared"])
-    runs = [rechosen(run, source, dataset, args.workdir, args.weights, args.min_gain, args.reevaluate)
-            if id_kind(run["model"]) else run
+    params = json.loads(json.dumps(source["params"]))
+    params.setdefault("training", {}).update(similarity_weights=args.weights, similarity_min_gain=args.min_gain)
+    runs = [rechosen(run, params, dataset, args.workdir, args.reevaluate) if id_kind(run["model"]) else run
             for run in source["runs"]]
     label = args.label if args.label is not None else (re.search(r"--label (\S+)", source["command"]) or [None, ""])[1]
     runs = [{**run, "model": relabelled(run["model"], label)} if id_kind(run["model"]) else run for run in runs]
     summary = summarise(runs)
     out = args.out or args.run.with_name(args.run.name.removesuffix(".json"))
-    params = json.loads(json.dumps(source["params"]))
-    params.setdefault("training", {}).update(similarity_weights=args.weights, similarity_min_gain=args.min_gain)
     write_json(output_path(out, ".json"), {
         **source, "command": reproducing_command(source["command"], args.weights, args.min_gain, label, out), "params": params, "summary": summary,
         "runs": runs, "similarity": {"command": " ".join(["python -m benchmarks.similarity", *(argv or sys.argv[1:])]),

@@ -191,7 +191,7 @@ def finish_training(params: Params, files: PipelineFiles) -> "TrainingState":
     state = TrainingState.load(files.workdir)
     if state is None or state.best_phase is None:
         raise RuntimeError(f"{files.workdir}: no model was selected (the schedule has no recommender phase, or it has not run)")
-    if len(params.training.similarity_weights) > 1:
+    if len(params.training.similarity_weights) > 1:  # only then is the prepared data read
         state = choose_similarity_weight(params, SequenceDataset.load(files.prepared), files.workdir)
     if distributed.current().main:
         write_json(files.training_curve, [{"step": step, **record} for step, record in enumerate(state.records, start=1)])

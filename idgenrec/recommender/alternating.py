@@ -375,10 +375,13 @@ def choose_similarity_weight(params: Params, dataset: SequenceDataset, workdir: 
         raise FileNotFoundError(f"{workdir}: no selected model to choose a similarity weight for")
     if len(weights) == 1:
         return state
+    scores = state.valid_by_similarity_weight
+    scored = set(scores or ()) == {str(w) for w in weights}
+    if scored and preferred_similarity_weight(scores, weights, params.training.similarity_min_gain) == state.similarity_weight:
+        return state  # chosen already, and best/ carries it
     ranks = distributed.current()
     best = IDGenRecModel.load(workdir / BEST, device=pick_device())
-    scores = state.valid_by_similarity_weight
-    if set(scores or ()) != {str(w) for w in weights}:
+    if not scored:
         selection = dataset.sample_users(params.training.selection_users, params.training.seed)
         scores = {}
         for weight in weights:

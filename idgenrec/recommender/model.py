@@ -21,7 +21,7 @@ from idgenrec.ids.trie import IdTrie
 from idgenrec.recommender.decoding import beam_search
 from idgenrec.recommender.samples import PromptEncoder, pad_batch, user_id_writer
 from idgenrec.recommender.item_scores import (
-    catalogue_tokens, item_directions, item_embeddings, item_log_probs, item_logits, last_item_similarity,
+    catalogue_tokens, item_directions, item_embeddings, item_logits, last_item_similarity,
 )
 from idgenrec.recommender.sequences import SequenceEncoder
 from idgenrec.backbone import autocast, prompt_token_limit
@@ -119,12 +119,10 @@ class IDGenRecModel:
         """
         states = hidden_states(self.recommender, input_ids=input_ids, attention_mask=mask)
         last = states[torch.arange(states.size(0), device=states.device), mask.sum(dim=1) - 1]
+        logits = item_logits(self.recommender, last, self.item_embeddings()).float()
         if self.settings.similarity_weight:
-            logits = item_logits(self.recommender, last, self.item_embeddings()).float()
             logits += self.settings.similarity_weight * last_item_similarity(self.item_directions(), last_items)
-            scores = torch.log_softmax(logits, dim=-1)
-        else:
-            scores = item_log_probs(self.recommender, last, self.item_embeddings())
+        scores = torch.log_softmax(logits, dim=-1)
         for row, items in enumerate(exclude):
             if items:
                 scores[row, list(items)] = float("-inf")
