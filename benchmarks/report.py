@@ -242,43 +242,22 @@ def probed_tail(run: Run, reference: dict) -> dict | None:
 VARIANT_PROFILES = {"seq2seq": Path("profiles/cpu-seq2seq.yaml"), "beams": Path("profiles/cpu-beams.yaml")}
 
 
-def similarity_kept_zero(runs: list[Run]) -> str | None:
-    """Why runs of one dataset trained before ``training.similarity_weights`` count as the default's, or None.
-
-    The weight is chosen after training, on the selected model; where validation kept 0 for every
-    model of the dataset it was chosen for, the choice leaves a model as it was, so a run that could
-    not choose is taken to score as one that chose (the reason is recorded with the run).
-    """
-    chosen = [r for r in runs if r.setting.get("similarity_weight") is not None]
-    if not chosen or any(r.setting["similarity_weight"] != 0 for r in chosen):
-        return None
-    checked = ", ".join(f"{r.model} seed {r.seed}" for r in chosen)
-    return f"trained before training.similarity_weights; validation kept weight 0 on every model it was chosen for ({checked})"
-
-
-def settings_match(run: Run, reference: dict, similarity_neutral: str | None = None) -> bool | None:
-    """Whether ``run`` has ``reference``'s settings (a last phase the tail probe covers counts; so does a run
-    that predates the similarity weights on a dataset where ``similarity_neutral`` says why); None if unknown."""
+def settings_match(run: Run, reference: dict) -> bool | None:
+    """Whether ``run`` has ``reference``'s settings (a last phase the tail probe covers counts); None if unknown."""
     diff = differences(run, reference)
     if diff is None:
         return None
-    reasons = []
-    if similarity_neutral and "training.similarity_weights" in diff and "similarity_weights" not in run.params.get("training", {}):
-        diff = diff - {"training.similarity_weights"}
-        reasons.append(similarity_neutral)
     if diff == {"training.schedule"} and (probe := probed_tail(run, reference)):
         run.setting["last_phase_epochs"] = run.params["training"]["schedule"][-1]["epochs"]
-        reasons.append(f"{TAIL_PROBE}: its last phase rerun at {probe['epochs']:g} epoch kept the first phase selected")
+        run.setting["counted_by"] = f"{TAIL_PROBE}: its last phase rerun at {probe['epochs']:g} epoch kept the first phase selected"
         diff = set()
-    if not diff and reasons:
-        run.setting["counted_by"] = "; ".join(reasons)
     return not diff
 
 
-def headline_name(run: Run, reference: dict, similarity_neutral: str | None = None) -> str | None:
+def headline_name(run: Run, reference: dict) -> str | None:
     """``run``'s model name in the headline against ``reference`` (params.yaml), None where it is not reported."""
     name = run.model
-    match = settings_match(run, reference, similarity_neutral)
+    match = settings_match(run, reference)
     if match is None:
         return None
     if match:
@@ -328,9 +307,8 @@ def first_phase_epochs(params: dict) -> float | None:
 def current_runs(dataset: str, runs: list[Run], reference: dict, same_dataset: bool) -> dict[str, list[Run]]:
     """Runs by headline model name: on the reference's dataset only the reference's settings (or a variant)."""
     chosen: dict[str, list[Run]] = {}
-    neutral = similarity_kept_zero(runs)
     for run in runs:
-        name = headline_name(run, reference, neutral) if same_dataset else other_dataset_name(run, reference)
+        name = headline_name(run, reference) if same_dataset else other_dataset_name(run, reference)
         if name is None:
             continue
         seeds = {r.seed for r in chosen.get(name, [])}
