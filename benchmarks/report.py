@@ -44,7 +44,9 @@ DOC_TABLES = [(Path("docs/scale.md"), "distributed", "distributed.md", "python -
               (Path("docs/reliability.md"), "reliability", "reliability.md", "python -m benchmarks.reliability"),
               (Path("docs/datasets.md"), "zero-shot", "zero-shot-toys.md", "python -m benchmarks.zero_shot ..."),
               (Path("docs/datasets.md"), "zero-shot-ml-100k", "zero-shot-ml-100k.md",
-               "python -m benchmarks.zero_shot --held-out ml-100k ...")]
+               "python -m benchmarks.zero_shot --held-out ml-100k ..."),
+              (Path("docs/datasets.md"), "zero-shot-yelp", "zero-shot-yelp.md",
+               "python -m benchmarks.zero_shot --held-out yelp ...")]
 MODELS = ("popularity", "sasrec", *(f"idgenrec-{kind}" for kind in KINDS))
 DATASETS = ("ml-100k", "beauty")
 DISPLAY = {"popularity": "Popularity", "sasrec": "SASRec (CE)", "idgenrec-learned": "IDGenRec, learned IDs",

@@ -186,8 +186,8 @@ def markdown(figures: dict, settings: dict) -> str:
         lines += ["", "Checkpoints validation selected: " + "; ".join(
             f"{name} phase {where['phase']}" for name, where in figures["selected"].items()) + " (of recommender, ID phase, re-fit)."]
     lines += [f"Note: {note}." for note in figures["notes"]]
-    lines += ["", f"Settings: params.yaml with {', '.join(settings['overrides']) or 'no changes'}; "
-                  f"SASRec capped at {settings['sasrec_epochs']} epochs."]
+    capped = f"; SASRec capped at {settings['sasrec_epochs']} epochs" if "sasrec" in held["models"] else ""
+    lines += ["", f"Settings: params.yaml with {', '.join(settings['overrides']) or 'no changes'}{capped}."]
     return "\n".join(lines) + "\n"
 
 
