@@ -93,20 +93,20 @@ SCRIPTS: tuple[Benchmark, ...] = (
                   "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
                   "--label", "2.5ep", "--workdir", "bench/beauty-items",
                   "--out", f"benchmarks/results/quality-beauty-{kind}-items-2.5ep-seed0") for kind in KINDS),
-               # about an hour of training each on one core (bf16 where the CPU has kernels; the generator of the
-               # 2.5-epoch runs, warmed up in fp32): 4 epochs of learned IDs, 3 of title IDs (longer IDs, slower epochs)
-               *(("--dataset", "beauty", "--kinds", kind, "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
+               # about an hour of training each on one core (bf16 where the CPU has kernels; generators warmed up in
+               # fp32): 4 epochs of learned IDs (3 seeds), 3 of title IDs (longer IDs, slower epochs)
+               *(("--dataset", "beauty", "--kinds", kind, "--seeds", seed, "--baselines", "--set", "warmup.epochs=2",
                   "--set", "warmup.bf16=false", "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
                   "--set", f"training.schedule=[{{phase: recommender, epochs: {epochs}, learning_rate: 0.002}}, "
                   "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
                   "--label", f"{epochs}ep", "--workdir", "bench/beauty-long",
-                  "--out", f"benchmarks/results/quality-beauty-{kind}-items-{epochs}ep-seed0")
-                 for kind, epochs in (("learned", 4), ("title", 3)))),
+                  "--out", f"benchmarks/results/quality-beauty-{kind}-items-{epochs}ep-seed{seed}")
+                 for kind, epochs, seeds in (("learned", 4, "012"), ("title", 3, "0")) for seed in seeds)),
               "ML-100k: 11-26 min of training per IDGenRec run (random < title < learned IDs), about 4 min per SASRec run, "
               "about 3 h in all; Beauty's baselines on 2,000 sampled users: longer; Beauty on params.yaml's objective, one fp32 "
               "thread, 2.5 epochs: learned IDs about 70 min (with the generator's warm-up), title 80 min, random 23 min; "
               "with beam search: learned 1-1.5 h (2.5 epochs), 1.5-2 h (5 epochs), title about 1.5 h, random about 30 min; "
-              "learned 4 epochs and title 3 epochs in bf16, one core each beside other work: about 1.6 and 1.8 h",
+              "learned 4 epochs and title 3 epochs in bf16, one core each beside other work: about 1.6-2 h and 1.8 h",
               "benchmarks/results/quality-DATASET-*.{json,md}", suites=("full",)),
     Benchmark("speed", "The params.yaml recommender's training throughput (target items/s, target positions/s) and MFU "
               "against the measured matmul peak; decoding latency p50/p95 with and without the trie, by history length "

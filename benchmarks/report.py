@@ -730,9 +730,11 @@ def similarity_block() -> str:
                 continue
             before, after = run.get("metrics_single_weight", {}), run["metrics"]
             key = "test/seen_included/ndcg@10"
+            # a run that chose while training was tested with its kept weight only: weight 0's test score is unknown
+            without = before.get(key, after[key] if run["similarity_weight"] == 0 else None)
             rows.append(f"| {data['dataset']} | {run['model'].removeprefix('idgenrec-')} | {run['seed']} | "
                         + ", ".join(f"{float(w):g}: {v:.4f}" for w, v in sorted(scores.items(), key=lambda e: float(e[0])))
-                        + f" | {run['similarity_weight']:g} | {before.get(key, after[key]):.4f} -> {after[key]:.4f} | "
+                        + f" | {run['similarity_weight']:g} | {'-' if without is None else f'{without:.4f}'} -> {after[key]:.4f} | "
                         f"`{path.name}` |")
     if not rows:
         return "\n".join([*lines, "No quality run has chosen a weight yet.", "", SIMILARITY_END])
