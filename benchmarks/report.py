@@ -284,7 +284,7 @@ def other_dataset_name(run: Run, reference: dict) -> str:
     """``run``'s model name on a dataset params.yaml does not name: the default's architecture keeps the
     model's name; a run of another architecture or of a named profile says which, and so does a run
     of the default architecture that ranks another way (``-beams``) or whose first recommender phase is
-    longer or shorter (``-5ep``) says so too."""
+    longer or shorter (``-5ep``) says so too, as does one whose warm-up taught IDs of another length (``-8words``)."""
     if not id_kind(run.model):
         return run.model
     if run.params is None:  # an older file that names its profile instead of recording its params
@@ -297,7 +297,10 @@ def other_dataset_name(run: Run, reference: dict) -> str:
     if ranking != recorded(reference, "training.ranking"):
         name += f"-{ranking}"
     epochs, default = first_phase_epochs(run.params), first_phase_epochs(reference)
-    return name if epochs == default else f"{name}-{epochs:g}ep"
+    if epochs != default:
+        name += f"-{epochs:g}ep"
+    words = flatten(run.params).get("warmup.keyword_words", flatten(reference)["warmup.keyword_words"])
+    return name if words == flatten(reference)["warmup.keyword_words"] else f"{name}-{words}words"
 
 
 def first_phase_epochs(params: dict) -> float | None:
