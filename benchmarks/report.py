@@ -457,7 +457,7 @@ FULL_KEYS = [f"test/{setting}/{metric}@{k}" for setting in ("seen_included", "se
              for metric in ("recall", "ndcg") for k in (5, 10)]
 
 
-BEAUTY_RUN = re.compile(r"idgenrec-(?P<kind>\w+?)(?P<beams>-beams)?(?:-(?P<epochs>[\d.]+)ep)?")
+BEAUTY_RUN = re.compile(r"idgenrec-(?P<kind>\w+?)(?P<beams>-beams)?(?:-(?P<epochs>[\d.]+)ep)?(?:-(?P<words>\d+)words)?")
 
 
 def beauty_finding(beauty: dict, key: str) -> str:
@@ -472,7 +472,7 @@ def beauty_finding(beauty: dict, key: str) -> str:
         value, seeds = metrics[key]["mean"], len(metrics[key]["seeds"])
         epochs = float(match["epochs"] or default_epochs)
         groups.setdefault((match["kind"], "beam search" if match["beams"] else "item ranking"), []).append(
-            (epochs, f"{epochs:g} ep. {value:.4f} ({value / sasrec:.2f}x"
+            (epochs, f"{epochs:g} ep.{f' {words}-word IDs' if (words := match['words']) else ''} {value:.4f} ({value / sasrec:.2f}x"
                      f"{f', {seeds} seeds' if seeds > 1 else ''})"))
     order = {kind: index for index, kind in enumerate(KINDS)}
     by_kind: dict[str, list[str]] = {}
