@@ -61,6 +61,20 @@ class Benchmark:
 WHOLE_COMMANDS = ("dvc",)  # commands run as written, not as a benchmarks module
 QUALITY_ML100K = "benchmarks/results/quality-ml-100k"
 BEAMS_PROFILE = "profiles/cpu-beams.yaml"
+
+
+def beauty_items_run(kind: str, seed: str, epochs: float, workdir: str, *settings: str, label: str | None = None) -> tuple[str, ...]:
+    """quality.py's arguments for an Amazon Beauty run on params.yaml's objective: a 2-epoch warm-up plus ``settings``,
+    2,000 test and 1,000 selection users, ``epochs`` of the first recommender phase, then the ID phase and re-fit."""
+    label = label or f"{epochs:g}ep"
+    return ("--dataset", "beauty", "--kinds", kind, "--seeds", seed, "--baselines", "--set", "warmup.epochs=2", *settings,
+            "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
+            "--set", f"training.schedule=[{{phase: recommender, epochs: {epochs:g}, learning_rate: 0.002}}, "
+            "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
+            "--label", label, "--workdir", workdir,
+            "--out", f"benchmarks/results/quality-beauty-{kind}-items-{label}-seed{seed}")
+
+
 # The suite, in the order `python -m benchmarks run` executes it. A new script adds one entry.
 SCRIPTS: tuple[Benchmark, ...] = (
     Benchmark("pipeline", "The default pipeline: popularity, SASRec and learned IDs, seed 0, on ML-100k "
@@ -87,29 +101,14 @@ SCRIPTS: tuple[Benchmark, ...] = (
                 "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
                 "--label", "5ep", "--out", "benchmarks/results/quality-beauty-learned-5ep-seed0"),
                # params.yaml's item loss and ranking, 2.5 recommender epochs (every ID kind shares seed 0's generator)
-               *(("--dataset", "beauty", "--kinds", kind, "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
-                  "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
-                  "--set", "training.schedule=[{phase: recommender, epochs: 2.5, learning_rate: 0.002}, "
-                  "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
-                  "--label", "2.5ep", "--workdir", "bench/beauty-items",
-                  "--out", f"benchmarks/results/quality-beauty-{kind}-items-2.5ep-seed0") for kind in KINDS),
+               *(beauty_items_run(kind, "0", 2.5, "bench/beauty-items") for kind in KINDS),
                # about an hour of training each on one core (bf16 where the CPU has kernels; generators warmed up in
                # fp32): 4 epochs of learned IDs (3 seeds), 3 of title IDs (longer IDs, slower epochs)
-               *(("--dataset", "beauty", "--kinds", kind, "--seeds", seed, "--baselines", "--set", "warmup.epochs=2",
-                  "--set", "warmup.bf16=false", "--set", "evaluation.sample_users=2000", "--set", "training.selection_users=1000",
-                  "--set", f"training.schedule=[{{phase: recommender, epochs: {epochs}, learning_rate: 0.002}}, "
-                  "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
-                  "--label", f"{epochs}ep", "--workdir", "bench/beauty-long",
-                  "--out", f"benchmarks/results/quality-beauty-{kind}-items-{epochs}ep-seed{seed}")
+               *(beauty_items_run(kind, seed, epochs, "bench/beauty-long", "--set", "warmup.bf16=false")
                  for kind, epochs, seeds in (("learned", 4, "012"), ("title", 3, "0")) for seed in seeds),
                # learned IDs warmed up to 8 keyword words instead of 4 (Amazon titles put the product's kind last)
-               ("--dataset", "beauty", "--kinds", "learned", "--seeds", "0", "--baselines", "--set", "warmup.epochs=2",
-                "--set", "warmup.bf16=false", "--set", "warmup.keyword_words=8", "--set", "evaluation.sample_users=2000",
-                "--set", "training.selection_users=1000",
-                "--set", "training.schedule=[{phase: recommender, epochs: 4, learning_rate: 0.002}, "
-                "{phase: ids, epochs: 0.005, learning_rate: 0.001}, {phase: recommender, epochs: 0.25, learning_rate: 0.0005}]",
-                "--label", "4ep-kw8", "--workdir", "bench/beauty-kw8",
-                "--out", "benchmarks/results/quality-beauty-learned-items-4ep-kw8-seed0")),
+               beauty_items_run("learned", "0", 4, "bench/beauty-kw8", "--set", "warmup.bf16=false",
+                                "--set", "warmup.keyword_words=8", label="4ep-kw8")),
               "ML-100k: 11-26 min of training per IDGenRec run (random < title < learned IDs), about 4 min per SASRec run, "
               "about 3 h in all; Beauty's baselines on 2,000 sampled users: longer; Beauty on params.yaml's objective, one fp32 "
               "thread, 2.5 epochs: learned IDs about 70 min (with the generator's warm-up), title 80 min, random 23 min; "

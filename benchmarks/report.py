@@ -59,6 +59,7 @@ KNOB_BEFORE_RECORDED: dict[str, object] = {
     "backbone.architecture": "seq2seq", "training.item_loss": 0.0, "training.item_seen_unlikelihood": 0.0,
     "training.ranking": "beams", "training.similarity_weights": [0.0],
     "training.similarity_min_gain": 0.02,  # with one weight there is nothing to choose: any gain reads the same
+    "warmup.keyword_words": 4,
 }
 # Knobs that name a variant of a model rather than another setting: a run that differs from
 # params.yaml only in these is reported as ``idgenrec-KIND-VALUE`` (params.yaml's value: ``idgenrec-KIND``).
@@ -299,8 +300,8 @@ def other_dataset_name(run: Run, reference: dict) -> str:
     epochs, default = first_phase_epochs(run.params), first_phase_epochs(reference)
     if epochs != default:
         name += f"-{epochs:g}ep"
-    words = flatten(run.params).get("warmup.keyword_words", flatten(reference)["warmup.keyword_words"])
-    return name if words == flatten(reference)["warmup.keyword_words"] else f"{name}-{words}words"
+    words = recorded(run.params, "warmup.keyword_words")
+    return name if words == recorded(reference, "warmup.keyword_words") else f"{name}-{words}words"
 
 
 def first_phase_epochs(params: dict) -> float | None:
