@@ -72,9 +72,12 @@ def prepared(params: Params, workdir: Path) -> SequenceDataset:
 def cached(path: Path, compute) -> dict:
     if path.exists():
         return json.loads(path.read_text(encoding="utf-8"))
+    import torch
+
     started = time.perf_counter()
     result = compute()
     result.setdefault("timings", {})["step_s"] = round(time.perf_counter() - started, 1)
+    result["threads"] = torch.get_num_threads()  # the setting it ran in: a later --report-only may run in another
     write_json(path, result)
     return result
 
@@ -115,6 +118,11 @@ def precision(results: dict) -> str:
     """The precision the IDGenRec steps computed in (recorded with each; fp32 where a step predates the record)."""
     found = sorted({r.get("precision", "fp32") for r in results.values() if "best_phase" in r or "ids" in r})
     return "/".join(found) or "fp32"
+
+
+def threads(results: dict) -> str:
+    """The torch threads the steps ran with (recorded with each; this process's where a step predates the record)."""
+    return "/".join(str(n) for n in sorted({r.get("threads", machine()["threads"]) for r in results.values()}))
 
 
 def keep_share(zero: float, in_domain: float) -> float | None:
@@ -250,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
         "sasrec_epochs": args.sasrec_epochs,
         "users": (f"{base['evaluation']['sample_users']:,} sampled users per dataset (all where fewer)"
                   if base.get("evaluation", {}).get("sample_users") else "every user"),
-        "machine": f"{machine()['cpu']}, {machine()['threads']} thread(s) per process, {precision(results)}",
+        "machine": f"{machine()['cpu']}, {threads(results)} thread(s) per process, {precision(results)}",
     }
     # What reruns every step (a report assembled from steps run apart is reproduced by the whole run).
     arguments = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--report-only"]

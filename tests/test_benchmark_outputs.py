@@ -33,3 +33,17 @@ def test_a_run_on_another_dataset_is_named_by_what_it_changed():
     assert name(copy.deepcopy(reference)) == "idgenrec-learned"
     assert name(longer) == "idgenrec-learned-4ep"
     assert name(wordier) == "idgenrec-learned-4ep-8words"
+
+
+def test_a_zero_shot_step_records_the_threads_it_ran_with(tmp_path):
+    """A report assembled later (--report-only) describes the steps' setting, not its own process's."""
+    import json
+
+    import torch
+
+    from benchmarks.zero_shot import cached, threads
+
+    result = cached(tmp_path / "step.json", lambda: {"metrics": {}})
+    assert result["threads"] == torch.get_num_threads()
+    assert json.loads((tmp_path / "step.json").read_text())["threads"] == torch.get_num_threads()
+    assert threads({"zero-shot": {"threads": 1}, "popularity": {"threads": 3}}) == "1/3"
